@@ -1,0 +1,87 @@
+"""The seam between the job and the GPU: what a generator is asked for and what it gives back.
+
+The worker depends on this module only; ``pipeline.py`` implements ``Generator`` with TRELLIS.2 on
+CUDA, and tests inject small CPU generators here instead of patching anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Protocol
+
+from PIL import Image
+
+__all__ = [
+    "Generator",
+    "GenerationRequest",
+    "GenerationResult",
+    "Mode",
+    "PipelineType",
+    "ProgressFn",
+    "STAGES",
+    "StageOptions",
+]
+
+Mode = Literal["stochastic", "multidiffusion"]
+PipelineType = Literal["512", "1024", "1024_cascade", "1536_cascade"]
+STAGES = ("sparse_structure", "shape_slat", "tex_slat")
+
+# (stage, steps done, steps in that stage): called after every denoising step and stage end.
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class StageOptions:
+    """Per-stage sampler overrides, named as in TRELLIS.2's ``pipeline.json``; None keeps its value."""
+
+    steps: int | None = None
+    guidance_strength: float | None = None
+    guidance_rescale: float | None = None
+    guidance_interval: tuple[float, float] | None = None
+    rescale_t: float | None = None
+    mode: Mode | None = None
+
+    def sampler_overrides(self) -> dict[str, Any]:
+        """The sampler parameters that were set, without ``mode`` (which is ours, not trellis2's)."""
+        names = ("steps", "guidance_strength", "guidance_rescale", "guidance_interval", "rescale_t")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One validated job, decoded: the views as PIL images and the sampling choices."""
+
+    images: tuple[Image.Image, ...]
+    seed: int
+    mode: Mode = "stochastic"
+    pipeline_type: PipelineType = "1024_cascade"
+    sparse_structure: StageOptions = field(default_factory=StageOptions)
+    shape_slat: StageOptions = field(default_factory=StageOptions)
+    tex_slat: StageOptions = field(default_factory=StageOptions)
+    # None: remove the background unless the image has a real alpha channel.
+    remove_background: bool | None = None
+
+    def stage_mode(self, stage: str) -> Mode:
+        """The view-combination mode for one stage: its own override, else the request's."""
+        return getattr(self, stage).mode or self.mode
+
+
+@dataclass
+class GenerationResult:
+    """What a generator made.
+
+    ``mesh`` is whatever ``export.export_glb`` accepts: trellis2's ``MeshWithVoxel`` from the GPU
+    pipeline, or an already textured ``trimesh.Trimesh`` from a test generator.
+    """
+
+    mesh: Any
+    timings: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class Generator(Protocol):
+    """Anything that turns a request into a mesh; the worker owns validation, export and storage."""
+
+    def generate(self, request: GenerationRequest, progress: ProgressFn | None = None) -> GenerationResult:
+        """Run the three stages for all views of ``request`` and return the decoded mesh."""
+        ...
