@@ -1,0 +1,210 @@
+"""One job end to end through ``run_job``: a CPU generator at the GPU seam, everything else real.
+
+The generator runs the real multi-view sampler on tiny models and returns a textured trimesh; the GLB
+goes through the real export, the Khronos validator and a real S3 server (moto, on loopback).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import logging
+import re
+
+import pytest
+import requests
+import torch
+from cpu_generator import CpuGenerator
+from helpers import png_b64
+
+from handler import CudaRequired
+from trellis_mv.config import Settings
+from trellis_mv.errors import WorkerError
+from trellis_mv.generator import GenerationRequest
+from trellis_mv.storage import S3Store
+from trellis_mv.worker import run_job
+
+pytestmark = pytest.mark.timeout(30)
+
+SETTINGS = Settings()
+VIEWS = [png_b64((32, 32), (200, 40, 40, 255)), png_b64((32, 32), (40, 40, 200, 255)), png_b64((24, 40), (30, 160, 30))]
+
+
+def job(**fields):
+    return {"id": "job-1", "input": {"images": VIEWS, "seed": 7, **fields}}
+
+
+class Recording:
+    """Wraps a generator and keeps every request it was given."""
+
+    def __init__(self, inner=None):
+        self.inner = inner or CpuGenerator()
+        self.requests: list[GenerationRequest] = []
+
+    def generate(self, request, progress=None):
+        self.requests.append(request)
+        return self.inner.generate(request, progress)
+
+
+class Failing:
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def generate(self, request, progress=None):
+        raise self.error
+
+
+def glb_of(answer: dict) -> bytes:
+    return base64.b64decode(answer["glb"]["base64"])
+
+
+@pytest.mark.parametrize("mode", ["stochastic", "multidiffusion"])
+@pytest.mark.parametrize("pipeline_type", ["512", "1024_cascade"])
+def test_a_job_answers_a_valid_glb(mode, pipeline_type, valid_glb):
+    answer = run_job(job(mode=mode, pipeline_type=pipeline_type), settings=SETTINGS, generator=CpuGenerator(), store=None)
+
+    data = glb_of(answer)
+    assert answer["glb"] == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "base64": answer["glb"]["base64"]}
+    assert (answer["seed"], answer["views"], answer["mode"], answer["pipeline_type"]) == (7, 3, mode, pipeline_type)
+    assert answer["mesh"] == {"vertices": 642, "faces": 1280}
+    assert {"validate", "decode", "generate", "export", "store", "total", "sparse_structure", "shape_slat", "tex_slat"} <= set(answer["timings"])
+    report = valid_glb(data)
+    assert report["info"]["totalVertexCount"] == 642
+    assert report["info"]["materialCount"] == 1
+    assert report["info"]["extensionsUsed"] == ["EXT_texture_webp"]
+
+
+def test_the_glb_is_uploaded_and_answered_as_a_url(s3_settings, valid_glb):
+    answer = run_job(job(), settings=s3_settings, generator=CpuGenerator(), store=S3Store.from_settings(s3_settings))
+
+    assert re.fullmatch(r"trellis-mv/job-1/[0-9a-f]{32}\.glb", answer["glb"]["key"])
+    download = requests.get(answer["glb"]["url"], timeout=10)
+    assert download.status_code == 200
+    assert hashlib.sha256(download.content).hexdigest() == answer["glb"]["sha256"]
+    assert len(download.content) == answer["glb"]["bytes"]
+    valid_glb(download.content)
+
+
+def test_same_seed_same_glb_and_the_seed_matters():
+    first, again, other = (
+        run_job(job(seed=seed), settings=SETTINGS, generator=CpuGenerator(), store=None) for seed in (7, 7, 8)
+    )
+    assert first["glb"]["sha256"] == again["glb"]["sha256"]
+    assert first["glb"]["sha256"] != other["glb"]["sha256"]
+
+
+def test_a_random_seed_is_echoed_and_reproduces_the_glb():
+    request = {"id": "j", "input": {"images": VIEWS[:1]}}
+    first = run_job(request, settings=SETTINGS, generator=CpuGenerator(), store=None)
+    again = run_job({"id": "j", "input": {"images": VIEWS[:1], "seed": first["seed"]}}, settings=SETTINGS, generator=CpuGenerator(), store=None)
+    assert 0 <= first["seed"] < 2**32
+    assert again["glb"]["sha256"] == first["glb"]["sha256"]
+
+
+def test_the_request_reaches_the_generator_as_sent():
+    generator = Recording()
+    run_job(
+        job(mode="multidiffusion", shape_slat={"steps": 3, "mode": "stochastic"}, preprocess={"remove_background": False}),
+        settings=SETTINGS, generator=generator, store=None,
+    )
+    (request,) = generator.requests
+    assert [image.size for image in request.images] == [(32, 32), (32, 32), (24, 40)]
+    assert [image.mode for image in request.images] == ["RGB", "RGB", "RGB"]  # opaque alpha is not real alpha
+    assert (request.seed, request.mode, request.remove_background) == (7, "multidiffusion", False)
+    assert request.shape_slat.steps == 3
+    assert [request.stage_mode(stage) for stage in ("sparse_structure", "shape_slat", "tex_slat")] == [
+        "multidiffusion", "stochastic", "multidiffusion",
+    ]
+
+
+def test_progress_reports_every_step_in_order():
+    updates: list[dict] = []
+    run_job(job(pipeline_type="1024_cascade"), settings=SETTINGS, generator=CpuGenerator(), store=None, progress=updates.append)
+
+    stages = [update["stage"] for update in updates if "step" not in update]
+    assert stages == ["validate", "decode", "generate", "export", "store"]
+    steps = [(update["stage"], update["step"], update["steps"]) for update in updates if "step" in update]
+    # CpuGenerator: four steps a stage; the cascade samples the shape latent twice
+    assert steps == [
+        *[("sparse_structure", step, 4) for step in range(1, 5)],
+        *[("shape_slat", step, 4) for step in range(1, 5)] * 2,
+        *[("tex_slat", step, 4) for step in range(1, 5)],
+    ]
+
+
+def test_a_bad_request_never_reaches_the_generator():
+    generator = Recording()
+    answer = run_job({"id": "j", "input": {"images": VIEWS, "seed": -1, "colour": "red"}}, settings=SETTINGS, generator=generator, store=None)
+    assert answer == {
+        "error": "seed: -1 is not in the range 0<=x<=4294967295; colour: unknown field; allowed: images, mode, seed, "
+        "pipeline_type, sparse_structure, shape_slat, tex_slat, preprocess, glb, output"
+    }
+    assert generator.requests == []
+
+
+@pytest.mark.parametrize("raw", [None, [], "images", {"input": {}}])
+def test_a_job_without_a_usable_input(raw):
+    answer = run_job({"id": "j", "input": raw}, settings=SETTINGS, generator=Recording(), store=None)
+    assert set(answer) == {"error"}
+    assert answer["error"].startswith(("input: expected an object", "images: required"))
+
+
+def test_without_cuda_a_valid_job_says_a_gpu_is_needed_and_an_invalid_one_says_what_is_wrong():
+    no_gpu = CudaRequired("torch.cuda.is_available() is False")
+    assert run_job(job(), settings=SETTINGS, generator=no_gpu, store=None) == {
+        "error": "this worker needs a CUDA GPU: torch.cuda.is_available() is False; run it on a GPU endpoint"
+    }
+    assert run_job(job(mode="fast"), settings=SETTINGS, generator=no_gpu, store=None) == {
+        "error": 'mode: "fast" is not allowed; use "stochastic" or "multidiffusion"'
+    }
+
+
+def test_our_faults_answer_a_short_id_that_is_in_the_log(caplog):
+    with caplog.at_level(logging.ERROR, logger="trellis_mv.worker"):
+        answer = run_job(job(), settings=SETTINGS, generator=Failing(KeyError("tex_slat_decoder")), store=None)
+    match = re.fullmatch(r"internal error ([0-9a-f]{8}): KeyError: 'tex_slat_decoder'", answer["error"])
+    assert match, answer
+    (record,) = caplog.records
+    assert match.group(1) in record.getMessage() and record.exc_info[0] is KeyError
+    assert set(answer) == {"error"}
+
+
+def test_a_worker_error_is_answered_without_its_type():
+    answer = run_job(job(), settings=SETTINGS, generator=Failing(WorkerError("the shape decoder is missing")), store=None)
+    assert re.fullmatch(r"internal error [0-9a-f]{8}: the shape decoder is missing", answer["error"])
+
+
+@pytest.mark.parametrize(
+    "error", [torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), RuntimeError("CUDA out of memory.")]
+)
+def test_out_of_memory_asks_runpod_for_a_fresh_worker(error):
+    answer = run_job(job(), settings=SETTINGS, generator=Failing(error), store=None)
+    assert answer["refresh_worker"] is True
+    assert re.fullmatch(
+        r'internal error [0-9a-f]{8}: the GPU ran out of memory; try fewer views, mode "stochastic" or a smaller pipeline_type',
+        answer["error"],
+    )
+
+
+def test_a_failed_upload_is_an_error_and_the_worker_goes_on(s3_settings):
+    broken = dataclasses.replace(s3_settings, bucket_name="no-such-bucket")
+    failed = run_job(job(), settings=broken, generator=CpuGenerator(), store=S3Store.from_settings(broken))
+    assert re.fullmatch(r"internal error [0-9a-f]{8}: upload to bucket 'no-such-bucket' failed: NoSuchBucket \(.*\)", failed["error"])
+    assert "glb" not in failed
+
+    answer = run_job(job(), settings=s3_settings, generator=CpuGenerator(), store=S3Store.from_settings(s3_settings))
+    assert "url" in answer["glb"]
+
+
+def test_a_glb_over_the_base64_cap_is_refused_with_advice():
+    settings = dataclasses.replace(SETTINGS, max_base64_glb_bytes=1_000)
+    answer = run_job(job(), settings=settings, generator=CpuGenerator(), store=None)
+    assert answer["error"].startswith("output.type: the GLB is ")
+    assert "set BUCKET_* on the endpoint to get a URL" in answer["error"]
+
+
+def test_png_textures_on_request(valid_glb):
+    answer = run_job(job(glb={"texture_format": "png"}), settings=SETTINGS, generator=CpuGenerator(), store=None)
+    report = valid_glb(glb_of(answer))
+    assert "EXT_texture_webp" not in report["info"].get("extensionsUsed", [])

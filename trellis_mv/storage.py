@@ -1,0 +1,108 @@
+"""Where a finished GLB goes: an S3-compatible bucket (answered as a presigned URL) or inline base64.
+
+Any S3-compatible store works (AWS, Cloudflare R2, MinIO, ...). boto3 is configured for them:
+checksums only when the operation requires them (boto3 1.36 started sending CRC checksums by default,
+which R2 and MinIO reject), path-style addressing for custom endpoints, and botocore's "standard"
+retries for transient errors. A failed upload is an error answer — never a quiet switch to base64.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import uuid
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .config import Settings
+from .errors import UserError, WorkerError
+from .schema import OutputInput
+
+__all__ = ["GLB_CONTENT_TYPE", "S3Store", "glb_key", "store_glb"]
+
+GLB_CONTENT_TYPE = "model/gltf-binary"
+_UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class S3Store:
+    """One bucket: upload objects and hand out presigned GET URLs."""
+
+    def __init__(self, client: Any, bucket: str):
+        self.client = client
+        self.bucket = bucket
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> S3Store | None:
+        """The bucket named by the ``BUCKET_*`` settings, or None when none is configured."""
+        if not settings.has_bucket:
+            return None
+        config = Config(
+            retries={"mode": "standard", "max_attempts": 5},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            signature_version="s3v4",
+            s3={"addressing_style": "path" if settings.bucket_endpoint_url else "auto"},
+            connect_timeout=10,
+            read_timeout=60,
+        )
+        client = boto3.session.Session().client(
+            "s3",
+            endpoint_url=settings.bucket_endpoint_url,
+            aws_access_key_id=settings.bucket_access_key_id,
+            aws_secret_access_key=settings.bucket_secret_access_key,
+            region_name=settings.bucket_region or "us-east-1",
+            config=config,
+        )
+        return cls(client, settings.bucket_name)
+
+    def put(self, key: str, data: bytes, *, content_type: str) -> None:
+        """Upload ``data`` under ``key``; raises ``WorkerError`` when the store refuses or cannot be reached."""
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+        except ClientError as error:
+            details = error.response.get("Error", {})
+            raise WorkerError(
+                f"upload to bucket {self.bucket!r} failed: {details.get('Code', 'error')} "
+                f"({details.get('Message', 'no message')})"
+            ) from error
+        except BotoCoreError as error:
+            raise WorkerError(f"upload to bucket {self.bucket!r} failed: {error}") from error
+
+    def presigned_url(self, key: str, *, expires_in: int) -> str:
+        """A GET URL for ``key`` that works without credentials for ``expires_in`` seconds."""
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
+        )
+
+
+def glb_key(prefix: str, job_id: str) -> str:
+    """``<prefix>/<job id>/<uuid>.glb``: one folder per job, never overwriting an earlier answer."""
+    safe_job_id = _UNSAFE_KEY_CHARS.sub("_", job_id)[:128] or "job"
+    return f"{prefix}/{safe_job_id}/{uuid.uuid4().hex}.glb"
+
+
+def store_glb(
+    data: bytes, output: OutputInput, *, job_id: str, settings: Settings, store: S3Store | None
+) -> dict[str, Any]:
+    """Put the GLB where the request asked and describe it: url or base64, key, bytes, sha256."""
+    described = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    kind = output.type or ("s3" if store is not None else "base64")
+    if kind == "base64":
+        cap = settings.max_base64_glb_bytes
+        if len(data) > cap:
+            raise UserError(
+                "output.type",
+                f"the GLB is {len(data):,} bytes, over the {cap:,} bytes that a base64 answer may "
+                "carry (RunPod caps answers at 20 MB); set BUCKET_* on the endpoint to get a URL, or lower "
+                "glb.texture_size/glb.decimation_target",
+            )
+        return {**described, "base64": base64.b64encode(data).decode("ascii")}
+    assert store is not None, "schema.parse_job_input refuses output.type s3 without a bucket"
+    key = glb_key(output.key_prefix or settings.key_prefix, job_id)
+    store.put(key, data, content_type=GLB_CONTENT_TYPE)
+    url = store.presigned_url(key, expires_in=output.expires_in or settings.url_expires_s)
+    return {**described, "key": key, "url": url}
