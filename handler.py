@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,7 +29,7 @@ from trellis_mv.config import Settings
 from trellis_mv.errors import StartupError
 from trellis_mv.generator import GenerationRequest, GenerationResult, Generator, ProgressFn
 from trellis_mv.storage import S3Store
-from trellis_mv.worker import run_job
+from trellis_mv.worker import Progress, run_job
 
 log = logging.getLogger("trellis_mv.handler")
 
@@ -64,10 +66,29 @@ def build_handler(settings: Settings, *, send_progress: bool) -> Callable[[dict[
     store = S3Store.from_settings(settings)
 
     def handler(job: dict[str, Any]) -> dict[str, Any]:
-        progress = (lambda update: runpod.serverless.progress_update(job, update)) if send_progress else None
+        progress = throttled(lambda update: runpod.serverless.progress_update(job, update)) if send_progress else None
         return run_job(job, settings=settings, generator=generator, store=store, progress=progress)
 
     return handler
+
+
+def throttled(send: Progress, *, every_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> Progress:
+    """Pass on every stage start but at most one denoising step per ``every_s`` seconds.
+
+    Each runpod progress update is an HTTP call on a thread of its own: dozens a second would cost
+    requests and could arrive out of order.
+    """
+    last_step = -math.inf
+
+    def progress(update: dict[str, Any]) -> None:
+        nonlocal last_step
+        if "step" in update:
+            if clock() - last_step < every_s:
+                return
+            last_step = clock()
+        send(update)
+
+    return progress
 
 
 def read_test_input_file(argv: list[str]) -> list[str]:

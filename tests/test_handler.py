@@ -21,7 +21,7 @@ import pytest
 import requests
 from helpers import png_b64
 
-from handler import read_test_input_file
+from handler import read_test_input_file, throttled
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -153,3 +153,19 @@ def test_a_bad_job_fails_with_its_message_and_the_server_goes_on(api):
     assert failed == {"id": failed["id"], "status": "FAILED", "error": "images: 0 images given; send 1 to 8"}
     healthy = requests.post(f"{api}/runsync", json={"input": job_input()}, timeout=30).json()
     assert healthy["status"] == "COMPLETED"
+
+
+def test_progress_sends_every_stage_but_throttles_steps():
+    sent: list[dict] = []
+    now = [0.0]
+    progress = throttled(sent.append, every_s=1.0, clock=lambda: now[0])
+    for update, at in [
+        ({"stage": "generate"}, 0.0),
+        ({"stage": "sparse_structure", "step": 1, "steps": 12}, 0.1),
+        ({"stage": "sparse_structure", "step": 2, "steps": 12}, 0.5),
+        ({"stage": "sparse_structure", "step": 3, "steps": 12}, 1.2),
+        ({"stage": "export"}, 1.3),
+    ]:
+        now[0] = at
+        progress(update)
+    assert [update.get("step") for update in sent] == [None, 1, 3, None]
