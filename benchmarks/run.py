@@ -1,0 +1,245 @@
+"""GPU benchmark of the worker's generator against bare TRELLIS.2, in one process.
+
+    python benchmarks/run.py --out DIR            # on a CUDA machine with trellis2 + extensions
+    python benchmarks/run.py --report DIR/results.json   # re-render BENCHMARKS.md (anywhere)
+
+Random weights at real size (tests/gpu/random_weights.py: bf16 flows, fp16 decoders, the
+sparse structure forced to a spherical shell) say nothing about quality; they measure time,
+tokens and memory of the real code. What runs, in order of importance (results.json is rewritten
+after every run, so a run cut short still reports what it finished):
+
+1. bare ``pipeline.run`` vs our ``generate`` for one view at 512 (12 steps, decode included):
+   ``worker_overhead_ratio``; the same seed's latents give ``parity_n1_vs_trellis2_max_abs``.
+2. 512, 12 steps: single view, stochastic N=4, multidiffusion N=2 and N=4 (latents only).
+3. 1024_cascade, N=4 multidiffusion in low-VRAM mode: ``peak_gib_1024_cascade_n4_low_vram``.
+4. 1024_cascade (``--cascade-steps`` per stage): the same four as 2.
+
+``stochastic_n4_over_single`` is the time ratio; ``multidiffusion_n4_over_token_bound`` is the time
+ratio divided by the ratio of flow-model tokens processed (every view and negative pass counted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+GOALS = {"stochastic_n4_over_single": 1.05, "multidiffusion_n4_over_token_bound": 1.1,
+         "worker_overhead_ratio": 1.03, "peak_gib_1024_cascade_n4_low_vram": 24.0,
+         "parity_n1_vs_trellis2_max_abs": 1e-4}
+
+
+def _setup_paths() -> str:
+    """Import paths and attention backends, before trellis2 is imported; returns the sparse backend's name."""
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "gpu")]
+    os.environ.setdefault("ATTN_BACKEND", "sdpa")
+    if importlib.util.find_spec("flash_attn") is None:
+        sys.path.insert(0, str(ROOT / "tests" / "gpu" / "shims"))
+        os.environ.setdefault("SPARSE_ATTN_BACKEND", "flash_attn")
+        return "per-segment torch SDPA shim (tests/gpu/shims/flash_attn); dense: torch SDPA"
+    return "flash_attn (sparse); dense: " + os.environ["ATTN_BACKEND"]
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return os.environ.get("TRELLIS_MV_COMMIT", "unknown")
+
+
+class Bench:
+    """Runs requests on one loaded pipeline and keeps every measurement in ``results``."""
+
+    def __init__(self, out: Path, cascade_steps: int):
+        import torch
+
+        self.torch, self.out, self.cascade_steps = torch, out, cascade_steps
+        self.results: dict[str, Any] = {
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "device": torch.cuda.get_device_name(), "commit": _commit(), "torch": torch.__version__,
+            "runs": [],
+        }
+
+    def save(self) -> None:
+        self.results.update(headline(self.results))
+        (self.out / "results.json").write_text(json.dumps(self.results, indent=1))
+        (self.out / "BENCHMARKS.md").write_text(render(self.results))
+
+    def load(self) -> None:
+        from random_weights import ShellOccupancy, write_weights
+
+        from trellis_mv.config import Settings
+        from trellis_mv.pipeline import TrellisGenerator, load_pipeline
+
+        root = Path(tempfile.mkdtemp(prefix="bench_weights_"))
+        start = time.perf_counter()
+        model_dir = write_weights(root, dtype="bfloat16")
+        self.results["write_weights_s"] = round(time.perf_counter() - start, 2)
+        start = time.perf_counter()
+        self.pipe = load_pipeline(Settings(model_dir=str(model_dir), background_model=str(root / "BiRefNet"), low_vram="off"))
+        self.results["load_s"] = round(time.perf_counter() - start, 2)
+        self.pipe.models["sparse_structure_decoder"] = ShellOccupancy(self.pipe.models["sparse_structure_decoder"])
+        self.gen = TrellisGenerator(self.pipe)
+        self.save()
+
+    def request(self, kind: str, n: int, mode: str, steps: int | None) -> Any:
+        from harness import rgba_view
+
+        from trellis_mv.generator import GenerationRequest, StageOptions
+
+        stage = StageOptions(steps=steps)
+        return GenerationRequest(images=tuple(rgba_view(20 + i) for i in range(n)), seed=42, mode=mode,
+                                 pipeline_type=kind, sparse_structure=stage, shape_slat=stage, tex_slat=stage)
+
+    def latents(self, label: str, kind: str, n: int, mode: str, steps: int | None, low_vram: bool = False) -> None:
+        from harness import set_low_vram
+
+        set_low_vram(self.pipe, low_vram)
+        start = time.perf_counter()
+        out = self.gen.sample_latents(self.request(kind, n, mode, steps))
+        seconds = time.perf_counter() - start
+        set_low_vram(self.pipe, False)
+        self.results["runs"].append({
+            "label": label, "pipeline_type": kind, "views": n, "mode": mode, "steps": steps or 12,
+            "low_vram": low_vram, "seconds": round(seconds, 3), "timings": out.timings,
+            "tokens": sum(out.stats["tokens"].values()), "tokens_by_stage": out.stats["tokens"],
+            "model_calls": out.stats["model_calls"], "peak_gib": out.stats["peak_gib"],
+            "voxels": out.stats["voxels"], "shape_tokens": out.stats["shape_tokens"]})
+        self.save()
+
+    def overhead(self) -> None:
+        """Bare ``run`` vs ``generate`` for one view at 512 (best of two each), and bf16 parity at max_batch=1."""
+        from harness import rgba_view
+
+        from trellis_mv.pipeline import TrellisGenerator
+
+        torch, view, times = self.torch, rgba_view(20), {"bare": [], "ours": []}
+        request = self.request("512", 1, "stochastic", None)
+        self.gen.generate(request)  # warm-up: Triton JIT and FlexGEMM autotune of the decoders
+        for _ in range(2):
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            _m, (shape_ref, tex_ref, _r) = self.pipe.run(view, seed=42, pipeline_type="512", return_latent=True)
+            torch.cuda.synchronize()
+            times["bare"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            self.gen.generate(request)
+            torch.cuda.synchronize()
+            times["ours"].append(time.perf_counter() - start)
+        exact = TrellisGenerator(self.pipe, max_batch=1).sample_latents(request)
+        self.results["overhead_512_n1"] = {k: [round(t, 3) for t in v] for k, v in times.items()}
+        self.results["worker_overhead_ratio"] = round(min(times["ours"]) / min(times["bare"]), 4)
+        self.results["parity_bf16_512_max_abs"] = max(
+            (exact.shape_slat.feats.float() - shape_ref.feats.float()).abs().max().item(),
+            (exact.tex_slat.feats.float() - tex_ref.feats.float()).abs().max().item())
+        self.save()
+
+
+def _run(results: dict[str, Any], kind: str, n: int, mode: str, low_vram: bool = False) -> dict[str, Any] | None:
+    for entry in results.get("runs", []):
+        if (entry["pipeline_type"], entry["views"], entry["mode"], entry["low_vram"]) == (kind, n, mode, low_vram):
+            return entry
+    return None
+
+
+def headline(results: dict[str, Any]) -> dict[str, Any]:
+    """The issue's keys, from the runs present (1024_cascade preferred, else 512)."""
+    out: dict[str, Any] = {}
+    for kind in ("512", "1024_cascade"):
+        single, stoch, md4 = (_run(results, kind, 1, "stochastic"), _run(results, kind, 4, "stochastic"),
+                              _run(results, kind, 4, "multidiffusion"))
+        if single and stoch:
+            out["stochastic_n4_over_single"] = round(stoch["seconds"] / single["seconds"], 4)
+        if single and md4:
+            bound = md4["tokens"] / single["tokens"]
+            out["multidiffusion_n4_over_token_bound"] = round(md4["seconds"] / single["seconds"] / bound, 4)
+    low = _run(results, "1024_cascade", 4, "multidiffusion", low_vram=True)
+    if low:
+        out["peak_gib_1024_cascade_n4_low_vram"] = low["peak_gib"]
+    parity = [results[k] for k in ("parity_fp32_512_max_abs", "parity_bf16_512_max_abs") if k in results]
+    if parity:
+        out["parity_n1_vs_trellis2_max_abs"] = parity[0]
+    return out
+
+
+def render(results: dict[str, Any]) -> str:
+    """BENCHMARKS.md from results.json."""
+    lines = [
+        "# Benchmarks", "",
+        f"Measured {results.get('date')} on {results.get('device')} (torch {results.get('torch')}), commit "
+        f"`{results.get('commit')}`, by `python benchmarks/run.py`. Attention: {results.get('attention')}. "
+        "Random weights at real size (bf16 flows, fp16 decoders), sparse structure forced to a spherical "
+        "shell (tests/gpu/random_weights.py): these numbers are time, tokens and memory of the real code, "
+        "not quality, and not flash-attn timings.", "",
+        "## Goals", "", "| key | measured | goal | met |", "|---|---|---|---|",
+    ]
+    for key, goal in GOALS.items():
+        value = results.get(key)
+        met = "—" if value is None else ("yes" if value <= goal else "no")
+        lines.append(f"| `{key}` | {value if value is not None else 'not measured'} | ≤ {goal} | {met} |")
+    lines += ["", f"Weights written in {results.get('write_weights_s')} s; pipeline load (build on the GPU, "
+              f"read the partial random checkpoints) {results.get('load_s')} s. Loading real weights adds "
+              "their read time, not measured here.", ""]
+    if "overhead_512_n1" in results:
+        o = results["overhead_512_n1"]
+        lines += [f"Bare `pipeline.run` vs our `generate`, 512, one view, decode included (s): bare {o['bare']}, "
+                  f"ours {o['ours']}.", ""]
+    lines += ["## Runs (latents only: conditioning + three stages; seconds)", "",
+              "| pipeline | views | mode | steps | low VRAM | total | cond | sparse structure | shape | texture "
+              "| model tokens | peak GiB | voxels | shape tokens |", "|" + "---|" * 14]
+    for r in results.get("runs", []):
+        t = r["timings"]
+        lines.append(f"| {r['pipeline_type']} | {r['views']} | {r['mode']} | {r['steps']} | {r['low_vram']} | "
+                     f"{r['seconds']} | {t.get('conditioning')} | {t.get('sparse_structure')} | {t.get('shape_slat')} | "
+                     f"{t.get('tex_slat')} | {r['tokens']} | {r['peak_gib']} | {r['voxels']} | {r['shape_tokens']} |")
+    build = ROOT / "benchmarks" / "build_times.json"
+    if build.is_file():
+        times = json.loads(build.read_text())
+        lines += ["", "## Extension build times", "", times["note"], "", "| package | seconds |", "|---|---|"]
+        lines += [f"| {name} | {seconds} |" for name, seconds in times["seconds"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or ROOT / "benchmarks"))
+    parser.add_argument("--cascade-steps", type=int, default=4)
+    parser.add_argument("--report", type=Path, help="re-render BENCHMARKS.md from this results.json and stop")
+    parser.add_argument("--merge", type=Path, help="gpu_results.json of the GPU tests: adds their fp32 parity")
+    args = parser.parse_args()
+    if args.report:
+        results = json.loads(args.report.read_text())
+        if args.merge:
+            parity = json.loads(args.merge.read_text()).get("parity_fp32_512_max_abs", {})
+            if "1" in parity:
+                results["parity_fp32_512_max_abs"] = max(parity["1"].values())
+        results.update(headline(results))
+        args.report.write_text(json.dumps(results, indent=1))
+        (ROOT / "BENCHMARKS.md").write_text(render(results))
+        return
+    attention = _setup_paths()
+    args.out.mkdir(parents=True, exist_ok=True)
+    bench = Bench(args.out, args.cascade_steps)
+    bench.results["attention"] = attention
+    bench.load()
+    bench.overhead()
+    for n, mode in ((1, "stochastic"), (4, "stochastic"), (2, "multidiffusion"), (4, "multidiffusion")):
+        bench.latents(f"512 {mode} N={n}", "512", n, mode, None)
+    bench.latents("1024_cascade multidiffusion N=4 low-VRAM", "1024_cascade", 4, "multidiffusion",
+                  args.cascade_steps, low_vram=True)
+    for n, mode in ((1, "stochastic"), (4, "stochastic"), (2, "multidiffusion"), (4, "multidiffusion")):
+        bench.latents(f"1024_cascade {mode} N={n}", "1024_cascade", n, mode, args.cascade_steps)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""GPU test session: attention backends, random weights, loaded pipelines. Imports no trellis2 at module level.
+
+CI collects this folder on CPU machines (tests/conftest.py marks every test here skipped), so
+everything that needs CUDA, trellis2 or transformers happens inside fixtures, which skipped tests
+never run. On a GPU machine without flash-attn, ``shims/`` (a per-segment SDPA ``flash_attn``)
+goes on ``sys.path`` and trellis2's sparse attention is pointed at it; dense attention uses SDPA.
+Results worth reporting are appended to ``$OUT/gpu_results.json`` (or a temporary folder) as each test ends.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not torch.cuda.is_available():
+        return
+    # Read by trellis2 when it is first imported, which happens later, inside fixtures.
+    os.environ.setdefault("ATTN_BACKEND", "sdpa")
+    if importlib.util.find_spec("flash_attn") is None:
+        sys.path.insert(0, str(HERE / "shims"))
+        os.environ.setdefault("SPARSE_ATTN_BACKEND", "flash_attn")
+
+
+@pytest.fixture(scope="session")
+def out_dir() -> Path:
+    """Where GLBs and results go: the device run's ``$OUT`` when set."""
+    folder = Path(os.environ.get("TRELLIS_MV_GPU_OUT") or os.environ.get("OUT") or tempfile.mkdtemp(prefix="trellis_mv_gpu_"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def record(out_dir: Path):
+    """``record(name, value)``: keep a measured number, rewritten to gpu_results.json at once."""
+    results: dict[str, Any] = {}
+
+    def keep(name: str, value: Any) -> None:
+        results[name] = value
+        (out_dir / "gpu_results.json").write_text(json.dumps(results, indent=1, default=str))
+
+    return keep
+
+
+@pytest.fixture(scope="session")
+def weights_root() -> Path:
+    return Path(tempfile.mkdtemp(prefix="trellis_mv_weights_"))
+
+
+def _pipeline(root: Path, *, dtype: str, models: tuple[str, ...] | None) -> Any:
+    from random_weights import ShellOccupancy, write_weights
+
+    from trellis_mv.config import Settings
+    from trellis_mv.pipeline import load_pipeline
+
+    model_dir = write_weights(root, dtype=dtype, models=models)
+    settings = Settings(model_dir=str(model_dir), background_model=str(root / "BiRefNet"), low_vram="off")
+    pipeline = load_pipeline(settings)
+    pipeline.models["sparse_structure_decoder"] = ShellOccupancy(pipeline.models["sparse_structure_decoder"])
+    return pipeline
+
+
+@pytest.fixture(scope="session")
+def pipeline_fp32(weights_root: Path) -> Any:
+    """The 512 models with fp32 flows, resident: for parity at float32 tolerance."""
+    from random_weights import MODELS_512
+
+    return _pipeline(weights_root / "fp32", dtype="float32", models=MODELS_512)
+
+
+@pytest.fixture(scope="session")
+def pipeline_bf16(weights_root: Path) -> Any:
+    """All eight models as released (bf16 flows, fp16 decoders), resident."""
+    return _pipeline(weights_root / "bf16", dtype="bfloat16", models=None)

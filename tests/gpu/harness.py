@@ -1,0 +1,39 @@
+"""Helpers shared by the GPU tests and the benchmark: views, the generator hook, low-VRAM switching."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+_REGISTERED: list = []
+
+
+def rgba_view(seed: int, size: int = 384) -> Image.Image:
+    """An RGBA photo stand-in: a noisy coloured blob on a transparent background (a real alpha channel)."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:size, 0:size] / (size - 1) * 2 - 1
+    radius = 0.55 + 0.1 * np.sin(3 * np.arctan2(ys, xs) + seed)
+    alpha = ((xs ** 2 + ys ** 2) ** 0.5 < radius).astype(np.uint8) * 255
+    rgb = (rng.integers(0, 256, (size, size, 3)) * 0.3 + np.array([200, 120, 40]) * 0.7).astype(np.uint8)
+    return Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
+
+
+def register(generator) -> None:
+    """Make ``generator`` what ``registered_generator`` answers (the handler's TRELLIS_MV_GENERATOR hook)."""
+    _REGISTERED[:] = [generator]
+
+
+def registered_generator(settings):
+    """``TRELLIS_MV_GENERATOR="harness:registered_generator"``: the already loaded test generator."""
+    return _REGISTERED[0]
+
+
+def set_low_vram(pipeline, on: bool) -> None:
+    """Switch a loaded pipeline between resident and low-VRAM, as ``load_pipeline`` would have built it."""
+    import torch
+
+    pipeline.low_vram = on
+    parts = [*pipeline.models.values(), pipeline.image_cond_model, pipeline.rembg_model]
+    for part in parts:
+        part.to("cpu" if on else "cuda")
+    torch.cuda.empty_cache()

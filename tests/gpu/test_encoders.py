@@ -1,0 +1,57 @@
+"""The image encoders' loaders on the device's transformers: DINOv3's layer move, BiRefNet's meta-tensor trap."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from harness import rgba_view
+
+
+def test_dinov3_conditioner_shapes(weights_root, record):
+    from random_weights import write_dinov3
+
+    from trellis_mv.pipeline import DinoV3Conditioner
+
+    folder = weights_root / "dinov3_only"
+    write_dinov3(folder)
+    conditioner = DinoV3Conditioner(str(folder))
+    conditioner.cuda()
+    record("dinov3_has_top_level_layer", hasattr(conditioner.model, "layer"))
+    views = [rgba_view(0), rgba_view(1)]
+    for size, tokens in ((512, 1 + 4 + 32 * 32), (1024, 1 + 4 + 64 * 64)):
+        conditioner.image_size = size
+        features = conditioner(views)
+        assert features.shape == (2, tokens, 1024)
+        assert torch.isfinite(features).all()
+    one = conditioner(views[:1])
+    assert (one[0] - features[0]).abs().max().item() < 1e-3  # batching views does not change a view's tokens
+
+
+def test_background_loader_builds_remote_code_off_the_meta_device(weights_root, record):
+    import transformers
+    from birefnet_standin import write_standin
+
+    from trellis_mv.background import load_background_remover
+
+    folder = weights_root / "birefnet_only"
+    write_standin(folder)
+    try:
+        transformers.AutoModelForImageSegmentation.from_pretrained(str(folder), trust_remote_code=True)
+        record("birefnet_from_pretrained_on_transformers", f"{transformers.__version__}: loads")
+    except RuntimeError as error:
+        record("birefnet_from_pretrained_on_transformers", f"{transformers.__version__}: {error}")
+    remover = load_background_remover(str(folder))
+    remover.cuda()
+    photo = rgba_view(2).convert("RGB").resize((300, 200))
+    cut = remover(photo)
+    assert cut.mode == "RGBA" and cut.size == photo.size
+    alpha = torch.tensor(list(cut.getchannel("A").getdata()))
+    assert alpha.min() < 50 and alpha.max() > 200  # a centred object, a clear background
+
+
+def test_background_loader_names_missing_folder(tmp_path):
+    from trellis_mv.background import load_background_remover
+    from trellis_mv.errors import StartupError
+
+    with pytest.raises(StartupError, match="has no config.json"):
+        load_background_remover(str(tmp_path / "nothing"))
