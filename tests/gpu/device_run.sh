@@ -25,7 +25,7 @@ cp "$( [ -f .cache/flex_gemm_autotune.json ] && echo .cache/flex_gemm_autotune.j
   "$FLEX_GEMM_AUTOTUNE_CACHE_PATH"
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
 if [[ $phases == *tests* ]]; then
-  timeout "${2:-300}" python3 -m pytest tests/gpu --confcutdir=tests/gpu -p no:cacheprovider -W default \
+  timeout "${2:-300}" python3 -m pytest tests/gpu/test_parity.py tests/gpu/test_encoders.py tests/gpu/test_handler_e2e.py --confcutdir=tests/gpu -p no:cacheprovider -W default \
     -o timeout=600 -rA -q 2>&1 | tee "$out/tests.log"
   cp /tmp/gpu_out/gpu_results.json "$out/" 2>/dev/null
   (cd /tmp/gpu_out && ls ./*.glb >/dev/null 2>&1 && tar czf "$out/glbs.tgz" ./*.glb)
