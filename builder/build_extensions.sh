@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Build TRELLIS.2's four native extensions as wheels against the torch and CUDA toolkit found.
+#
+#   builder/build_extensions.sh SRC WHEELS
+#
+# SRC is the layout fetch_sources.sh writes. The four packages build in parallel; each wheel's
+# shared objects are stripped of debug info (o_voxel goes from 18 MB to under 1 MB) and the wheel
+# is repacked with a fresh RECORD. Prints one "name seconds" line per package.
+# Environment: PYTHON (default python3), TORCH_CUDA_ARCH_LIST (default from versions.env),
+# MAX_JOBS (compiler jobs per package; default a quarter of the cores).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=builder/lib.sh
+source "$here/lib.sh"
+# A caller's architecture list (e.g. just 9.0 on a test machine) wins over the image's.
+load_versions
+export TORCH_CUDA_ARCH_LIST
+
+src=$(cd "${1:?usage: build_extensions.sh SRC WHEELS}" && pwd)
+mkdir -p "${2:?usage: build_extensions.sh SRC WHEELS}"
+wheels=$(cd "$2" && pwd)
+python=${PYTHON:-python3}
+jobs=$(( $(nproc) / 4 ))
+export MAX_JOBS=${MAX_JOBS:-$(( jobs > 0 ? jobs : 1 ))}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# build NAME DIR: one wheel, stripped, into $wheels; the log stays in $wheels/logs.
+build() {
+  local name=$1 dir=$2 start=$SECONDS
+  mkdir -p "$work/$name" "$wheels/logs"
+  "$python" -m pip wheel --no-build-isolation --no-deps -w "$work/$name" "$dir" \
+    >"$wheels/logs/$name.log" 2>&1
+  local wheel
+  wheel=$(ls "$work/$name"/*.whl)
+  "$python" -m wheel unpack -d "$work/$name/unpacked" "$wheel" >/dev/null
+  find "$work/$name/unpacked" -name '*.so' -exec strip --strip-debug {} +
+  "$python" -m wheel pack -d "$wheels" "$work/$name/unpacked"/* >/dev/null
+  echo "$name $(( SECONDS - start )) s"
+}
+
+pids=()
+build nvdiffrast "$src/nvdiffrast" & pids+=($!)
+build flex_gemm "$src/FlexGEMM" & pids+=($!)
+build o_voxel "$src/TRELLIS.2/o-voxel" & pids+=($!)
+build cumesh "$src/CuMesh" & pids+=($!)
+failed=0
+for pid in "${pids[@]}"; do
+  wait "$pid" || failed=1
+done
+if [ "$failed" -ne 0 ]; then
+  echo "an extension failed to build; logs in $wheels/logs" >&2
+  tail -n 30 "$wheels"/logs/*.log >&2
+  exit 1
+fi
+ls -l "$wheels"/*.whl

@@ -1,0 +1,284 @@
+"""Start-up checks: a broken worker fails at start with one clear line, not on its first job.
+
+Three checks, each a plain function that raises ``StartupError`` naming what is missing:
+
+- ``check_cuda``: a GPU is visible, its compute capability is one the extensions were compiled for
+  (``SUPPORTED_ARCHS``, the image's ``TORCH_CUDA_ARCH_LIST``; CUDA 12.4 cannot target Blackwell),
+  and a tiny kernel runs and returns the right sum.
+- ``check_extensions``: flex_gemm, cumesh, o_voxel, nvdiffrast and trellis2 import, and so does one
+  sparse-attention backend (flash_attn, else xformers).
+- ``check_weights``: ``pipeline.json`` parses; every checkpoint it names has its ``.json`` (parsed)
+  and ``.safetensors`` (header read, file as long as the header says: no truncated downloads, no
+  Git LFS pointers); the Hugging Face models it names by hub id, and the background-removal model,
+  exist as local directories with ``config.json``, their remote-code files and readable weights.
+
+Hub ids map to directories beside the model directory (``local_model_path``): with
+``TRELLIS_MV_MODEL_DIR=/models/TRELLIS.2-4B``, ``microsoft/TRELLIS-image-large/ckpts/x`` is
+``/models/TRELLIS-image-large/ckpts/x`` and ``facebook/dinov3-vitl16-pretrain-lvd1689m`` is
+``/models/dinov3-vitl16-pretrain-lvd1689m``; a network volume works the same way under
+``/runpod-volume/models/``. ``builder/download_weights.py`` writes exactly this layout.
+
+``register_checks(settings)`` hands the checks to ``runpod.serverless.register_fitness_check``:
+RunPod runs them before the worker takes jobs (only on RunPod, not with ``--test_input`` or
+``--rp_serve_api``) and on a failure logs ``Fitness check failed: <check> | StartupError: <what>``
+and exits. ``run_checks(settings)`` runs the same checks at once, for a caller that wants them
+before loading the pipeline. Nothing here touches torch or CUDA at import time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import struct
+from pathlib import Path
+from typing import Callable
+
+from .config import Settings
+from .errors import StartupError
+
+__all__ = [
+    "ATTENTION_BACKENDS",
+    "EXTENSIONS",
+    "SUPPORTED_ARCHS",
+    "capability_supported",
+    "check_cuda",
+    "check_extensions",
+    "check_weights",
+    "fitness_checks",
+    "local_model_path",
+    "register_checks",
+    "run_checks",
+]
+
+log = logging.getLogger(__name__)
+
+# The image's TORCH_CUDA_ARCH_LIST (builder/versions.env; a test keeps the two equal). The wheels
+# carry machine code for these and no PTX, so a GPU runs them only within the same major version.
+SUPPORTED_ARCHS = ("8.0", "8.6", "8.9", "9.0")
+EXTENSIONS = ("flex_gemm", "cumesh", "o_voxel", "nvdiffrast.torch", "trellis2")
+# trellis2's sparse attention accepts these (SPARSE_ATTN_BACKEND); the first that imports is used.
+ATTENTION_BACKENDS = ("flash_attn", "xformers")
+_MAX_HEADER = 100 * 2**20  # safetensors caps its JSON header at 100 MB
+_MAX_LISTED = 6
+
+
+def check_cuda(archs: tuple[str, ...] = SUPPORTED_ARCHS) -> str:
+    """Check that CUDA runs a kernel on a GPU of a supported architecture; returns the GPU's description."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise StartupError(
+            f"CUDA: no usable GPU (torch {torch.__version__}, built for CUDA {torch.version.cuda}); "
+            f"this worker needs an NVIDIA GPU of compute capability {', '.join(archs)}"
+        )
+    name = torch.cuda.get_device_name(0)
+    major, minor = torch.cuda.get_device_capability(0)
+    if not capability_supported(major, minor, archs):
+        raise StartupError(
+            f"CUDA: {name} has compute capability {major}.{minor}; the extensions are built for "
+            f"{', '.join(archs)} (CUDA 12.4 cannot build for Blackwell): choose another GPU type"
+        )
+    try:
+        total = (torch.arange(1024, device="cuda", dtype=torch.float32) * 2).sum().item()
+        torch.cuda.synchronize()
+    except RuntimeError as error:
+        raise StartupError(f"CUDA: a test kernel failed on {name}: {_first_line(error)}") from error
+    if total != 1047552.0:
+        raise StartupError(f"CUDA: a test kernel on {name} computed {total}, expected 1047552")
+    return f"{name}, compute capability {major}.{minor}"
+
+
+def check_extensions(
+    modules: tuple[str, ...] = EXTENSIONS, attention: tuple[str, ...] = ATTENTION_BACKENDS
+) -> str:
+    """Import every module and the first attention backend that imports; returns that backend's name."""
+    failed = [f"{name} ({error})" for name in modules if (error := _import_error(name))]
+    backend = None
+    attention_errors = []
+    for name in attention:
+        error = _import_error(name)
+        if error is None:
+            backend = name
+            break
+        attention_errors.append(f"{name}: {error}")
+    if backend is None:
+        failed.append(f"an attention backend ({'; '.join(attention_errors)})")
+    if failed:
+        raise StartupError(f"extensions: cannot import {', '.join(failed)}")
+    return backend
+
+
+def check_weights(model_dir: str | Path, background_model: str | Path) -> str:
+    """Check that every file the pipeline will load is present and complete; returns a summary."""
+    model_dir = Path(model_dir)
+    pipeline = _read_json(model_dir / "pipeline.json", "weights")
+    try:
+        args = pipeline["args"]
+        refs = dict(args["models"])
+        encoder = args["image_cond_model"]["args"]["model_name"]
+    except (KeyError, TypeError) as error:
+        raise StartupError(f"weights: {model_dir / 'pipeline.json'} lacks args.{error}") from None
+    problems: list[str] = []
+    for ref in refs.values():
+        path = local_model_path(ref, model_dir)
+        problems += _json_problems(path.with_name(path.name + ".json"))
+        problems += _safetensors_problems(path.with_name(path.name + ".safetensors"))
+    problems += _hf_dir_problems(local_model_path(encoder, model_dir))
+    problems += _hf_dir_problems(Path(background_model))
+    if problems:
+        shown = problems[:_MAX_LISTED]
+        if len(problems) > _MAX_LISTED:
+            shown.append(f"and {len(problems) - _MAX_LISTED} more")
+        raise StartupError(f"weights incomplete under {model_dir.parent}: {'; '.join(shown)}")
+    return f"{len(refs)} checkpoints in {model_dir}, {encoder}, {background_model}"
+
+
+def local_model_path(ref: str, model_dir: str | Path) -> Path:
+    """Where a model that ``pipeline.json`` names lives on disk.
+
+    A path relative to the model directory (``ckpts/x``) stays there when its ``.json`` exists
+    (TRELLIS.2's own rule); a hub id ``owner/repo[/path]`` maps to ``<models root>/repo[/path]``.
+    """
+    model_dir = Path(model_dir)
+    local = model_dir / ref
+    parts = ref.split("/")
+    if local.with_name(local.name + ".json").is_file() or len(parts) < 2 or parts[0] == "ckpts":
+        return local
+    return model_dir.parent.joinpath(*parts[1:])
+
+
+def fitness_checks(settings: Settings) -> list[Callable[[], None]]:
+    """The checks this worker needs, as named functions; none when a custom generator replaces TRELLIS.2."""
+    if settings.generator:
+        return []
+
+    def cuda_usable() -> None:
+        log.info("CUDA: %s", check_cuda())
+
+    def extensions_import() -> None:
+        log.info("extensions import; sparse attention backend: %s", check_extensions())
+
+    def weights_complete() -> None:
+        log.info("weights: %s", check_weights(settings.model_dir, settings.background_model))
+
+    return [cuda_usable, extensions_import, weights_complete]
+
+
+def register_checks(settings: Settings, register: Callable[[Callable], Callable] | None = None) -> None:
+    """Register ``fitness_checks(settings)`` with runpod (or with ``register``, for tests)."""
+    if register is None:
+        import runpod
+
+        register = runpod.serverless.register_fitness_check
+    for check in fitness_checks(settings):
+        register(check)
+
+
+def run_checks(settings: Settings) -> None:
+    """Run ``fitness_checks(settings)`` now, in order; the first failure raises ``StartupError``."""
+    for check in fitness_checks(settings):
+        check()
+
+
+def capability_supported(major: int, minor: int, archs: tuple[str, ...] = SUPPORTED_ARCHS) -> bool:
+    """Whether code built for ``archs`` runs on a GPU of this compute capability.
+
+    Machine code for sm_XY runs on sm_XZ with Z >= Y, never across major versions (no PTX is kept).
+    """
+    built = [tuple(int(part) for part in arch.split(".")) for arch in archs]
+    return any(major == built_major and minor >= built_minor for built_major, built_minor in built)
+
+
+def _import_error(name: str) -> str | None:
+    try:
+        importlib.import_module(name)
+    except (ImportError, OSError, RuntimeError) as error:
+        return _first_line(error)
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StartupError(f"{what}: {path} is missing") from None
+    except (OSError, ValueError) as error:
+        raise StartupError(f"{what}: {path} is not readable JSON: {_first_line(error)}") from None
+
+
+def _json_problems(path: Path) -> list[str]:
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return [f"{path} is missing"]
+    except (OSError, ValueError) as error:
+        return [f"{path} is not readable JSON ({_first_line(error)})"]
+    return [] if isinstance(config, dict) and "name" in config else [f"{path} has no model 'name'"]
+
+
+def _safetensors_problems(path: Path) -> list[str]:
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as file:
+            head = file.read(8)
+            if head.startswith(b"version "):
+                return [f"{path} is a Git LFS pointer, not the weights"]
+            if len(head) < 8:
+                return [f"{path} has {size} bytes, too few for a safetensors file"]
+            (length,) = struct.unpack("<Q", head)
+            if length > min(size - 8, _MAX_HEADER):
+                return [f"{path} has a header of {length} bytes in a file of {size}"]
+            header = json.loads(file.read(length))
+    except FileNotFoundError:
+        return [f"{path} is missing"]
+    except (OSError, ValueError) as error:
+        return [f"{path} has an unreadable header ({_first_line(error)})"]
+    try:
+        end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"),
+                  default=0)
+    except (KeyError, TypeError, IndexError, AttributeError):
+        return [f"{path} has a malformed header"]
+    if 8 + length + end > size:
+        return [f"{path} is truncated ({size} of {8 + length + end} bytes)"]
+    return []
+
+
+def _hf_dir_problems(path: Path) -> list[str]:
+    if not path.is_dir():
+        return [f"{path} is missing"]
+    config_path = path / "config.json"
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return [f"{config_path} is missing"]
+    except (OSError, ValueError) as error:
+        return [f"{config_path} is not readable JSON ({_first_line(error)})"]
+    code = _remote_code_files(config)
+    problems = [f"{path / name} is missing (remote code)" for name in code if not (path / name).is_file()]
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(_read_json(index, "weights").get("weight_map", {}).values()))
+        weights = [path / shard for shard in shards]
+    else:
+        weights = sorted(path.glob("*.safetensors"))
+    if not weights:
+        return problems + [f"{path} has no *.safetensors weights"]
+    for file in weights:
+        problems += _safetensors_problems(file)
+    return problems
+
+
+def _remote_code_files(config: dict) -> list[str]:
+    # auto_map values look like "birefnet.BiRefNet" or "owner/repo--module.Class" (or a list of such).
+    files = set()
+    for value in (config.get("auto_map") or {}).values():
+        for entry in value if isinstance(value, list) else [value]:
+            if isinstance(entry, str) and "." in entry:
+                files.add(entry.split("--")[-1].rsplit(".", 1)[0].replace(".", "/") + ".py")
+    return sorted(files)
