@@ -113,7 +113,7 @@ class TrellisGenerator:
         start = time.perf_counter()
         mesh = self.pipeline.decode_latent(latents.shape_slat, latents.tex_slat, latents.resolution)[0]
         torch.cuda.synchronize()
-        timings = {**latents.timings, "decode": round(time.perf_counter() - start, 4)}
+        timings = {**latents.timings, "decode_mesh": round(time.perf_counter() - start, 4)}
         stats = {**latents.stats, "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3)}
         return GenerationResult(mesh=mesh, timings=timings, stats=stats)
 

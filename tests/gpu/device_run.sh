@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU tests and/or the benchmark on a bare device machine, from the repo root:
 #
-#   tests/gpu/device_run.sh PHASES TESTS_SECONDS BENCH_SECONDS     # PHASES: tests, bench or tests,bench
+#   tests/gpu/device_run.sh PHASES TESTS_SECONDS BENCH_SECONDS [PYTEST_K]   # PHASES: tests, bench or tests,bench
 #
 # Needs, carried in the working tree: .cache/src.tgz (fetch_sources.sh's tree: TRELLIS.2 and
 # FlexGEMM's autotune cache), .cache/wheels/*.whl (the four extensions built there),
@@ -26,7 +26,7 @@ cp "$( [ -f .cache/flex_gemm_autotune.json ] && echo .cache/flex_gemm_autotune.j
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
 if [[ $phases == *tests* ]]; then
   timeout "${2:-300}" python3 -m pytest tests/gpu/test_parity.py tests/gpu/test_encoders.py tests/gpu/test_handler_e2e.py --confcutdir=tests/gpu -p no:cacheprovider -W default \
-    -o timeout=600 -rA -q 2>&1 | tee "$out/tests.log"
+    -o timeout=600 -rA -q ${4:+-k "$4"} 2>&1 | tee "$out/tests.log"
   cp /tmp/gpu_out/gpu_results.json "$out/" 2>/dev/null
   (cd /tmp/gpu_out && ls ./*.glb >/dev/null 2>&1 && tar czf "$out/glbs.tgz" ./*.glb)
   cp "$FLEX_GEMM_AUTOTUNE_CACHE_PATH" "$out/flex_gemm_autotune.json"

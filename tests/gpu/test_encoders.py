@@ -38,14 +38,15 @@ def test_background_loader_builds_remote_code_off_the_meta_device(weights_root, 
     try:
         transformers.AutoModelForImageSegmentation.from_pretrained(str(folder), trust_remote_code=True)
         record("birefnet_from_pretrained_on_transformers", f"{transformers.__version__}: loads")
-    except RuntimeError as error:
-        record("birefnet_from_pretrained_on_transformers", f"{transformers.__version__}: {error}")
+    except Exception as error:  # what transformers' own loader does with such remote code, for the report
+        record("birefnet_from_pretrained_on_transformers", f"{transformers.__version__}: {type(error).__name__}: {error}")
     remover = load_background_remover(str(folder))
     remover.cuda()
     photo = rgba_view(2).convert("RGB").resize((300, 200))
     cut = remover(photo)
     assert cut.mode == "RGBA" and cut.size == photo.size
     alpha = torch.tensor(list(cut.getchannel("A").getdata()))
+    record("birefnet_standin_alpha_min_max", [alpha.min().item(), alpha.max().item()])
     assert alpha.min() < 50 and alpha.max() > 200  # a centred object, a clear background
 
 
