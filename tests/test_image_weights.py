@@ -20,7 +20,7 @@ from test_image_build import PINS
 from test_startup import PIPELINE, write_safetensors
 from trellis_mv import startup
 
-pytest.importorskip("huggingface_hub", reason="download_weights.py needs huggingface_hub (the image's weights stage)")
+pytest.importorskip("huggingface_hub", reason="download_weights.py needs huggingface_hub")
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "hf_fake_token_for_tests"
@@ -90,8 +90,8 @@ class FakeHub:
                                                    "X-Error-Message": "Access to this repo is restricted"}, body)
         if info:
             siblings = [{"rfilename": name} for name in self.repos[repo]]
-            return self.send(request, 200, json.dumps({"id": repo, "sha": revision, "siblings": siblings}).encode(),
-                             {"Content-Type": "application/json"}, body)
+            answer = json.dumps({"id": repo, "sha": revision, "siblings": siblings}).encode()
+            return self.send(request, 200, answer, {"Content-Type": "application/json"}, body)
         content = self.repos[repo].get(resolve.group(3))
         if content is None:
             return self.send(request, 404, b"{}", {"X-Error-Code": "EntryNotFound"}, body)
@@ -122,8 +122,9 @@ def download(hub: FakeHub, root: Path, token_file: Path) -> subprocess.Completed
     env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "HUGGING"))}
     env |= {"HF_ENDPOINT": hub.url, "HF_HOME": str(root.parent / "hf-home"), "HF_HUB_DISABLE_TELEMETRY": "1",
             "HF_HUB_DISABLE_XET": "1"}
-    return subprocess.run([sys.executable, str(ROOT / "builder" / "download_weights.py"), str(root),
-                           "--token-file", str(token_file)], env=env, capture_output=True, text=True, timeout=120)
+    script = ROOT / "builder" / "download_weights.py"
+    command = [sys.executable, str(script), str(root), "--token-file", str(token_file)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
 
 
 def test_downloads_the_pinned_files_into_the_layout_the_worker_checks(hub: FakeHub, tmp_path: Path) -> None:
@@ -133,7 +134,7 @@ def test_downloads_the_pinned_files_into_the_layout_the_worker_checks(hub: FakeH
     done = download(hub, root, token_file)
     assert done.returncode == 0, done.stderr
     assert startup.check_weights(root / "TRELLIS.2-4B", root / "BiRefNet").startswith("8 checkpoints")
-    files = {str(path.relative_to(root)) for path in root.rglob("*") if path.is_file() and ".cache" not in path.parts}
+    files = {str(path.relative_to(root)) for path in root.rglob("*") if ".cache" not in path.parts}
     assert not {"TRELLIS.2-4B/texturing_pipeline.json", "TRELLIS.2-4B/ckpts/unused_enc.safetensors",
                 "TRELLIS-image-large/ckpts/slat_dec_gs_swin8_B_64l8gs32_fp16.safetensors",
                 "dinov3-vitl16-pretrain-lvd1689m/pytorch_model.bin"} & files
