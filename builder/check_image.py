@@ -4,7 +4,8 @@
     builder/check_image.py [--python] [--extensions] [--weights]
 
 --python      torch, torchvision, transformers, xformers and flash-attn at the versions.env pins,
-              torch built for the image's CUDA, one Pillow build with WebP, and ``pip check``.
+              torch built for the image's CUDA and with the C++ ABI of the flash-attn wheel, one
+              Pillow build with WebP, and ``pip check``.
 --extensions  flex_gemm, cumesh, o_voxel, nvdiffrast and trellis2 are installed. Found with
               ``importlib.util.find_spec``, not imported: importing o_voxel needs libcuda, which a
               build has no GPU driver to provide. The fitness checks import them at start-up.
@@ -40,7 +41,10 @@ def python_problems(pins: dict[str, str]) -> list[str]:
     if torch.__version__.split("+")[0] != pins["TORCH_VERSION"] or torch.version.cuda != cuda:
         problems.append(f"torch is {torch.__version__} for CUDA {torch.version.cuda}, "
                         f"expected {pins['TORCH_VERSION']} for CUDA {cuda}")
-    flash_attn = pins["FLASH_ATTN_URL"].rsplit("/", 1)[1].split("-")[1].split("+")[0]
+    wheel = pins["FLASH_ATTN_URL"].rsplit("/", 1)[1]
+    flash_attn = wheel.split("-")[1].split("+")[0]
+    if ("cxx11abiTRUE" in wheel) != torch.compiled_with_cxx11_abi():
+        problems.append(f"{wheel} does not match torch's C++ ABI (cxx11 {torch.compiled_with_cxx11_abi()})")
     expected = {"torchvision": pins["TORCHVISION_VERSION"], "transformers": pins["TRANSFORMERS_VERSION"],
                 "xformers": pins["XFORMERS_VERSION"], "flash_attn": flash_attn, "pillow": pins["PILLOW_VERSION"]}
     for name, version in expected.items():
