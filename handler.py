@@ -28,6 +28,7 @@ import runpod
 from trellis_mv.config import Settings
 from trellis_mv.errors import StartupError
 from trellis_mv.generator import GenerationRequest, GenerationResult, Generator, ProgressFn
+from trellis_mv.startup import run_checks
 from trellis_mv.storage import S3Store
 from trellis_mv.worker import Progress, run_job
 
@@ -46,17 +47,17 @@ class CudaRequired:
 
 
 def build_generator(settings: Settings) -> Generator:
-    """The configured generator, TRELLIS.2 on CUDA, or ``CudaRequired``."""
+    """The configured generator, TRELLIS.2 on CUDA (after the start-up checks), or ``CudaRequired``."""
     if settings.generator:
         return _load_factory(settings.generator)(settings)
     import torch
 
     if not torch.cuda.is_available():
         return CudaRequired("torch.cuda.is_available() is False")
-    try:
-        from trellis_mv.pipeline import load_generator
-    except ImportError as error:
-        raise StartupError(f"cannot import trellis_mv.pipeline (TRELLIS.2 and its extensions): {error}") from error
+    # Before the load: a missing extension or weight file is named at once, not after minutes of reading.
+    run_checks(settings)
+    from trellis_mv.pipeline import load_generator
+
     return load_generator(settings)
 
 

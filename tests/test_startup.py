@@ -1,19 +1,16 @@
 """Start-up checks: the weights check on a real (tiny) weights tree, the CUDA and extension checks
-failing with one clear line on this CPU machine, and runpod's own fitness runner calling them."""
+failing with one clear line on this CPU machine."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import struct
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
-import runpod
 import torch
 
 from trellis_mv import startup
@@ -206,23 +203,9 @@ def test_extension_check_without_any_attention_backend() -> None:
         startup.check_extensions(("json",), ("nope_a", "nope_b"))
 
 
-def test_register_checks_with_runpod() -> None:
-    from runpod.serverless.modules import rp_fitness
-
-    assert runpod.serverless.register_fitness_check is rp_fitness.register_fitness_check
-    before = list(rp_fitness._fitness_checks)
-    try:
-        startup.register_checks(Settings())
-        added = [check.__name__ for check in rp_fitness._fitness_checks[len(before):]]
-    finally:
-        rp_fitness._fitness_checks[:] = before
-    assert added == ["cuda_usable", "extensions_import", "weights_complete"]
-
-
 def test_a_custom_generator_needs_no_checks() -> None:
-    registered = []
-    startup.register_checks(Settings(generator="cpu_generator:create"), register=registered.append)
-    assert registered == []
+    assert startup.fitness_checks(Settings(generator="cpu_generator:create")) == []
+    startup.run_checks(Settings(generator="cpu_generator:create"))
 
 
 def test_run_checks_raises_the_first_failure(models: Path) -> None:
@@ -233,24 +216,6 @@ def test_run_checks_raises_the_first_failure(models: Path) -> None:
         startup.run_checks(settings)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="shows the failure on a machine without CUDA")
-def test_runpod_fitness_runner_logs_one_line_and_exits(models: Path) -> None:
-    script = textwrap.dedent(f"""
-        import asyncio
-        from runpod.serverless.modules.rp_fitness import run_fitness_checks
-        from trellis_mv.config import Settings
-        from trellis_mv.startup import register_checks
-        register_checks(Settings(model_dir={str(models / "TRELLIS.2-4B")!r}))
-        asyncio.run(run_fitness_checks())
-    """)
-    env = {key: value for key, value in os.environ.items() if not key.startswith("RUNPOD_")}
-    env.update(RUNPOD_SKIP_AUTO_SYSTEM_CHECKS="true", RUNPOD_SKIP_GPU_CHECK="true")
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=60, check=False)
-    assert done.returncode == 1
-    assert "Fitness check failed: cuda_usable | StartupError: CUDA: no usable GPU" in done.stdout + done.stderr
-
-
 def test_import_does_not_load_torch() -> None:
     code = "import sys, trellis_mv.startup; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60, check=False).returncode == 0
@@ -259,5 +224,5 @@ def test_import_does_not_load_torch() -> None:
 def test_public_names() -> None:
     assert startup.__all__ == [
         "ATTENTION_BACKENDS", "EXTENSIONS", "SUPPORTED_ARCHS", "capability_supported", "check_cuda",
-        "check_extensions", "check_weights", "fitness_checks", "local_model_path", "register_checks", "run_checks",
+        "check_extensions", "check_weights", "fitness_checks", "local_model_path", "run_checks",
     ]

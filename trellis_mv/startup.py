@@ -18,11 +18,11 @@ Hub ids map to directories beside the model directory (``local_model_path``): wi
 ``/models/dinov3-vitl16-pretrain-lvd1689m``; a network volume works the same way under
 ``/runpod-volume/models/``. ``builder/download_weights.py`` writes exactly this layout.
 
-``register_checks(settings)`` hands the checks to ``runpod.serverless.register_fitness_check``:
-RunPod runs them before the worker takes jobs (only on RunPod, not with ``--test_input`` or
-``--rp_serve_api``) and on a failure logs ``Fitness check failed: <check> | StartupError: <what>``
-and exits. ``run_checks(settings)`` runs the same checks at once, for a caller that wants them
-before loading the pipeline. Nothing here touches torch or CUDA at import time.
+``run_checks(settings)`` runs them in order; ``handler.py`` calls it before it loads TRELLIS.2, so a
+missing weight or extension stops the worker with ``cannot start: <what>`` before the 16 GB load,
+not on the first job. (runpod's own ``register_fitness_check`` runs only inside
+``runpod.serverless.start``, after the handler, and with it the pipeline, has been built: too late to
+guard the load.) Nothing here touches torch or CUDA at import time.
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ __all__ = [
     "check_weights",
     "fitness_checks",
     "local_model_path",
-    "register_checks",
     "run_checks",
 ]
 
@@ -163,16 +162,6 @@ def fitness_checks(settings: Settings) -> list[Callable[[], None]]:
         log.info("weights: %s", check_weights(settings.model_dir, settings.background_model))
 
     return [cuda_usable, extensions_import, weights_complete]
-
-
-def register_checks(settings: Settings, register: Callable[[Callable], Callable] | None = None) -> None:
-    """Register ``fitness_checks(settings)`` with runpod (or with ``register``, for tests)."""
-    if register is None:
-        import runpod
-
-        register = runpod.serverless.register_fitness_check
-    for check in fitness_checks(settings):
-        register(check)
 
 
 def run_checks(settings: Settings) -> None:
