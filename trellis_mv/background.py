@@ -9,8 +9,9 @@ meta device, and their Swin backbone calls ``.item()`` on a freshly made ``torch
 it is being built: "Tensor.item() cannot be called on meta tensors" (transformers#43957,
 TRELLIS.2#101). :func:`load_background_remover` therefore builds the model itself: the remote
 class comes from ``get_class_from_dynamic_module`` (local files only), is constructed on the CPU
-with real tensors, and the checkpoint is loaded with ``strict=True`` so a missing or renamed
-weight fails at start-up instead of leaving random weights. That works the same under
+with real tensors, and the checkpoint is loaded so that any parameter it lacks fails at start-up
+instead of staying random (buffers the checkpoint may leave out, such as Swin's relative position
+indices, are rebuilt by the constructor). That works the same under
 transformers 4.x and 5.x, and needs no version pin.
 
 The remover is a callable with ``to``/``cpu``, like trellis2's ``rembg.BiRefNet``: RGB in, RGBA
@@ -93,9 +94,16 @@ def load_background_remover(path: str) -> BackgroundRemover:
     # Built here, outside transformers' meta-device context: init-time .item() calls see real tensors.
     model = model_class(config=config)
     try:
-        model.load_state_dict(_read_weights(folder), strict=True)
-    except RuntimeError as error:
+        missing, unexpected = model.load_state_dict(_read_weights(folder), strict=False)
+    except RuntimeError as error:  # a tensor of the wrong shape
         raise StartupError(f"TRELLIS_MV_BACKGROUND_MODEL: weights in {path} do not fit {reference}: {error}") from error
+    parameters = {name for name, _ in model.named_parameters()}
+    missing_parameters = [name for name in missing if name in parameters]
+    if missing_parameters or unexpected:
+        raise StartupError(
+            f"TRELLIS_MV_BACKGROUND_MODEL: weights in {path} do not fit {reference}: "
+            f"missing {missing_parameters[:5]}, unexpected {unexpected[:5]}"
+        )
     return BackgroundRemover(model.float())
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,7 +104,6 @@ class TrellisGenerator:
     def __init__(self, pipeline: Any, *, max_batch: int | None = None):
         self.pipeline = pipeline
         self.max_batch = max_batch
-        self.batcher = SparseBatcher()
 
     def generate(self, request: GenerationRequest, progress: ProgressFn | None = None) -> GenerationResult:
         """Run ``run``'s steps for all views of ``request``; CUDA OOM propagates as ``torch.cuda.OutOfMemoryError``."""
@@ -148,13 +147,14 @@ class _Run:
 
     def __init__(self, generator: TrellisGenerator, request: GenerationRequest, progress: ProgressFn | None):
         self.gen, self.pipe, self.request, self.progress = generator, generator.pipeline, request, progress
+        self.batcher = SparseBatcher()  # per job: its memo of batched coordinates dies with the job
         self.timings: dict[str, float] = {}
         self.stats: dict[str, Any] = {"tokens": {}, "model_calls": {}}
 
     def latents(self) -> tuple[Any, Any, int]:
         request, pipe, kind = self.request, self.pipe, self.request.pipeline_type
         with self._timed("preprocess"):
-            images = [self._preprocess(i, image) for i, image in enumerate(request.images)]
+            images = self._preprocess(request.images)
         torch.manual_seed(request.seed)  # where run() seeds: after preprocessing, before conditioning
         with self._timed("conditioning"):
             cond_512 = self._conditions(images, 512)
@@ -182,25 +182,26 @@ class _Run:
         torch.cuda.synchronize()
         self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 4)
 
-    def _preprocess(self, index: int, image: Image.Image) -> Image.Image:
-        """trellis2's ``preprocess_image``, with the request's ``remove_background`` choice."""
-        has_alpha = image.mode == "RGBA" and not np.all(np.asarray(image)[:, :, 3] == 255)
-        scale = min(1, 1024 / max(image.size))
-        if scale < 1:
-            image = image.resize((int(image.width * scale), int(image.height * scale)), Image.Resampling.LANCZOS)
-        remove = self.request.remove_background if self.request.remove_background is not None else not has_alpha
-        if remove:
-            remover = self.pipe.rembg_model
-            if self.pipe.low_vram:
-                remover.to(self.pipe.device)
-            try:
-                output = remover(image.convert("RGB"))
-            finally:
-                if self.pipe.low_vram:
-                    remover.cpu()
-        else:
-            output = image.convert("RGBA")
-        return _crop_to_foreground(output, index)
+    def _preprocess(self, images: tuple[Image.Image, ...]) -> list[Image.Image]:
+        """trellis2's ``preprocess_image`` per view, with the request's ``remove_background`` choice.
+
+        Views are shrunk to at most 1024 px (LANCZOS); those without a real alpha channel (or all, when
+        the request says so) go through the background remover, which low-VRAM mode holds on the GPU
+        once for all of them; then the square crop around the foreground.
+        """
+        choice = self.request.remove_background
+        shrunk, remove = [], []
+        for image in images:
+            has_alpha = image.mode == "RGBA" and not np.all(np.asarray(image)[:, :, 3] == 255)
+            scale = min(1, 1024 / max(image.size))
+            if scale < 1:
+                image = image.resize((int(image.width * scale), int(image.height * scale)), Image.Resampling.LANCZOS)
+            shrunk.append(image)
+            remove.append(choice if choice is not None else not has_alpha)
+        remover = self.pipe.rembg_model
+        with _on_gpu(self.pipe, remover) if any(remove) else nullcontext():
+            cut = [remover(image.convert("RGB")) if r else image.convert("RGBA") for image, r in zip(shrunk, remove)]
+        return [_crop_to_foreground(image, index) for index, image in enumerate(cut)]
 
     def _conditions(self, images: list[Image.Image], resolution: int) -> _Conds:
         cond = self.pipe.get_cond(images, resolution, include_neg_cond=False)["cond"]
@@ -218,7 +219,7 @@ class _Run:
             counter, conds.views, conds.neg, mode=self.request.stage_mode(stage),
             strength=params["guidance_strength"], rescale=params.get("guidance_rescale", 0.0),
             interval=tuple(params["guidance_interval"]), sigma_min=sampler.sigma_min,
-            batcher=DenseBatcher() if isinstance(noise, torch.Tensor) else self.gen.batcher,
+            batcher=DenseBatcher() if isinstance(noise, torch.Tensor) else self.batcher,
             max_batch=self.gen.max_batch, model_kwargs=model_kwargs,
         )
         steps = params["steps"]
