@@ -37,9 +37,12 @@ from .sampling import DenseBatcher, guided, sample_flow_euler, time_grid
 
 __all__ = ["DinoV3Conditioner", "Latents", "SparseBatcher", "TrellisGenerator", "load_generator", "load_pipeline"]
 
-# Resident mode keeps every model on the GPU: about 18 GiB of weights (five 1.3 B bf16 flows, two
-# fp16 decoders, DINOv3, BiRefNet) plus activations, which reach about 20 GiB for 1024_cascade with 8 views.
-RESIDENT_MIN_FREE_GIB = 48.0
+# Resident mode keeps every model on the GPU. Measured on an H100 (BENCHMARKS.md): weights about
+# 15.5 GiB resident (five 1.3 B bf16 flows, two fp16 decoders, DINOv3), 1024_cascade with 4 views in
+# multidiffusion peaks at 19.5 GiB, and o_voxel's export of a cascade mesh takes up to 7.6 GiB (GPU.md)
+# while the weights stay put; BiRefNet adds about 1 GiB and 8 views a few more. Below this much free
+# memory, models wait on the CPU and visit the GPU per stage (1024_cascade, 4 views: 6.6 GiB peak).
+RESIDENT_MIN_FREE_GIB = 36.0
 MAX_NUM_TOKENS = 49152  # trellis2's cascade token limit (``run``'s default)
 _SS_RESOLUTION = {"512": 32, "1024": 64, "1024_cascade": 32, "1536_cascade": 32}
 _SHAPE_MODELS = {"512": ("shape_slat_flow_model_512",), "1024": ("shape_slat_flow_model_1024",),
