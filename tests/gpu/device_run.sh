@@ -6,7 +6,8 @@
 # Needs, carried in the working tree: .cache/src.tgz (fetch_sources.sh's tree: TRELLIS.2 and
 # FlexGEMM's autotune cache), .cache/wheels/*.whl (the four extensions built there),
 # .cache/pywheels/*.whl (pure-python dependencies the machine lacks) and, when one exists, an H100
-# FlexGEMM autotune cache at .cache/flex_gemm_autotune.json. Writes to $OUT: gpu_results.json,
+# FlexGEMM autotune cache at .cache/flex_gemm_autotune.json. BENCH_ARGS passes options to
+# benchmarks/run.py (e.g. --runs cascade_stochastic --cascade-steps 12 --base benchmarks/results.json). Writes to $OUT: gpu_results.json,
 # glbs.tgz, tests.log, bench/results.json, bench/BENCHMARKS.md, bench.log, flex_gemm_autotune.json.
 set -o pipefail
 export PYTHONUNBUFFERED=1
@@ -32,7 +33,8 @@ if [[ $phases == *tests* ]]; then
   cp "$FLEX_GEMM_AUTOTUNE_CACHE_PATH" "$out/flex_gemm_autotune.json"
 fi
 if [[ $phases == *bench* ]]; then
-  timeout "${3:-240}" python3 benchmarks/run.py --out "$out/bench" 2>&1 | tee "$out/bench.log" | grep -v "it/s\]$"
+  # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
+  timeout "${3:-240}" python3 benchmarks/run.py --out "$out/bench" ${BENCH_ARGS:-} 2>&1 | tee "$out/bench.log" | grep -v "it/s\]$"
   cp "$FLEX_GEMM_AUTOTUNE_CACHE_PATH" "$out/flex_gemm_autotune.json"
 fi
 ls -la "$out" "$out/bench"
