@@ -151,28 +151,33 @@ class Bench:
         self.save()
 
 
-def _run(results: dict[str, Any], kind: str, n: int, mode: str, low_vram: bool = False) -> dict[str, Any] | None:
+def _run(results: dict[str, Any], kind: str, n: int, mode: str, low_vram: bool = False,
+         steps: int | None = None) -> dict[str, Any] | None:
     for entry in results.get("runs", []):
-        if (entry["pipeline_type"], entry["views"], entry["mode"], entry["low_vram"]) == (kind, n, mode, low_vram):
+        if (entry["pipeline_type"], entry["views"], entry["mode"], entry["low_vram"]) == (kind, n, mode, low_vram) \
+                and steps in (None, entry["steps"]):
             return entry
     return None
 
 
 def ratios(results: dict[str, Any], kind: str) -> dict[str, float]:
-    """The time ratios for one pipeline type (runs of one type share their step count)."""
-    single, stoch, md4 = (_run(results, kind, 1, "stochastic"), _run(results, kind, 4, "stochastic"),
-                          _run(results, kind, 4, "multidiffusion"))
-    out = {}
-    if single and stoch:
-        out["stochastic_n4_over_single"] = round(stoch["seconds"] / single["seconds"], 4)
-        # The sampling stages alone: what the extra views cost besides encoding them (DINOv3, two resolutions).
-        stages = ("sparse_structure", "shape_slat", "tex_slat")
-        out["stochastic_n4_over_single_stages_only"] = round(
-            sum(stoch["timings"][s] for s in stages) / sum(single["timings"][s] for s in stages), 4)
-    if single and md4:
-        bound = md4["tokens"] / single["tokens"]
-        out["multidiffusion_n4_token_ratio"] = round(bound, 4)
-        out["multidiffusion_n4_over_token_bound"] = round(md4["seconds"] / single["seconds"] / bound, 4)
+    """The time ratios for one pipeline type, each between runs of equal step counts (the most steps measured)."""
+    out: dict[str, float] = {}
+    for steps in sorted({r["steps"] for r in results.get("runs", []) if r["pipeline_type"] == kind}, reverse=True):
+        single = _run(results, kind, 1, "stochastic", steps=steps)
+        stoch, md4 = _run(results, kind, 4, "stochastic", steps=steps), _run(results, kind, 4, "multidiffusion", steps=steps)
+        if single and stoch and "stochastic_n4_over_single" not in out:
+            out["stochastic_n4_over_single"] = round(stoch["seconds"] / single["seconds"], 4)
+            # The sampling stages alone: what the extra views cost besides encoding them (DINOv3, two resolutions).
+            stages = ("sparse_structure", "shape_slat", "tex_slat")
+            out["stochastic_n4_over_single_stages_only"] = round(
+                sum(stoch["timings"][s] for s in stages) / sum(single["timings"][s] for s in stages), 4)
+            out["stochastic_steps"] = steps
+        if single and md4 and "multidiffusion_n4_over_token_bound" not in out:
+            bound = md4["tokens"] / single["tokens"]
+            out["multidiffusion_n4_token_ratio"] = round(bound, 4)
+            out["multidiffusion_n4_over_token_bound"] = round(md4["seconds"] / single["seconds"] / bound, 4)
+            out["multidiffusion_steps"] = steps
     return out
 
 
@@ -246,8 +251,8 @@ def _tests_section(tests: dict[str, Any]) -> list[str]:
     """The GPU tests' numbers (tests/gpu, merged with ``--merge``) and the GLBs' validation (``--glbs``)."""
     if not tests:
         return []
-    lines = ["", "## GPU tests (tests/gpu, same machine)", ""]
-    for key in sorted(k for k in tests if not k.startswith("e2e_") and k != "glb_validation"):
+    lines = ["", "## GPU tests (tests/gpu, same machine)", "", *([tests["note"], ""] if "note" in tests else [])]
+    for key in sorted(k for k in tests if not k.startswith("e2e_") and k not in ("glb_validation", "note")):
         lines.append(f"- `{key}`: {json.dumps(tests[key])}")
     e2e = {k[4:]: v for k, v in tests.items() if k.startswith("e2e_")}
     if e2e:
@@ -311,7 +316,7 @@ def main() -> None:
         for n, mode in ((1, "stochastic"), (4, "stochastic"), (2, "multidiffusion"), (4, "multidiffusion")):
             bench.latents(f"512 {mode} N={n}", "512", n, mode, None)
     if "cascade_low_vram" in runs:
-        bench.latents("1024_cascade multidiffusion N=4 low-VRAM", "1024_cascade", 4, "multidiffusion",
+        bench.latents(f"1024_cascade multidiffusion N=4 low-VRAM ({args.cascade_steps} steps)", "1024_cascade", 4, "multidiffusion",
                       args.cascade_steps, low_vram=True)
     cascade = [(n, mode) for n, mode in ((1, "stochastic"), (4, "stochastic"), (2, "multidiffusion"), (4, "multidiffusion"))
                if f"cascade_{mode}" in runs]
@@ -319,7 +324,7 @@ def main() -> None:
         # Triton JIT and autotuning of the cascade's shapes, outside the timed runs
         bench.gen.sample_latents(bench.request("1024_cascade", 1, "stochastic", 2))
     for n, mode in cascade:
-        bench.latents(f"1024_cascade {mode} N={n}", "1024_cascade", n, mode, args.cascade_steps)
+        bench.latents(f"1024_cascade {mode} N={n} ({args.cascade_steps} steps)", "1024_cascade", n, mode, args.cascade_steps)
 
 if __name__ == "__main__":
     main()
