@@ -33,9 +33,11 @@ from PIL import Image
 from .config import Settings
 from .errors import StartupError, UserError
 from .generator import GenerationRequest, GenerationResult, ProgressFn
+from .dinov3 import DinoV3Conditioner
 from .sampling import DenseBatcher, guided, sample_flow_euler, time_grid
+from .startup import local_model_path
 
-__all__ = ["DinoV3Conditioner", "Latents", "SparseBatcher", "TrellisGenerator", "load_generator", "load_pipeline"]
+__all__ = ["Latents", "SparseBatcher", "TrellisGenerator", "load_generator", "load_pipeline"]
 
 # Resident mode keeps every model on the GPU. Measured on an H100 (BENCHMARKS.md): weights about
 # 15.5 GiB resident (five 1.3 B bf16 flows, two fp16 decoders, DINOv3), 1024_cascade with 4 views in
@@ -79,7 +81,7 @@ def load_pipeline(settings: Settings, *, background: Any = None) -> Any:
         if name in Trellis2ImageTo3DPipeline.model_names_to_load:
             # Built on the GPU (seconds, not minutes of CPU init); parked on the CPU in low-VRAM mode.
             with torch.device("cuda"):
-                loaded[name] = models.from_pretrained(_checkpoint(model_dir, reference))
+                loaded[name] = models.from_pretrained(str(local_model_path(reference, model_dir)))
             if low_vram:
                 loaded[name].cpu()
     stage_sampler = {stage: getattr(samplers, args[stage]["name"])(**args[stage]["args"])
@@ -92,7 +94,7 @@ def load_pipeline(settings: Settings, *, background: Any = None) -> Any:
         tex_slat_sampler_params=args["tex_slat_sampler"]["params"],
         shape_slat_normalization=args["shape_slat_normalization"],
         tex_slat_normalization=args["tex_slat_normalization"],
-        image_cond_model=DinoV3Conditioner(_hub_folder(model_dir, args["image_cond_model"]["args"]["model_name"])),
+        image_cond_model=DinoV3Conditioner(str(local_model_path(args["image_cond_model"]["args"]["model_name"], model_dir))),
         rembg_model=background if background is not None else load_background_remover(settings.background_model),
         low_vram=low_vram,
         default_pipeline_type=args.get("default_pipeline_type", "1024_cascade"),
@@ -385,91 +387,11 @@ class SparseBatcher:
         return parts
 
 
-class DinoV3Conditioner:
-    """Stands in for trellis2's ``DinoV3FeatureExtractor`` (same interface and numbers), robust to transformers 5.
-
-    trellis2's ``extract_features`` walks ``model.layer``; transformers 5 moved the layers
-    (``model.model.layer``), so it raises ``AttributeError``. Here the model runs its own
-    ``forward`` and a forward hook on its last ``DINOv3ViTLayer`` takes that layer's output, which
-    is what trellis2 normalises (``F.layer_norm`` without affine); the model's own final norm is
-    not used. The checkpoint is read from a local folder only.
-    """
-
-    def __init__(self, model_dir: str, image_size: int = 512):
-        from transformers import DINOv3ViTModel
-
-        self.model = DINOv3ViTModel.from_pretrained(model_dir, local_files_only=True).eval()
-        self.image_size = image_size
-        layers = [m for m in self.model.modules() if type(m).__name__ == "DINOv3ViTLayer"]
-        if not layers:
-            raise StartupError(f"{model_dir}: no DINOv3ViTLayer in this DINOv3 checkpoint")
-        self._last_layer = layers[-1]
-
-    def to(self, device: Any) -> None:
-        """Move the encoder."""
-        self.model.to(device)
-
-    def cuda(self) -> None:
-        """Move the encoder to the current CUDA device."""
-        self.model.cuda()
-
-    def cpu(self) -> None:
-        """Move the encoder to the CPU."""
-        self.model.cpu()
-
-    @torch.no_grad()
-    def __call__(self, images: list[Image.Image] | torch.Tensor) -> torch.Tensor:
-        """Patch tokens ``[B, 1 + registers + patches, 1024]`` for PIL images (resized) or a ``[B, 3, H, W]`` batch."""
-        if isinstance(images, torch.Tensor):
-            pixels = images
-        else:
-            arrays = [np.asarray(i.resize((self.image_size, self.image_size), Image.Resampling.LANCZOS).convert("RGB"),
-                                 dtype=np.float32) / 255 for i in images]
-            pixels = torch.stack([torch.from_numpy(a).permute(2, 0, 1) for a in arrays])
-        pixels = pixels.cuda()
-        mean = torch.tensor([0.485, 0.456, 0.406], device=pixels.device)[:, None, None]
-        std = torch.tensor([0.229, 0.224, 0.225], device=pixels.device)[:, None, None]
-        pixels = (pixels - mean) / std
-        captured: list[torch.Tensor] = []
-        hook = self._last_layer.register_forward_hook(
-            lambda module, args, output: captured.append(output[0] if isinstance(output, tuple) else output))
-        try:
-            self.model(pixel_values=pixels)
-        finally:
-            hook.remove()
-        hidden = captured[-1]
-        return F.layer_norm(hidden, hidden.shape[-1:])
-
-
 def _choose_low_vram(setting: str) -> bool:
     if setting != "auto":
         return setting == "on"
     free, _total = torch.cuda.mem_get_info()
     return free / 2**30 < RESIDENT_MIN_FREE_GIB
-
-
-def _checkpoint(model_dir: Path, reference: str) -> str:
-    """A ``pipeline.json`` model reference as a local path prefix (``<prefix>.json`` + ``.safetensors``)."""
-    local = model_dir / reference
-    if Path(f"{local}.json").is_file():
-        return str(local)
-    parts = reference.split("/")
-    if len(parts) > 2:
-        hub = model_dir.parent / parts[1] / "/".join(parts[2:])
-        if Path(f"{hub}.json").is_file():
-            return str(hub)
-        raise StartupError(f"TRELLIS_MV_MODEL_DIR: {reference} is in neither {local}.json nor {hub}.json")
-    raise StartupError(f"TRELLIS_MV_MODEL_DIR: {local}.json does not exist")
-
-
-def _hub_folder(model_dir: Path, name: str) -> str:
-    """A hub repository id (``owner/repo``) as the folder ``<parent of model_dir>/<repo>``."""
-    if Path(name).is_dir():
-        return name
-    folder = model_dir.parent / name.split("/")[-1]
-    if not folder.is_dir():
-        raise StartupError(f"TRELLIS_MV_MODEL_DIR: {name} is expected in {folder}, which does not exist")
-    return str(folder)
 
 
 def _crop_to_foreground(image: Image.Image, index: int) -> Image.Image:

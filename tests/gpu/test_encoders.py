@@ -11,7 +11,7 @@ from harness import rgba_view
 def test_dinov3_conditioner_shapes(weights_root, record):
     from random_weights import write_dinov3
 
-    from trellis_mv.pipeline import DinoV3Conditioner
+    from trellis_mv.dinov3 import DinoV3Conditioner
 
     folder = weights_root / "dinov3_only"
     write_dinov3(folder)
