@@ -138,7 +138,7 @@ def test_runsync_answers_a_valid_glb(api, valid_glb):
     valid_glb(data)
 
 
-def test_run_then_status_answers_the_same_glb(api):
+def test_run_then_status_answers_the_same_glb(api, valid_glb):
     sync = requests.post(f"{api}/runsync", json={"input": job_input()}, timeout=30).json()["output"]
     queued = requests.post(f"{api}/run", json={"input": job_input()}, timeout=30).json()
     assert queued["status"] == "IN_PROGRESS"
@@ -146,13 +146,15 @@ def test_run_then_status_answers_the_same_glb(api):
     status = requests.post(f"{api}/status/{queued['id']}", timeout=30).json()
     assert status["status"] == "COMPLETED", status
     assert status["output"]["glb"]["sha256"] == sync["glb"]["sha256"]
+    valid_glb(base64.b64decode(status["output"]["glb"]["base64"]))
 
 
-def test_a_bad_job_fails_with_its_message_and_the_server_goes_on(api):
+def test_a_bad_job_fails_with_its_message_and_the_server_goes_on(api, valid_glb):
     failed = requests.post(f"{api}/runsync", json={"input": job_input(images=[])}, timeout=30).json()
     assert failed == {"id": failed["id"], "status": "FAILED", "error": "images: 0 images given; send 1 to 8"}
     healthy = requests.post(f"{api}/runsync", json={"input": job_input()}, timeout=30).json()
     assert healthy["status"] == "COMPLETED"
+    valid_glb(base64.b64decode(healthy["output"]["glb"]["base64"]))
 
 
 def test_progress_sends_every_stage_but_throttles_steps():

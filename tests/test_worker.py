@@ -86,28 +86,31 @@ def test_the_glb_is_uploaded_and_answered_as_a_url(s3_settings, valid_glb):
     valid_glb(download.content)
 
 
-def test_same_seed_same_glb_and_the_seed_matters():
+def test_same_seed_same_glb_and_the_seed_matters(valid_glb):
     first, again, other = (
         run_job(job(seed=seed), settings=SETTINGS, generator=CpuGenerator(), store=None) for seed in (7, 7, 8)
     )
+    valid_glb(glb_of(other))
     assert first["glb"]["sha256"] == again["glb"]["sha256"]
     assert first["glb"]["sha256"] != other["glb"]["sha256"]
 
 
-def test_a_random_seed_is_echoed_and_reproduces_the_glb():
+def test_a_random_seed_is_echoed_and_reproduces_the_glb(valid_glb):
     request = {"id": "j", "input": {"images": VIEWS[:1]}}
     first = run_job(request, settings=SETTINGS, generator=CpuGenerator(), store=None)
     again = run_job({"id": "j", "input": {"images": VIEWS[:1], "seed": first["seed"]}}, settings=SETTINGS, generator=CpuGenerator(), store=None)
     assert 0 <= first["seed"] < 2**32
+    valid_glb(glb_of(first))
     assert again["glb"]["sha256"] == first["glb"]["sha256"]
 
 
-def test_the_request_reaches_the_generator_as_sent():
+def test_the_request_reaches_the_generator_as_sent(valid_glb):
     generator = Recording()
-    run_job(
+    answer = run_job(
         job(mode="multidiffusion", shape_slat={"steps": 3, "mode": "stochastic"}, preprocess={"remove_background": False}),
         settings=SETTINGS, generator=generator, store=None,
     )
+    valid_glb(glb_of(answer))
     (request,) = generator.requests
     assert [image.size for image in request.images] == [(32, 32), (32, 32), (24, 40)]
     assert [image.mode for image in request.images] == ["RGB", "RGB", "RGB"]  # opaque alpha is not real alpha
@@ -118,9 +121,10 @@ def test_the_request_reaches_the_generator_as_sent():
     ]
 
 
-def test_progress_reports_every_step_in_order():
+def test_progress_reports_every_step_in_order(valid_glb):
     updates: list[dict] = []
-    run_job(job(pipeline_type="1024_cascade"), settings=SETTINGS, generator=CpuGenerator(), store=None, progress=updates.append)
+    answer = run_job(job(pipeline_type="1024_cascade"), settings=SETTINGS, generator=CpuGenerator(), store=None, progress=updates.append)
+    valid_glb(glb_of(answer))
 
     stages = [update["stage"] for update in updates if "step" not in update]
     assert stages == ["validate", "decode", "generate", "export", "store"]
@@ -187,14 +191,14 @@ def test_out_of_memory_asks_runpod_for_a_fresh_worker(error):
     )
 
 
-def test_a_failed_upload_is_an_error_and_the_worker_goes_on(s3_settings):
+def test_a_failed_upload_is_an_error_and_the_worker_goes_on(s3_settings, valid_glb):
     broken = dataclasses.replace(s3_settings, bucket_name="no-such-bucket")
     failed = run_job(job(), settings=broken, generator=CpuGenerator(), store=S3Store.from_settings(broken))
     assert re.fullmatch(r"internal error [0-9a-f]{8}: upload to bucket 'no-such-bucket' failed: NoSuchBucket \(.*\)", failed["error"])
     assert "glb" not in failed
 
     answer = run_job(job(), settings=s3_settings, generator=CpuGenerator(), store=S3Store.from_settings(s3_settings))
-    assert "url" in answer["glb"]
+    valid_glb(requests.get(answer["glb"]["url"], timeout=10).content)
 
 
 def test_a_glb_over_the_base64_cap_is_refused_with_advice():
