@@ -95,8 +95,9 @@ def load_background_remover(path: str) -> BackgroundRemover:
     model = model_class(config=config)
     try:
         missing, unexpected = model.load_state_dict(_read_weights(folder), strict=False)
-    except RuntimeError as error:  # a tensor of the wrong shape
-        raise StartupError(f"TRELLIS_MV_BACKGROUND_MODEL: weights in {path} do not fit {reference}: {error}") from error
+    except RuntimeError as error:  # a tensor of the wrong shape; torch lists one per line, after a heading
+        details = "; ".join(line.strip() for line in str(error).splitlines()[1:]) or str(error)
+        raise StartupError(f"TRELLIS_MV_BACKGROUND_MODEL: weights in {path} do not fit {reference}: {details}") from error
     parameters = {name for name, _ in model.named_parameters()}
     missing_parameters = [name for name in missing if name in parameters]
     if missing_parameters or unexpected:

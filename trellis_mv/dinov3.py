@@ -55,7 +55,7 @@ class DinoV3Conditioner:
             arrays = [np.asarray(i.resize((self.image_size, self.image_size), Image.Resampling.LANCZOS).convert("RGB"),
                                  dtype=np.float32) / 255 for i in images]
             pixels = torch.stack([torch.from_numpy(a).permute(2, 0, 1) for a in arrays])
-        pixels = pixels.cuda()
+        pixels = pixels.to(self.model.device)  # where the pipeline put the encoder (the GPU in production)
         mean = torch.tensor([0.485, 0.456, 0.406], device=pixels.device)[:, None, None]
         std = torch.tensor([0.229, 0.224, 0.225], device=pixels.device)[:, None, None]
         pixels = (pixels - mean) / std
