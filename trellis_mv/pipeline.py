@@ -261,10 +261,13 @@ class _Run:
             decoded = F.max_pool3d(decoded.float(), ratio, ratio, 0) > 0.5
         return torch.argwhere(decoded)[:, [0, 2, 3, 4]].int()
 
-    def _denormalised(self, slat: Any, name: str) -> Any:
+    def _normalization(self, name: str, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``pipeline.json``'s per-channel mean and std of one latent, as ``[1, C]`` tensors."""
         norm = getattr(self.pipe, f"{name}_normalization")
-        std = torch.tensor(norm["std"])[None].to(slat.device)
-        mean = torch.tensor(norm["mean"])[None].to(slat.device)
+        return torch.tensor(norm["mean"])[None].to(device), torch.tensor(norm["std"])[None].to(device)
+
+    def _denormalised(self, slat: Any, name: str) -> Any:
+        mean, std = self._normalization(name, slat.device)
         return slat * std + mean
 
     def _shape(self, conds: _Conds, flow: Any, coords: torch.Tensor, part: tuple[int, int]) -> Any:
@@ -292,9 +295,7 @@ class _Run:
 
     def _texture(self, conds: _Conds, flow: Any, shape_slat: Any) -> Any:
         """``sample_tex_slat``: conditioned on the normalised shape latent through ``concat_cond``."""
-        norm = self.pipe.shape_slat_normalization
-        std = torch.tensor(norm["std"])[None].to(shape_slat.device)
-        mean = torch.tensor(norm["mean"])[None].to(shape_slat.device)
+        mean, std = self._normalization("shape_slat", shape_slat.device)
         shape_norm = (shape_slat - mean) / std
         channels = flow.in_channels - shape_norm.feats.shape[1]
         noise = shape_norm.replace(feats=torch.randn(shape_norm.coords.shape[0], channels).to(self.pipe.device))

@@ -32,7 +32,7 @@ import json
 import logging
 import struct
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from .config import Settings
 from .errors import StartupError
@@ -192,22 +192,27 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _read_json(path: Path, what: str) -> dict:
+def _json_file(path: Path) -> tuple[Any, list[str]]:
+    """The parsed file, or None and the one problem that stopped it from being read."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8")), []
     except FileNotFoundError:
-        raise StartupError(f"{what}: {path} is missing") from None
+        return None, [f"{path} is missing"]
     except (OSError, ValueError) as error:
-        raise StartupError(f"{what}: {path} is not readable JSON: {_first_line(error)}") from None
+        return None, [f"{path} is not readable JSON ({_first_line(error)})"]
+
+
+def _read_json(path: Path, what: str) -> dict:
+    value, problems = _json_file(path)
+    if problems:
+        raise StartupError(f"{what}: {problems[0]}")
+    return value
 
 
 def _json_problems(path: Path) -> list[str]:
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return [f"{path} is missing"]
-    except (OSError, ValueError) as error:
-        return [f"{path} is not readable JSON ({_first_line(error)})"]
+    config, problems = _json_file(path)
+    if problems:
+        return problems
     return [] if isinstance(config, dict) and "name" in config else [f"{path} has no model 'name'"]
 
 
@@ -241,13 +246,9 @@ def _safetensors_problems(path: Path) -> list[str]:
 def _hf_dir_problems(path: Path) -> list[str]:
     if not path.is_dir():
         return [f"{path} is missing"]
-    config_path = path / "config.json"
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return [f"{config_path} is missing"]
-    except (OSError, ValueError) as error:
-        return [f"{config_path} is not readable JSON ({_first_line(error)})"]
+    config, problems = _json_file(path / "config.json")
+    if problems:
+        return problems
     code = _remote_code_files(config)
     problems = [f"{path / name} is missing (remote code)" for name in code if not (path / name).is_file()]
     index = path / "model.safetensors.index.json"
