@@ -1,6 +1,6 @@
 """The seam between the job and the GPU: what a generator is asked for and what it gives back.
 
-The worker depends on this module only; ``pipeline.py`` implements ``Generator`` with TRELLIS.2 on
+The worker depends on this module only; ``pipeline`` implements ``Generator`` with TRELLIS.2 on
 CUDA, and tests inject small CPU generators here instead of patching anything.
 """
 
