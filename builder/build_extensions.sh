@@ -7,7 +7,8 @@
 # shared objects are stripped of debug info (o_voxel goes from 18 MB to under 1 MB) and the wheel
 # is repacked with a fresh RECORD. Prints one "name seconds" line per package.
 # Environment: PYTHON (default python3), TORCH_CUDA_ARCH_LIST (default from versions.env),
-# MAX_JOBS (compiler jobs per package; default a quarter of the cores).
+# MAX_JOBS (compiler jobs per package; default a quarter of the cores), PACKAGES (a space-separated
+# subset of "nvdiffrast flex_gemm o_voxel cumesh" to build; default all four).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -40,11 +41,12 @@ build() {
   echo "$name $(( SECONDS - start )) s"
 }
 
+declare -A dirs=([nvdiffrast]=nvdiffrast [flex_gemm]=FlexGEMM [o_voxel]=TRELLIS.2/o-voxel [cumesh]=CuMesh)
 pids=()
-build nvdiffrast "$src/nvdiffrast" & pids+=($!)
-build flex_gemm "$src/FlexGEMM" & pids+=($!)
-build o_voxel "$src/TRELLIS.2/o-voxel" & pids+=($!)
-build cumesh "$src/CuMesh" & pids+=($!)
+for name in ${PACKAGES:-nvdiffrast flex_gemm o_voxel cumesh}; do
+  [ -n "${dirs[$name]:-}" ] || { echo "build_extensions.sh: unknown package '$name'" >&2; exit 2; }
+  build "$name" "$src/${dirs[$name]}" & pids+=($!)
+done
 failed=0
 for pid in "${pids[@]}"; do
   wait "$pid" || failed=1

@@ -10,8 +10,9 @@
 #                          those four: a trellis2 wheel there would shadow the source checkout
 #   .cache/flex_gemm_autotune.json  (optional) an autotune cache from an earlier run on this GPU
 # Phases:
-#   build  compile the four extensions for this GPU (builder/build_extensions.sh, about 6 minutes)
-#          into $OUT/wheels/; copy them to .cache/wheels/ for the next run
+#   build  compile the extensions that .cache/wheels/ lacks for this GPU (builder/build_extensions.sh;
+#          all four take about 5 minutes, cumesh the longest) into $OUT/wheels/; copy them to
+#          .cache/wheels/ for the next run
 #   tests  pytest tests/gpu (PYTEST_ARGS adds options, e.g. "-k default"); $OUT/tests.log,
 #          $OUT/gpu_results.json, $OUT/glbs.tgz
 #   bench  benchmarks/run.py $BENCH_ARGS; $OUT/bench/results.json, $OUT/bench/BENCHMARKS.md
@@ -33,19 +34,21 @@ nvidia-smi --query-gpu=name,memory.used,memory.total,driver_version --format=csv
 python3 -c 'import torch, sys; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)'
 
 if [[ $phases == *build* ]]; then
+  missing=()
+  for name in nvdiffrast flex_gemm o_voxel cumesh; do
+    ls .cache/wheels/"$name"-*.whl >/dev/null 2>&1 || missing+=("$name")
+  done
   start=$SECONDS
-  TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-6} \
-    builder/build_extensions.sh /tmp/src "$out/wheels" 2>&1 | tee "$out/build.log" || exit 1
-  rm -rf "$out/wheels/logs"
-  echo "build: $(( SECONDS - start )) s wall"
+  if [ "${#missing[@]}" -gt 0 ]; then
+    PACKAGES="${missing[*]}" TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-6} \
+      builder/build_extensions.sh /tmp/src "$out/wheels" 2>&1 | tee "$out/build.log" || exit 1
+    rm -rf "$out/wheels/logs"
+  fi
+  echo "build: ${missing[*]:-nothing to build} in $(( SECONDS - start )) s wall"
 fi
 
-wheels=(.cache/pywheels/*.whl)
-if ls "$out"/wheels/*.whl >/dev/null 2>&1; then
-  wheels+=("$out"/wheels/*.whl)
-else
-  wheels+=(.cache/wheels/*.whl)
-fi
+shopt -s nullglob
+wheels=(.cache/pywheels/*.whl .cache/wheels/*.whl "$out"/wheels/*.whl)
 for wheel in "${wheels[@]}"; do
   case $(basename "$wheel") in trellis2-*) echo "refusing $wheel: it shadows /tmp/src/TRELLIS.2" >&2; exit 1 ;; esac
 done

@@ -50,7 +50,7 @@ if [ ! -f "$cache/src.tgz" ]; then
     archive "$m/ashawkey+cubvh/repo" "$CUBVH_COMMIT" "$src/CuMesh/third_party/cubvh" .
     archive "$m/live-clones+eigen/repo" "$CUBVH_EIGEN_COMMIT" "$src/CuMesh/third_party/cubvh/third_party/eigen" Eigen
     archive "$m/JeffreyXiang+FlexGEMM/repo" "$FLEXGEMM_COMMIT" "$src/FlexGEMM" .
-    archive "$m/NVlabs+nvdiffrast/repo" "$NVDIFFRAST_COMMIT" "$src/nvdiffrast" setup.py nvdiffrast README.md LICENSE.txt
+    archive "$m/NVlabs+nvdiffrast/repo" "$NVDIFFRAST_COMMIT" "$src/nvdiffrast" setup.py pyproject.toml MANIFEST.in csrc nvdiffrast README.md LICENSE.txt
   else
     "$root/builder/fetch_sources.sh" "$src"
     find "$src" -name .git -prune -exec rm -rf {} +
