@@ -6,6 +6,8 @@ cross-attention over N copies of the same tokens equals attention over one copy,
 any order the same, so N identical views must give one view's latents and the order of the views must
 not matter: fp32 max abs differences of at most 1e-4. Trap 1 (GPU.md) is checked on the flows themselves:
 their velocities are nonzero and depend on the views, so the invariants are not vacuous.
+The handler then answers a GLB in "concat" mode for 1, 4 and 8 views at every pipeline type (and once
+with a multidiffusion texture stage), and ``view_weights`` are shown to reach the pipeline's sampler.
 """
 
 from __future__ import annotations
@@ -124,7 +126,8 @@ def test_view_order_does_not_matter(pipeline_fp32, record):
 
 FEW_STEPS = {"steps": 2}  # both steps inside the guidance interval of the structure and shape stages
 RESOLUTION = {"512": 512, "1024": 1024, "1024_cascade": 1024, "1536_cascade": 1536}
-E2E = [(kind, views) for kind in RESOLUTION for views in (1, 4, 8)]
+# (pipeline_type, views, the texture stage's mode): concat everywhere, and once mixed per stage
+E2E = [*[(kind, views, "concat") for kind in RESOLUTION for views in (1, 4, 8)], ("1024_cascade", 4, "multidiffusion")]
 
 
 class _Kept:
@@ -170,8 +173,8 @@ def _small_structure(pipeline: Any, kind: str) -> Iterator[None]:
         pipeline.models["sparse_structure_decoder"] = shell
 
 
-@pytest.mark.parametrize(("pipeline_type", "views"), E2E)
-def test_handler_answers_a_glb_in_concat_mode(pipeline_bf16, out_dir, record, pipeline_type, views):
+@pytest.mark.parametrize(("pipeline_type", "views", "tex_mode"), E2E)
+def test_handler_answers_a_glb_in_concat_mode(pipeline_bf16, out_dir, record, pipeline_type, views, tex_mode):
     import handler
 
     from trellis_mv.config import Settings
@@ -186,9 +189,9 @@ def test_handler_answers_a_glb_in_concat_mode(pipeline_bf16, out_dir, record, pi
         buffer = io.BytesIO()
         rgba_view(30 + i).save(buffer, "PNG")
         images.append(base64.b64encode(buffer.getvalue()).decode("ascii"))
-    job = {"id": f"concat-{pipeline_type}-{views}", "input": {
+    job = {"id": f"concat-{pipeline_type}-{views}-{tex_mode}", "input": {
         "images": images, "seed": 7, "mode": "concat", "pipeline_type": pipeline_type,
-        "sparse_structure": FEW_STEPS, "shape_slat": FEW_STEPS, "tex_slat": FEW_STEPS,
+        "sparse_structure": FEW_STEPS, "shape_slat": FEW_STEPS, "tex_slat": {**FEW_STEPS, "mode": tex_mode},
         "glb": {"decimation_target": 20000, "texture_size": 512, "remesh": False},
         "output": {"type": "base64"},
     }}
@@ -196,7 +199,7 @@ def test_handler_answers_a_glb_in_concat_mode(pipeline_bf16, out_dir, record, pi
         answer = run(job)
     assert "error" not in answer, answer
     data = base64.b64decode(answer["glb"]["base64"])
-    name = f"{pipeline_type}_n{views}_concat.glb"
+    name = f"{pipeline_type}_n{views}_concat{'' if tex_mode == 'concat' else '_tex_' + tex_mode}.glb"
     (out_dir / name).write_bytes(data)
     record(f"e2e_{name}", {"seconds": answer["timings"]["total"], "bytes": len(data), "mesh": answer["mesh"],
                            "timings": answer["timings"], "cond_tokens": {k: sorted(v) for k, v in lengths.items()},
@@ -204,5 +207,25 @@ def test_handler_answers_a_glb_in_concat_mode(pipeline_bf16, out_dir, record, pi
     assert answer["mode"] == "concat" and answer["views"] == views
     assert struct.unpack("<4sII", data[:12]) == (b"glTF", 2, len(data))
     assert kept.stats["resolution"] == RESOLUTION[pipeline_type], kept.stats
-    # every pass of every flow saw all views' tokens at its own resolution (the negative tiled alike)
-    assert lengths and all(seen == {views * COND_TOKENS[flow]} for flow, seen in lengths.items()), lengths
+    # every pass of a concat stage's flow saw all views' tokens at its resolution (the negative tiled alike),
+    # a multidiffusion stage's one view's
+    expected = {flow: {(1 if flow.startswith("tex") and tex_mode == "multidiffusion" else views) * tokens}
+                for flow, tokens in COND_TOKENS.items()}
+    assert lengths and all(seen == expected[flow] for flow, seen in lengths.items()), lengths
+
+
+def test_view_weights_reach_the_sampler(pipeline_bf16, record):
+    """GenerationRequest.view_weights reach guided() in the pipeline: normalised, and they change the sample."""
+    from trellis_mv.pipeline import TrellisGenerator
+
+    views, stage = tuple(rgba_view(40 + i) for i in range(3)), StageOptions(steps=2)
+
+    def tex(weights: tuple[float, ...] | None) -> torch.Tensor:
+        request = GenerationRequest(images=views, seed=SEED, mode="multidiffusion", pipeline_type="512",
+                                    sparse_structure=stage, shape_slat=stage, tex_slat=stage, view_weights=weights)
+        return TrellisGenerator(pipeline_bf16).sample_latents(request).tex_slat.feats
+
+    equal, doubled, skewed = tex(None), tex((2.0, 2.0, 2.0)), tex((1.0, 1.0, 6.0))
+    values = {"doubled_vs_equal": _max_abs(doubled, equal), "skewed_vs_equal": _max_abs(skewed, equal)}
+    record("view_weights_bf16_512_max_abs", values)
+    assert values["doubled_vs_equal"] <= 1e-6 < 1e-3 < values["skewed_vs_equal"], values
