@@ -1,7 +1,7 @@
 """A CPU generator for tests and CI: the worker's GPU seam filled with something small and real.
 
 It runs the real multi-view sampler (``trellis_mv.sampling``: Euler steps, CFG with rescale, the
-stochastic and multidiffusion view schedules, batched passes under ``max_batch``) on a tiny torch
+stochastic, multidiffusion and concat view schedules, batched passes under ``max_batch``) on a tiny torch
 flow model for the three TRELLIS.2 stages, and turns the latents into a textured mesh: a sphere whose
 radius the shape latents bend, with a texture whose base colour is the views' mean colour and whose
 pattern comes from the texture latent. Same seed + same input = same mesh = same GLB bytes.
@@ -82,6 +82,7 @@ class CpuGenerator:
             sigma_min=SIGMA_MIN,
             batcher=DenseBatcher(),
             max_batch=self.max_batch,
+            weights=request.view_weights,
         )
         report = None if progress is None else (lambda info: progress(stage, info.step + 1, info.steps))
         x = torch.randn(1, LATENT, generator=noise)

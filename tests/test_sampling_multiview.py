@@ -1,7 +1,12 @@
 """Invariants of guided multi-view sampling, against a loop reference of trellis2's sampler math.
 
 The model is a tiny cross-attention flow with random nonzero weights, so its velocity depends on the
-condition non-linearly (GPU.md, Trap 1: a zero-velocity model makes every parity test pass).
+condition non-linearly (GPU.md, Trap 1: a zero-velocity model makes every parity test pass). Its
+cross-attention is built like trellis2's (``MultiHeadAttention(type="cross", qk_rms_norm=True)``):
+biased query/key/value projections, per-head RMS norm of queries and keys, torch's
+``scaled_dot_product_attention``, no positional encoding on the keys. The "concat" invariants
+(duplicated or reordered cond tokens change nothing, the tiled negative is the one-view negative)
+rest on exactly those properties.
 Everything runs in float64 so that batching differences stay far below the tolerances used.
 """
 
@@ -10,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from trellis_mv.sampling import MODES, DenseBatcher, guided, sample_flow_euler, time_grid
 
@@ -18,14 +24,38 @@ COND_TOKENS, COND_DIM = 5, 8
 TOL = {"rtol": 1e-9, "atol": 1e-9}
 
 
+class CrossAttention(torch.nn.Module):
+    """trellis2's cross-attention at toy size: ``to_q``, ``to_kv`` (biased), per-head q/k RMS norm, SDPA, ``to_out``."""
+
+    def __init__(self, channels=16, heads=2):
+        super().__init__()
+        self.heads = heads
+        self.to_q = torch.nn.Linear(channels, channels)
+        self.to_kv = torch.nn.Linear(COND_DIM, 2 * channels)
+        self.gamma = torch.nn.Parameter(1 + 0.3 * torch.randn(2, heads, channels // heads))
+        self.to_out = torch.nn.Linear(channels, channels)
+
+    def forward(self, x, cond):
+        """``x`` ``[B, T, channels]`` attends to ``cond`` ``[B, L, COND_DIM]``."""
+        def heads(h):
+            return h.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # [B, H, tokens, D]
+
+        def rms(h, gamma):  # trellis2's MultiHeadRMSNorm: unit length per head, times gamma and sqrt(D)
+            return F.normalize(h, dim=-1) * gamma[:, None] * h.shape[-1] ** 0.5
+
+        key, value = self.to_kv(cond).chunk(2, dim=-1)
+        q, k = rms(heads(self.to_q(x)), self.gamma[0]), rms(heads(key), self.gamma[1])
+        out = F.scaled_dot_product_attention(q, k, heads(value))
+        return self.to_out(out.transpose(1, 2).flatten(2))
+
+
 class TinyFlow(torch.nn.Module):
     """Latent cells attend to cond tokens, then a tanh MLP: ``model(x, 1000 t, cond, concat_cond=None)``."""
 
     def __init__(self, channels=3, concat_channels=0, hidden=16):
         super().__init__()
-        self.query = torch.nn.Linear(channels + concat_channels + 1, hidden)
-        self.key = torch.nn.Linear(COND_DIM, hidden)
-        self.value = torch.nn.Linear(COND_DIM, hidden)
+        self.embed = torch.nn.Linear(channels + concat_channels + 1, hidden)
+        self.cross = CrossAttention(hidden)
         self.out = torch.nn.Linear(hidden + channels, channels)
 
     def forward(self, x, t, cond, concat_cond=None):
@@ -35,9 +65,7 @@ class TinyFlow(torch.nn.Module):
         else:
             cells_in = cells
         time = (t.to(x.dtype) / 1000).view(-1, 1, 1).expand(-1, cells.shape[1], 1)
-        query = self.query(torch.cat([cells_in, time], -1))
-        attn = torch.softmax(query @ self.key(cond).transpose(1, 2) / 4.0, -1)
-        hidden = torch.tanh(attn @ self.value(cond))
+        hidden = torch.tanh(self.cross(self.embed(torch.cat([cells_in, time], -1)), cond))
         return self.out(torch.cat([hidden, cells], -1)).transpose(1, 2).reshape(x.shape)
 
 
@@ -49,18 +77,24 @@ class Call:
 
 
 class Recorder:
-    """Wraps a model; records each call's batch rows and which cond (view index or "neg") each row had."""
+    """Wraps a model; records each call's batch rows and which cond each row had.
+
+    A row's label is a view's index, "neg", or for the concatenated conds of "concat": "all" (every
+    view's tokens in order) and "neg*N" (the negative tiled N times).
+    """
 
     def __init__(self, model, views, neg_cond):
         self.model, self.views, self.neg_cond = model, views, neg_cond
         self.calls = []
 
     def label(self, row):
-        for i, view in enumerate(self.views):
-            if torch.equal(row, view):
-                return i
-        assert torch.equal(row, self.neg_cond), "model saw a cond that is neither a view nor neg_cond"
-        return "neg"
+        n = len(self.views)
+        named = {**dict(enumerate(self.views)), "neg": self.neg_cond,
+                 "all": torch.cat(self.views, dim=1), f"neg*{n}": torch.cat([self.neg_cond] * n, dim=1)}
+        for name, cond in named.items():
+            if row.shape == cond.shape and torch.equal(row, cond):
+                return name
+        raise AssertionError("model saw a cond that is neither a view, their concatenation nor the negative")
 
     def __call__(self, x, t, cond, **kwargs):
         self.calls.append(Call(x.shape[0], [self.label(row) for row in cond.split(1)], t.clone()))
@@ -81,8 +115,10 @@ def reference_sample(model, noise, views, neg_cond, *, mode, steps, rescale_t, s
                      weights=None, sigma_min=SIGMA_MIN, **kwargs):
     """trellis2's FlowEulerGuidanceIntervalSampler.sample as plain loops, one model call per pass.
 
-    With one view either mode is exactly trellis2's math; with more, the positive prediction is the
-    view of step i mod N (stochastic) or the weighted mean of every view's (multidiffusion).
+    With one view every mode is exactly trellis2's math; with more, the positive prediction is the
+    view of step i mod N (stochastic), the weighted mean of every view's (multidiffusion), or the
+    one under all views' tokens concatenated (concat). The negative pass is always the one-view
+    ``neg_cond``, untiled: "concat" must match it although it tiles the negative to share a batch.
     """
     t_seq = np.linspace(1, 0, steps + 1)
     t_seq = (rescale_t * t_seq / (1 + (rescale_t - 1) * t_seq)).tolist()
@@ -98,6 +134,8 @@ def reference_sample(model, noise, views, neg_cond, *, mode, steps, rescale_t, s
         else:
             if mode == "stochastic":
                 pos = model(x, t_model, views[i % len(views)], **kwargs)
+            elif mode == "concat":
+                pos = model(x, t_model, torch.cat(views, dim=1), **kwargs)
             else:
                 pos = weights[0] * model(x, t_model, views[0], **kwargs)
                 for w, view in zip(weights[1:], views[1:], strict=True):
@@ -179,16 +217,71 @@ def test_identical_views_equal_one_view(setup, mode, n):
 
 
 @pytest.mark.parametrize("order", [[1, 2, 0], [2, 1, 0], [0, 2, 1]])
-def test_multidiffusion_ignores_view_order(setup, order):
+@pytest.mark.parametrize("mode", ["multidiffusion", "concat"])
+def test_view_order_does_not_matter(setup, mode, order):
     model, views, neg, noise = setup
     params = CASES["shape_slat"]
-    base = run(model, noise, views[:3], neg, mode="multidiffusion", **params)
-    permuted = run(model, noise, [views[i] for i in order], neg, mode="multidiffusion", **params)
+    base = run(model, noise, views[:3], neg, mode=mode, **params)
+    permuted = run(model, noise, [views[i] for i in order], neg, mode=mode, **params)
     torch.testing.assert_close(permuted, base, **TOL)
+    assert (base - run(model, noise, views[:1], neg, mode=mode, **params)).abs().max() > 1e-2
+
+
+# --- concat ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("max_batch", [1, None])
+@pytest.mark.parametrize("case", CASES)
+def test_concat_of_one_view_is_the_single_view_sampler_bit_for_bit(setup, case, max_batch):
+    model, views, neg, noise = setup
+    single = run(model, noise, views[:1], neg, mode="stochastic", max_batch=max_batch, **CASES[case])
+    concat = run(model, noise, views[:1], neg, mode="concat", max_batch=max_batch, **CASES[case])
+    assert torch.equal(concat, single)
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_concat_negative_pass_is_the_one_view_negative(setup, n):
+    # The tiled negative is what the model sees; its velocity is the one-view negative's.
+    model, views, neg, noise = setup
+    recorder = Recorder(model, views[:n], neg)
+    denoiser = guided(recorder, views[:n], neg, mode="concat", strength=0.0, rescale=0.0,
+                      interval=(0.0, 1.0), sigma_min=SIGMA_MIN, batcher=DenseBatcher())
+    v = denoiser(noise, 0.5, 0)
+    assert [call.labels for call in recorder.calls] == [[f"neg*{n}"]]
+    torch.testing.assert_close(v, model(noise, torch.tensor([500.0]), neg), **TOL)
+    # not vacuous: the negative's velocity is far from the views'
+    assert (v - model(noise, torch.tensor([500.0]), torch.cat(views[:n], dim=1))).abs().max() > 1e-2
+
+
+def test_duplicated_cond_tokens_leave_the_attention_unchanged(setup):
+    # The property concat rests on, at the attention itself: every copy's softmax weight divides by N.
+    model, views, neg, _ = setup
+    cells = torch.randn(1, 6, 16, dtype=torch.float64)
+    for cond in (views[0], neg):
+        once = model.cross(cells, cond)
+        torch.testing.assert_close(model.cross(cells, torch.cat([cond] * 3, dim=1)), once, **TOL)
+        shuffled = torch.cat([cond] * 2, dim=1)[:, torch.randperm(2 * COND_TOKENS)]
+        torch.testing.assert_close(model.cross(cells, shuffled), once, **TOL)
+
+
+def test_each_sampling_call_concatenates_its_own_views(setup):
+    # The cascade conditions its two shape passes on tokens of two resolutions (more tokens at 1024).
+    model, _, _, noise = setup
+    seen = []
+
+    def spy(x, t, cond):
+        seen.append(tuple(cond.shape))
+        return model(x, t, cond)
+
+    for tokens in (COND_TOKENS, 2 * COND_TOKENS + 1):
+        views = [torch.randn(1, tokens, COND_DIM, dtype=torch.float64) for _ in range(3)]
+        neg = torch.zeros_like(views[0])
+        run(spy, noise, views, neg, mode="concat", **CASES["cfg_everywhere"])
+    assert sorted(set(seen)) == [(2, 3 * COND_TOKENS, COND_DIM), (2, 3 * (2 * COND_TOKENS + 1), COND_DIM)]
 
 
 @pytest.mark.parametrize("max_batch", [None, 2, 3, 5])
-@pytest.mark.parametrize(("mode", "n"), [("stochastic", 3), ("multidiffusion", 1), ("multidiffusion", 4)])
+@pytest.mark.parametrize(("mode", "n"), [("stochastic", 3), ("multidiffusion", 1), ("multidiffusion", 4),
+                                         ("concat", 4)])
 def test_batched_equals_one_pass_at_a_time(setup, mode, n, max_batch):
     model, views, neg, noise = setup
     torch.manual_seed(1)
@@ -248,6 +341,11 @@ def test_weights_are_normalised(setup):
         ("stochastic", 3, None, 1.0, [1], lambda i: [[i % 3]]),
         ("multidiffusion", 3, None, 0.0, [1], lambda i: [["neg"]]),
         ("stochastic", 3, None, 0.0, [1], lambda i: [["neg"]]),
+        ("concat", 3, None, 7.5, [2], lambda i: [["all", "neg*3"]]),
+        ("concat", 3, 1, 7.5, [1, 1], lambda i: [["all"], ["neg*3"]]),
+        ("concat", 3, None, 1.0, [1], lambda i: [["all"]]),
+        ("concat", 3, None, 0.0, [1], lambda i: [["neg*3"]]),
+        ("concat", 1, None, 7.5, [2], lambda i: [[0, "neg"]]),
     ],
 )
 def test_passes_per_step(setup, mode, n, max_batch, strength, calls_per_step, labels_per_step):
@@ -310,7 +408,7 @@ def test_stochastic_schedule_restarts_per_sampling_call(setup):
 GOOD = dict(mode="multidiffusion", strength=7.5, rescale=0.7, interval=(0.6, 1.0), sigma_min=SIGMA_MIN,
             batcher=DenseBatcher())
 BAD_ARGS = [
-    (dict(mode="concat"), 2, "mode: 'concat' is not one of 'stochastic', 'multidiffusion'"),
+    (dict(mode="fast"), 2, "mode: 'fast' is not one of 'stochastic', 'multidiffusion', 'concat'"),
     (dict(), 0, "views: needs at least one view condition"),
     (dict(weights=[1.0]), 2, r"weights: expected 2 values \(one per view\), got 1"),
     (dict(weights=[1.0, 0.0]), 2, r"weights\[1\]: 0.0 is not a positive finite number"),
@@ -319,6 +417,7 @@ BAD_ARGS = [
     (dict(weights=[1.0, float("nan")]), 2, r"weights\[1\]: nan is not a positive finite number"),
     (dict(weights=[1.0, "x"]), 2, r"weights\[1\]: 'x' is not a positive finite number"),
     (dict(mode="stochastic", weights=[1.0, 1.0]), 2, "weights: only the 'multidiffusion' mode weighs views"),
+    (dict(mode="concat", weights=[1.0, 1.0]), 2, "weights: only the 'multidiffusion' mode weighs views, not 'concat'"),
 ]
 
 
@@ -453,6 +552,9 @@ def test_non_tensor_latent_with_custom_batcher(mode):
 
     expected = reference_sample(model, noise, views, neg, mode=mode, concat_cond=shape, **params)
     assert isinstance(batched, Ragged) and isinstance(single, Ragged)
-    assert torch.equal(single.feats, expected.feats)
+    # concat's negative pass is tiled, the reference's is not: equal to rounding, not bit for bit
+    if mode != "concat":
+        assert torch.equal(single.feats, expected.feats)
+    torch.testing.assert_close(single.feats, expected.feats, **TOL)
     torch.testing.assert_close(batched.feats, expected.feats, **TOL)
     assert (expected.feats - noise.feats).abs().max() > 0.1

@@ -34,7 +34,7 @@ def test_public_api_is_pinned():
         "velocity_from_x0",
         "x0_from_velocity",
     ]
-    assert sampling.MODES == ("stochastic", "multidiffusion")
+    assert sampling.MODES == ("stochastic", "multidiffusion", "concat")
     for name in sampling.__all__:
         assert getattr(sampling, name) is not None
 

@@ -7,6 +7,7 @@ so that the size rows need only small files.
 from __future__ import annotations
 
 import dataclasses
+from typing import get_args
 
 import pytest
 from helpers import b64, encode, noise, png, png_b64, png_header_only
@@ -16,8 +17,9 @@ from trellis_mv import schema
 from trellis_mv.config import Settings
 from trellis_mv.errors import UserError
 from trellis_mv.export import GlbOptions
-from trellis_mv.generator import StageOptions
+from trellis_mv.generator import Mode, StageOptions
 from trellis_mv.images import EncodedImage, ImageUrl
+from trellis_mv.sampling import MODES
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -26,7 +28,7 @@ VIEW = png_b64()
 BIG_PNG = encode(noise((150, 150)), "PNG")  # ~67 kB of incompressible pixels, 22500 pixels
 SEND = "send base64, a data: URI or an https:// URL"
 STAGE_FIELDS = "steps, guidance_strength, guidance_rescale, guidance_interval, rescale_t, mode"
-TOP_FIELDS = "images, mode, seed, pipeline_type, sparse_structure, shape_slat, tex_slat, preprocess, glb, output"
+TOP_FIELDS = "images, mode, seed, pipeline_type, sparse_structure, shape_slat, tex_slat, view_weights, preprocess, glb, output"
 NO_BUCKET = (
     'output.type: "s3" needs a bucket and this worker has none (set BUCKET_NAME, BUCKET_ACCESS_KEY_ID, '
     'BUCKET_SECRET_ACCESS_KEY on the endpoint); use "base64" or leave output.type out'
@@ -34,10 +36,19 @@ NO_BUCKET = (
 KEY_PREFIX_RULE = (
     "is not allowed; use 1 to 200 letters, digits, '.', '_', '-' and '/' (not at either end, no empty or '..' parts)"
 )
+ONE_WEIGHT = "send one positive number per image"
+WEIGHS = 'only "multidiffusion" weighs views, and this request uses'
+ONE_PER_STEP = "one view per step"
+FUSED = "the views meet inside trellis2's cross-attention, which has no per-view bias to weigh them by"
+WEIGHTS_FIX = 'use "multidiffusion" in every stage or leave view_weights out'
 
 
 def job(**fields):
     return {"images": [VIEW], **fields}
+
+
+def two(**fields):
+    return {"images": [VIEW, VIEW], **fields}
 
 
 BAD_INPUTS = [
@@ -78,7 +89,7 @@ BAD_INPUTS = [
     ({"images": ["https://example.com:99999/chair.png"]}, "images[0]: not a valid URL (Port out of range 0-65535)"),
     ({"images": ["https://example.com/" + "a" * 2048]}, "images[0]: the URL is longer than 2048 characters"),
     # mode, seed, pipeline_type
-    (job(mode="fast"), 'mode: "fast" is not allowed; use "stochastic" or "multidiffusion"'),
+    (job(mode="fast"), 'mode: "fast" is not allowed; use "stochastic", "multidiffusion" or "concat"'),
     (job(seed=-1), "seed: -1 is not in the range 0<=x<=4294967295"),
     (job(seed=2**32), "seed: 4294967296 is not in the range 0<=x<=4294967295"),
     (job(seed="42"), 'seed: expected an integer, got "42"'),
@@ -99,9 +110,26 @@ BAD_INPUTS = [
     (job(shape_slat={"guidance_interval": "0.6-1"}), 'shape_slat.guidance_interval: expected a list, got "0.6-1"'),
     (job(shape_slat={"guidance_interval": [0.5, "1"]}), 'shape_slat.guidance_interval[1]: expected a number, got "1"'),
     (job(sparse_structure={"rescale_t": 0}), "sparse_structure.rescale_t: 0 is not in the range 0.1<=x<=10"),
-    (job(tex_slat={"mode": "concat"}), 'tex_slat.mode: "concat" is not allowed; use "stochastic" or "multidiffusion"'),
+    (job(tex_slat={"mode": "mean"}), 'tex_slat.mode: "mean" is not allowed; use "stochastic", "multidiffusion" or "concat"'),
     (job(shape_slat={"cfg": 3}), f"shape_slat.cfg: unknown field; allowed: {STAGE_FIELDS}"),
     (job(shape_slat=5), "shape_slat: expected an object, got 5"),
+    # view_weights
+    (two(view_weights=[1, 2, 3]), f"view_weights: 3 weights given for 2 images; {ONE_WEIGHT}"),
+    (two(view_weights=[1]), f"view_weights: 1 weights given for 2 images; {ONE_WEIGHT}"),
+    (two(view_weights=[]), f"view_weights: 0 weights given for 2 images; {ONE_WEIGHT}"),
+    (two(view_weights=[1, 0]), "view_weights[1]: 0 is not a positive number"),
+    (two(view_weights=[-0.5, 1]), "view_weights[0]: -0.5 is not a positive number"),
+    (two(view_weights=[1, float("inf")]), "view_weights[1]: expected a finite number, got Infinity"),
+    (two(view_weights=[1, "2"]), 'view_weights[1]: expected a number, got "2"'),
+    (two(view_weights=[1, True]), "view_weights[1]: expected a number, got true"),
+    (two(view_weights=2), "view_weights: expected a list, got 2"),
+    (two(view_weights=[1, 2]), f'view_weights: {WEIGHS} "stochastic" ({ONE_PER_STEP}); {WEIGHTS_FIX}'),
+    (two(mode="concat", view_weights=[1, 2]), f'view_weights: {WEIGHS} "concat" ({FUSED}); {WEIGHTS_FIX}'),
+    (two(mode="multidiffusion", sparse_structure={"mode": "concat"}, view_weights=[1, 2]),
+     f'view_weights: {WEIGHS} "concat" ({FUSED}); {WEIGHTS_FIX}'),
+    (two(mode="concat", tex_slat={"mode": "stochastic"}, shape_slat={"mode": "multidiffusion"}, view_weights=[1, 2]),
+     f'view_weights: {WEIGHS} "stochastic" ({ONE_PER_STEP}) and "concat" ({FUSED}); {WEIGHTS_FIX}'),
+    (job(mode="concat", view_weights=[1]), f'view_weights: {WEIGHS} "concat" ({FUSED}); {WEIGHTS_FIX}'),
     # preprocess
     (job(preprocess={"remove_background": "yes"}), 'preprocess.remove_background: "yes" is not allowed; use "auto", true or false'),
     (job(preprocess={"rembg": True}), "preprocess.rembg: unknown field; allowed: remove_background"),
@@ -213,3 +241,30 @@ def test_public_names():
     assert sorted(schema.__all__) == [
         "GlbInput", "JobInput", "MAX_SEED", "OutputInput", "PreprocessInput", "StageInput", "parse_job_input",
     ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "weights", "modes"),
+    [
+        ({}, None, ("stochastic",) * 3),
+        ({"mode": "concat"}, None, ("concat",) * 3),
+        ({"mode": "concat", "tex_slat": {"mode": "multidiffusion"}}, None, ("concat", "concat", "multidiffusion")),
+        ({"mode": "multidiffusion", "view_weights": [1, 3]}, (1.0, 3.0), ("multidiffusion",) * 3),
+        ({"mode": "stochastic", "sparse_structure": {"mode": "multidiffusion"}, "shape_slat": {"mode": "multidiffusion"},
+          "tex_slat": {"mode": "multidiffusion"}, "view_weights": [0.25, 2]}, (0.25, 2.0), ("multidiffusion",) * 3),
+    ],
+)
+def test_modes_and_view_weights_reach_the_generator(fields, weights, modes):
+    request = schema.parse_job_input(two(**fields), LIMITS, has_bucket=False).generation_request(["a", "b"])
+    assert request.view_weights == weights
+    assert tuple(request.stage_mode(stage) for stage in ("sparse_structure", "shape_slat", "tex_slat")) == modes
+
+
+def test_view_weights_are_checked_against_the_images_only_when_those_are_valid():
+    with pytest.raises(UserError) as raised:
+        schema.parse_job_input({"images": [VIEW, 5], "mode": "multidiffusion", "view_weights": [1]}, LIMITS, has_bucket=False)
+    assert str(raised.value) == "images[1]: expected a string (base64, a data: URI or an https:// URL), got 5"
+
+
+def test_the_contract_offers_exactly_the_sampler_modes():
+    assert get_args(Mode) == MODES

@@ -59,7 +59,7 @@ def glb_of(answer: dict) -> bytes:
     return base64.b64decode(answer["glb"]["base64"])
 
 
-@pytest.mark.parametrize("mode", ["stochastic", "multidiffusion"])
+@pytest.mark.parametrize("mode", ["stochastic", "multidiffusion", "concat"])
 @pytest.mark.parametrize("pipeline_type", ["512", "1024_cascade"])
 def test_a_job_answers_a_valid_glb(mode, pipeline_type, valid_glb):
     answer = run_job(job(mode=mode, pipeline_type=pipeline_type), settings=SETTINGS, generator=CpuGenerator(), store=None)
@@ -121,6 +121,16 @@ def test_the_request_reaches_the_generator_as_sent(valid_glb):
     ]
 
 
+def test_view_weights_reach_the_sampler_normalised():
+    def sha(**fields):
+        answer = run_job(job(mode="multidiffusion", **fields), settings=SETTINGS, generator=CpuGenerator(), store=None)
+        return answer["glb"]["sha256"]
+
+    equal = sha()
+    assert sha(view_weights=[2, 2, 2]) == equal
+    assert sha(view_weights=[1, 6, 1]) == sha(view_weights=[0.5, 3, 0.5]) != equal
+
+
 def test_progress_reports_every_step_in_order(valid_glb):
     updates: list[dict] = []
     answer = run_job(job(pipeline_type="1024_cascade"), settings=SETTINGS, generator=CpuGenerator(), store=None, progress=updates.append)
@@ -142,7 +152,7 @@ def test_a_bad_request_never_reaches_the_generator():
     answer = run_job({"id": "j", "input": {"images": VIEWS, "seed": -1, "colour": "red"}}, settings=SETTINGS, generator=generator, store=None)
     assert answer == {
         "error": "seed: -1 is not in the range 0<=x<=4294967295; colour: unknown field; allowed: images, mode, seed, "
-        "pipeline_type, sparse_structure, shape_slat, tex_slat, preprocess, glb, output"
+        "pipeline_type, sparse_structure, shape_slat, tex_slat, view_weights, preprocess, glb, output"
     }
     assert generator.requests == []
 
@@ -160,7 +170,7 @@ def test_without_cuda_a_valid_job_says_a_gpu_is_needed_and_an_invalid_one_says_w
         "error": "this worker needs a CUDA GPU: torch.cuda.is_available() is False; run it on a GPU endpoint"
     }
     assert run_job(job(mode="fast"), settings=SETTINGS, generator=no_gpu, store=None) == {
-        "error": 'mode: "fast" is not allowed; use "stochastic" or "multidiffusion"'
+        "error": 'mode: "fast" is not allowed; use "stochastic", "multidiffusion" or "concat"'
     }
 
 

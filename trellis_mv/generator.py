@@ -22,7 +22,7 @@ __all__ = [
     "StageOptions",
 ]
 
-Mode = Literal["stochastic", "multidiffusion"]
+Mode = Literal["stochastic", "multidiffusion", "concat"]
 PipelineType = Literal["512", "1024", "1024_cascade", "1536_cascade"]
 STAGES = ("sparse_structure", "shape_slat", "tex_slat")
 
@@ -60,6 +60,8 @@ class GenerationRequest:
     tex_slat: StageOptions = field(default_factory=StageOptions)
     # None: remove the background unless the image has a real alpha channel.
     remove_background: bool | None = None
+    # One positive number per image, for "multidiffusion" stages; None weighs the views equally.
+    view_weights: tuple[float, ...] | None = None
 
     def stage_mode(self, stage: str) -> Mode:
         """The view-combination mode for one stage: its own override, else the request's."""

@@ -30,7 +30,7 @@ from .images import Source, parse_source
 from .config import Settings
 from .errors import UserError
 from .export import GlbOptions
-from .generator import GenerationRequest, Mode, PipelineType, StageOptions
+from .generator import STAGES, GenerationRequest, Mode, PipelineType, StageOptions
 
 __all__ = [
     "GlbInput",
@@ -55,15 +55,31 @@ class _Context:
     has_bucket: bool
 
 
+def _as_sent(value: float) -> float:
+    # Strict mode turns an integer sent for a float field into a float: show it as sent.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _between(low: float, high: float) -> AfterValidator:
     def check(value: float) -> float:
         if not low <= value <= high:
-            # Strict mode turns an integer sent for a float field into a float: show it as sent.
-            shown = int(value) if isinstance(value, float) and value.is_integer() else value
-            raise ValueError(f"{_json(shown)} is not in the range {low}<=x<={high}")
+            raise ValueError(f"{_json(_as_sent(value))} is not in the range {low}<=x<={high}")
         return value
 
     return AfterValidator(check)
+
+
+def _positive(value: float) -> float:
+    if not value > 0:
+        raise ValueError(f"{_json(_as_sent(value))} is not a positive number")
+    return value
+
+
+# Why a mode cannot take view_weights (sampling/multiview.py's docstring has the long form).
+_UNWEIGHED = {
+    "stochastic": "one view per step",
+    "concat": "the views meet inside trellis2's cross-attention, which has no per-view bias to weigh them by",
+}
 
 
 def _interval(value: list[float]) -> tuple[float, float]:
@@ -184,6 +200,9 @@ class JobInput(_Input):
     sparse_structure: StageInput = Field(default_factory=StageInput)
     shape_slat: StageInput = Field(default_factory=StageInput)
     tex_slat: StageInput = Field(default_factory=StageInput)
+    view_weights: list[Annotated[float, AfterValidator(_positive)]] | None = Field(
+        None, description='one positive number per image, normalised to sum 1; "multidiffusion" only; default equal'
+    )
     preprocess: PreprocessInput = Field(default_factory=PreprocessInput)
     glb: GlbInput = Field(default_factory=GlbInput)
     output: OutputInput = Field(default_factory=OutputInput)
@@ -199,6 +218,22 @@ class JobInput(_Input):
             raise ValueError(f"{len(value)} images given; send 1 to {most}")
         return value
 
+    @field_validator("view_weights")
+    @classmethod
+    def _weights_fit(cls, value: list[float] | None, info: ValidationInfo) -> list[float] | None:
+        # Declared after images and the modes, so those are in info.data when they were valid.
+        if value is None:
+            return value
+        images = info.data.get("images")
+        if images is not None and len(value) != len(images):
+            raise ValueError(f"{len(value)} weights given for {len(images)} images; send one positive number per image")
+        modes = {getattr(info.data.get(stage), "mode", None) or info.data.get("mode") for stage in STAGES}
+        unweighed = [f'"{mode}" ({why})' for mode, why in _UNWEIGHED.items() if mode in modes]
+        if unweighed:
+            raise ValueError(f'only "multidiffusion" weighs views, and this request uses {" and ".join(unweighed)}; '
+                             'use "multidiffusion" in every stage or leave view_weights out')
+        return value
+
     def generation_request(self, views: Sequence[Image.Image]) -> GenerationRequest:
         """The generator's request, with the decoded views in the order they were sent."""
         remove = self.preprocess.remove_background
@@ -211,6 +246,7 @@ class JobInput(_Input):
             shape_slat=self.shape_slat.to_options(),
             tex_slat=self.tex_slat.to_options(),
             remove_background=None if remove == "auto" else remove,
+            view_weights=None if self.view_weights is None else tuple(self.view_weights),
         )
 
 

@@ -139,7 +139,7 @@ class _Run:
             strength=params["guidance_strength"], rescale=params.get("guidance_rescale", 0.0),
             interval=tuple(params["guidance_interval"]), sigma_min=sampler.sigma_min,
             batcher=DenseBatcher() if isinstance(noise, torch.Tensor) else self.batcher,
-            max_batch=self.gen.max_batch, model_kwargs=model_kwargs,
+            max_batch=self.gen.max_batch, weights=self.request.view_weights, model_kwargs=model_kwargs,
         )
         steps = params["steps"]
         done, parts = part

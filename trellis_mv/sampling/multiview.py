@@ -13,7 +13,7 @@ How this maps to TRELLIS.2 (``trellis2/pipelines/samplers/``, at 5565d240c4a4)
     ``FlowEulerSampler`` calls ``model(x_t, 1000 * t, cond)`` and takes the Euler step. Here the same
     numbers come from ``in_interval``, ``cfg``, ``rescale_cfg`` (guidance.py), ``predict_many``
     (batching.py) and ``sample_flow_euler`` (euler.py), composed in the one function below. With one
-    view both modes are that sampler: bit for bit with ``max_batch=1``, to float tolerance when the
+    view every mode is that sampler: bit for bit with ``max_batch=1``, to float tolerance when the
     positive and negative passes share a batch.
 
 How this maps to TRELLIS v1 (``trellis/pipelines/trellis_image_to_3d.py``)
@@ -36,8 +36,23 @@ How this maps to TRELLIS v1 (``trellis/pipelines/trellis_image_to_3d.py``)
       no ``try/finally``: an exception leaves the sampler patched. Here nothing is patched.
 
 Modes are dispatched through ``_PLANS``: a plan says, for a step, which conditions are in play and
-how their predictions combine. A future "concat" mode (one pass whose cond is every view's tokens
-concatenated on the sequence axis) is one more entry there: ``[torch.cat(views, dim=1)]``, first.
+how their predictions combine, and gives the negative condition that shares their batch.
+
+The "concat" mode (not in v1) gives every step every view for the cost of about one: its one
+condition is all views' tokens concatenated on the sequence axis (``[1, N*L, C]``), so each of
+trellis2's cross-attention layers (``MultiHeadAttention`` / ``SparseMultiHeadAttention`` with
+``type="cross"`` in ``trellis2/modules``) attends over every view's tokens at once. Those layers
+project the cond token by token (``to_kv``, the per-head ``k_rms_norm``), apply no positional
+encoding to the keys (RoPE is applied in self-attention only) and take no mask or bias,
+so softmax attention sees the tokens as a set: the order of the views does not matter, and N copies
+of the same tokens weigh as one copy (each copy's softmax weight divides by N). Hence N identical
+views are exactly one view, and the negative condition, tiled N times to the positive's length so
+that both passes share one batch, is exactly the one-view negative, up to float rounding. (The flows
+hand the cond to every block unchanged but for a dtype cast. The dense sparse-structure flow takes
+one cond tensor per batch, so passes of different lengths could not share a call; tiling costs the
+negative pass the same N-fold keys as the positive one, inside the guidance interval only.) The
+views cannot be weighed in this mode: that needs a per-key bias on the attention logits, and the
+keys are made and normalised inside trellis2's layers, which we do not patch.
 """
 
 from __future__ import annotations
@@ -56,32 +71,45 @@ from trellis_mv.sampling.guidance import cfg, in_interval, rescale_cfg
 
 Combine = Callable[[list[Any]], Any]
 Plan = Callable[[int], tuple[list[torch.Tensor], Combine]]
+# (views, neg_cond, normalised weights) -> (the plan, the negative cond that shares its passes' batch)
+PlanFactory = Callable[[list[torch.Tensor], torch.Tensor, tuple[float, ...]], tuple[Plan, torch.Tensor]]
 
 
 def _first(preds: list[Any]) -> Any:
     return preds[0]
 
 
-def _stochastic(views: list[torch.Tensor], weights: tuple[float, ...]) -> Plan:
+def _stochastic(views: list[torch.Tensor], neg: torch.Tensor, weights: tuple[float, ...]) -> tuple[Plan, torch.Tensor]:
     def plan(step: int) -> tuple[list[torch.Tensor], Combine]:
         return [views[step % len(views)]], _first
 
-    return plan
+    return plan, neg
 
 
-def _multidiffusion(views: list[torch.Tensor], weights: tuple[float, ...]) -> Plan:
+def _multidiffusion(views: list[torch.Tensor], neg: torch.Tensor,
+                    weights: tuple[float, ...]) -> tuple[Plan, torch.Tensor]:
     def mean(preds: list[Any]) -> Any:
         return reduce(operator.add, (w * p for w, p in zip(weights, preds, strict=True)))
 
     def plan(step: int) -> tuple[list[torch.Tensor], Combine]:
         return views, mean
 
-    return plan
+    return plan, neg
 
 
-_PLANS: dict[str, Callable[[list[torch.Tensor], tuple[float, ...]], Plan]] = {
+def _concat(views: list[torch.Tensor], neg: torch.Tensor, weights: tuple[float, ...]) -> tuple[Plan, torch.Tensor]:
+    fused = [torch.cat(views, dim=1)]  # once per sampling call, not per step
+
+    def plan(step: int) -> tuple[list[torch.Tensor], Combine]:
+        return fused, _first
+
+    return plan, torch.cat([neg] * len(views), dim=1)
+
+
+_PLANS: dict[str, PlanFactory] = {
     "stochastic": _stochastic,
     "multidiffusion": _multidiffusion,
+    "concat": _concat,
 }
 MODES: tuple[str, ...] = tuple(_PLANS)
 """Names accepted by :func:`guided` as ``mode``."""
@@ -125,7 +153,9 @@ def guided(
     ``views`` holds one cond per view (``[1, L, C]``), ``neg_cond`` the negative cond (zeros like one
     view). ``mode`` is one of :data:`MODES`: "stochastic" conditions step ``i`` on
     ``views[i % N]`` (the cost of one view); "multidiffusion" averages the velocities under all
-    views, weighted by ``weights`` (positive, normalised to sum 1; equal when None).
+    views, weighted by ``weights`` (positive, normalised to sum 1; equal when None); "concat" runs
+    one pass on every view's tokens concatenated (``[1, N*L, C]``) against ``neg_cond`` tiled to the
+    same length, which softmax attention treats as one copy (see the module docstring).
 
     Per step, as TRELLIS.2's ``FlowEulerGuidanceIntervalSampler``: outside ``interval`` or at
     ``strength == 1`` only the view passes run; at ``strength == 0`` only the negative pass;
@@ -142,7 +172,7 @@ def guided(
         raise ValueError("views: needs at least one view condition")
     if weights is not None and mode != "multidiffusion":
         raise ValueError(f"weights: only the 'multidiffusion' mode weighs views, not {mode!r}")
-    plan = _PLANS[mode](views, _normalised(weights, len(views)))
+    plan, negative = _PLANS[mode](views, neg_cond, _normalised(weights, len(views)))
     kwargs = dict(model_kwargs or {})
 
     def run(x_t: Any, t: float, conds: list[torch.Tensor]) -> list[Any]:
@@ -153,8 +183,8 @@ def guided(
         if not in_interval(t, interval) or strength == 1:
             return combine(run(x_t, t, conds))
         if strength == 0:
-            return run(x_t, t, [neg_cond])[0]
-        *view_preds, neg = run(x_t, t, [*conds, neg_cond])
+            return run(x_t, t, [negative])[0]
+        *view_preds, neg = run(x_t, t, [*conds, negative])
         pos = combine(view_preds)
         return rescale_cfg(x_t, t, pos, cfg(pos, neg, strength), rescale, sigma_min)
 
