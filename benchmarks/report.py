@@ -1,8 +1,9 @@
 """One benchmarks/results.json and one BENCHMARKS.md from a device run (tests/gpu/device_run.sh's files).
 
-    python benchmarks/report.py RUN_DIR
+    python benchmarks/report.py RUN_DIR...
 
-RUN_DIR is the folder the run's files were fetched into: ``results.tgz`` (every phase's small files:
+Each RUN_DIR is the folder one device call's files were fetched into (a later one wins where two
+measured the same part): ``results.tgz`` (every phase's small files:
 ``bench/results.json`` from benchmarks/run.py, ``gpu_results.json`` from tests/gpu,
 ``first_job.json``, ``cold_start.json``, ``env.json``, the logs) and the ``glbs.tgz.NN`` parts,
 which go through the Khronos validator here (benchmarks/validate_glbs.py; needs ``npm ci``).
@@ -185,15 +186,19 @@ def _tests_section(tests: dict[str, Any]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path, help="where the device run's files were fetched")
+    parser.add_argument("run_dirs", type=Path, nargs="+", help="where the device calls' files were fetched")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results.json")
     parser.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md")
     args = parser.parse_args()
     base = json.loads(args.results.read_text()) if args.results.is_file() else {}
-    with tempfile.TemporaryDirectory() as scratch:
-        found = read_run(args.run_dir, Path(scratch))
-    has_glbs = any(args.run_dir.glob(validate_glbs.PARTS)) or any(args.run_dir.glob("*.glb"))
-    results = merge(base, found, validate_glbs.check_run(args.run_dir) if has_glbs else None)
+    found: dict[str, Any] = {}
+    checks = None
+    for run_dir in args.run_dirs:
+        with tempfile.TemporaryDirectory() as scratch:
+            found.update(read_run(run_dir, Path(scratch)))
+        if any(run_dir.glob(validate_glbs.PARTS)) or any(run_dir.glob("*.glb")):
+            checks = validate_glbs.check_run(run_dir)
+    results = merge(base, found, checks)
     args.results.write_text(json.dumps(results, indent=1))
     args.markdown.write_text(render(results))
     print(f"{args.results} and {args.markdown} written; from the run: {', '.join(sorted(found)) or 'nothing'}")

@@ -15,7 +15,8 @@ pipeline type, as ``decode_latent`` does after sampling (the cascades first run 
 decoder's ``upsample`` on the 32³ structure). Each scale adds the buckets either side of the
 typical object. It writes this GPU's entries, and only those, to ``<out-dir>/<gpu>.json`` after
 every shell, so a run cut short keeps what it tuned. Entries already in FlexGEMM's cache file
-(``FLEX_GEMM_AUTOTUNE_CACHE_PATH``) are reused, not re-timed.
+(``FLEX_GEMM_AUTOTUNE_CACHE_PATH``) are reused, not re-timed; that file is left as it was (merge
+the output into it).
 
 ``merge`` joins cache files (FlexGEMM's own ``autotune_cache.json`` and ours) into the one file
 FlexGEMM reads; later files win for the same GPU, kernel and key. It needs neither torch nor a GPU.
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -68,6 +70,8 @@ def gpu_file_name(gpu: str) -> str:
 
 def tune(model_dir: str, background_model: str, kinds: list[str], scales: list[float], out_dir: Path) -> Path:
     """Decode a shell per pipeline type and scale; returns the file holding this GPU's entries."""
+    # FlexGEMM would rewrite its whole cache file after every new key; this writes ours once per shell.
+    os.environ["FLEX_GEMM_AUTOSAVE_AUTOTUNE_CACHE"] = "0"
     import torch
     from flex_gemm.utils import get_autotune_cache
     from trellis2.modules.sparse import SparseTensor

@@ -21,7 +21,7 @@
 #   .cache/wheels/*.whl    the four extensions, from the `build` phase of an earlier run; only those four:
 #                          a trellis2 wheel would shadow the source checkout the tests import
 # FlexGEMM reads one cache file: FlexGEMM's own, our builder/flex_gemm_autotune/*.json and, if present,
-# .cache/flex_gemm_autotune.json (an earlier run's), merged; phases that tune add to it.
+# .cache/flex_gemm_autotune.json (an earlier run's), merged; the autotune phase's entries are merged in.
 #
 # Returns in $OUT (the device tool brings back at most 8 files, 16 MiB each, 64 MiB in all):
 #   results.tgz       every phase's small files, rewritten after each phase (a killed run keeps what
@@ -39,7 +39,9 @@ deadline=$(( SECONDS + ${2:-560} ))
 out=${OUT:?the device tool sets OUT}
 repo=$PWD
 site=/tmp/site run=/tmp/run_out weights=/tmp/weights
-export FLEX_GEMM_AUTOTUNE_CACHE_PATH=/tmp/flex_gemm_autotune.json TRITON_CACHE_DIR=/tmp/triton
+# As the image should run FlexGEMM: one merged cache, not rewritten after every new key (autosave off).
+export FLEX_GEMM_AUTOTUNE_CACHE_PATH=/tmp/flex_gemm_autotune.json FLEX_GEMM_AUTOSAVE_AUTOTUNE_CACHE=0
+export TRITON_CACHE_DIR=/tmp/triton
 export TRELLIS_MV_GPU_OUT=/tmp/gpu_out HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export TRELLIS_MV_COMMIT=${TRELLIS_MV_COMMIT:-$(cat .cache/commit 2>/dev/null || echo unknown)}
 
@@ -112,6 +114,8 @@ if wanted autotune; then
   # shellcheck disable=SC2086  # *_ARGS are lists of options
   shimmed timeout "$(left)" python3 builder/autotune_flexgemm.py tune --model-dir "$weights/TRELLIS.2-4B" \
     --background-model "$weights/BiRefNet" --out-dir "$run/flex_gemm_autotune" ${AUTOTUNE_ARGS:-} 2>&1 | tee "$run/autotune.log"
+  python3 builder/autotune_flexgemm.py merge "$FLEX_GEMM_AUTOTUNE_CACHE_PATH" "$FLEX_GEMM_AUTOTUNE_CACHE_PATH" \
+    "$run"/flex_gemm_autotune/*.json
   pack
 fi
 if wanted coldstart; then
