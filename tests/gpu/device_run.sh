@@ -92,7 +92,7 @@ if [ ${#wheels[@]} -eq 0 ]; then
   echo "no extension wheels: run the build phase first and copy \$OUT/wheels/*.whl to .cache/wheels/" >&2
   pack; exit 1
 fi
-for wheel in "${wheels[@]}"; do
+for wheel in .cache/pywheels/*.whl "${wheels[@]}"; do
   case $(basename "$wheel") in trellis2-*) echo "refusing $wheel: it shadows /tmp/src/TRELLIS.2" >&2; exit 1 ;; esac
 done
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
