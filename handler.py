@@ -57,8 +57,9 @@ def build_generator(settings: Settings) -> Generator:
     # Before the load: a missing extension or weight file is named at once, not after minutes of reading.
     run_checks(settings)
     from trellis_mv.pipeline import load_generator
+    from trellis_mv.warmup import warm_up_if_untuned
 
-    return load_generator(settings)
+    return warm_up_if_untuned(load_generator(settings))
 
 
 def build_handler(settings: Settings, *, send_progress: bool) -> Callable[[dict[str, Any]], dict[str, Any]]:

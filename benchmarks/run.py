@@ -1,7 +1,9 @@
 """GPU benchmark of the worker's generator against bare TRELLIS.2, in one process.
 
     python benchmarks/run.py --out DIR            # on a CUDA machine with trellis2 + extensions
-    python benchmarks/run.py --report DIR/results.json   # re-render BENCHMARKS.md (anywhere)
+
+benchmarks/report.py merges its results.json with the GPU tests' and the other device measurements
+into the repository's benchmarks/results.json and BENCHMARKS.md (docs/gpu-testing.md).
 
 Random weights at real size (tests/gpu/random_weights.py: bf16 flows, fp16 decoders, the
 sparse structure forced to a spherical shell) say nothing about quality; they measure time,
@@ -21,7 +23,7 @@ after every run, so a run cut short still reports what it finished):
    ``concat`` multiplies by N, and how many key tokens it saw.
 
 ``--runs`` picks a subset of these and ``--base`` starts from an earlier results.json, replacing the
-runs measured again (``--report`` mentions where the others came from).
+runs measured again (BENCHMARKS.md mentions where the others came from).
 
 ``stochastic_n4_over_single`` is the time ratio; ``multidiffusion_n4_over_token_bound`` is the time
 ratio divided by the ratio of flow-model tokens processed (every view and negative pass counted).
@@ -31,15 +33,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import gpu_env
 
 ROOT = Path(__file__).resolve().parent.parent
 GOALS = {"stochastic_n4_over_single": 1.05, "multidiffusion_n4_over_token_bound": 1.1,
@@ -54,25 +55,6 @@ CONCAT_PAIRS = (("512", "512 {mode} N={n}"), ("1024_cascade", "1024_cascade {mod
 TEST_HEADLINES = ("identical_views_concat_max_abs", "concat_order_max_abs")
 
 
-def _setup_paths() -> str:
-    """Import paths and attention backends, before trellis2 is imported; returns the sparse backend's name."""
-    sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "gpu")]
-    os.environ.setdefault("ATTN_BACKEND", "sdpa")
-    if importlib.util.find_spec("flash_attn") is None:
-        sys.path.insert(0, str(ROOT / "tests" / "gpu" / "shims"))
-        os.environ.setdefault("SPARSE_ATTN_BACKEND", "flash_attn")
-        return "per-segment torch SDPA shim (tests/gpu/shims/flash_attn); dense: torch SDPA"
-    return "flash_attn (sparse); dense: " + os.environ["ATTN_BACKEND"]
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("TRELLIS_MV_COMMIT", "unknown")
-
-
 class Bench:
     """Runs requests on one loaded pipeline and keeps every measurement in ``results``."""
 
@@ -81,7 +63,7 @@ class Bench:
 
         self.torch, self.out, self.cascade_steps = torch, out, cascade_steps
         now = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "device": torch.cuda.get_device_name(), "commit": _commit(), "torch": torch.__version__}
+               "device": torch.cuda.get_device_name(), "commit": gpu_env.commit(), "torch": torch.__version__}
         self.results: dict[str, Any] = {"runs": [], **(base or {}), **now}
         if base:
             # What this invocation re-measures replaces the base's entry; the rest is kept and said so.
@@ -93,19 +75,18 @@ class Bench:
         (self.out / "BENCHMARKS.md").write_text(render(self.results))
 
     def load(self) -> None:
-        from random_weights import ShellOccupancy, write_weights
+        from harness import load_shell_pipeline
+        from random_weights import write_weights
 
-        from trellis_mv.config import Settings
-        from trellis_mv.pipeline import TrellisGenerator, load_pipeline
+        from trellis_mv.pipeline import TrellisGenerator
 
         root = Path(tempfile.mkdtemp(prefix="bench_weights_"))
         start = time.perf_counter()
         model_dir = write_weights(root, dtype="bfloat16")
         self.results["write_weights_s"] = round(time.perf_counter() - start, 2)
         start = time.perf_counter()
-        self.pipe = load_pipeline(Settings(model_dir=str(model_dir), background_model=str(root / "BiRefNet"), low_vram="off"))
+        self.pipe = load_shell_pipeline(model_dir, root / "BiRefNet")
         self.results["load_s"] = round(time.perf_counter() - start, 2)
-        self.pipe.models["sparse_structure_decoder"] = ShellOccupancy(self.pipe.models["sparse_structure_decoder"])
         self.gen = TrellisGenerator(self.pipe)
         self.save()
 
@@ -283,7 +264,7 @@ def render(results: dict[str, Any]) -> str:
                   f"ours {o['ours']}.", ""]
     lines += ["## Runs (latents only: conditioning + three stages; seconds)", "",
               "One process, in this order; the first run of each pipeline type includes Triton JIT and FlexGEMM "
-              "autotuning of new shapes (an H100 autotune cache from the GPU tests was loaded).", "",
+              "autotuning of the shapes the loaded autotune cache lacks.", "",
               "| pipeline | views | mode | steps | low VRAM | total | cond | sparse structure | shape | texture "
               "| model tokens | peak GiB | voxels | shape tokens |", "|" + "---|" * 14]
     for r in results.get("runs", []):
@@ -292,7 +273,6 @@ def render(results: dict[str, Any]) -> str:
                      f"{r['seconds']} | {t.get('conditioning')} | {t.get('sparse_structure')} | {t.get('shape_slat')} | "
                      f"{t.get('tex_slat')} | {r['tokens']} | {r['peak_gib']} | {r['voxels']} | {r['shape_tokens']} |")
     lines += _concat_section(results)
-    lines += _tests_section(results.get("gpu_tests", {}))
     build = ROOT / "benchmarks" / "build_times.json"
     if build.is_file():
         times = json.loads(build.read_text())
@@ -328,61 +308,14 @@ def _concat_section(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _tests_section(tests: dict[str, Any]) -> list[str]:
-    """The GPU tests' numbers (tests/gpu, merged with ``--merge``) and the GLBs' validation (``--glbs``)."""
-    if not tests:
-        return []
-    lines = ["", "## GPU tests (tests/gpu, same machine)", "", *([tests["note"], ""] if "note" in tests else [])]
-    for key in sorted(k for k in tests if not k.startswith("e2e_") and k not in ("glb_validation", "note")):
-        lines.append(f"- `{key}`: {json.dumps(tests[key])}")
-    e2e = {k[4:]: v for k, v in tests.items() if k.startswith("e2e_")}
-    if e2e:
-        lines += ["", "Handler end to end (4 steps per stage, GLB 20k faces, 512² textures, no remesh; seconds):", "",
-                  "| GLB | job total | generate | decode mesh | export | bytes | Khronos validator |", "|---|---|---|---|---|---|---|"]
-        checks = tests.get("glb_validation", {})
-        for name, entry in e2e.items():
-            t = entry["timings"]
-            check = checks.get(name)
-            verdict = "not run" if check is None else f"{check['errors']} errors, {check['warnings']} warnings"
-            lines.append(f"| {name} | {t.get('total')} | {t.get('generate')} | {t.get('decode_mesh', '—')} | "
-                         f"{t.get('export')} | {entry['bytes']} | {verdict} |")
-    return lines
-
-
-def _validate(folder: Path) -> dict[str, dict[str, int]]:
-    """Run the Khronos glTF validator (npm gltf-validator, via tests/gltf_validate.mjs) on each GLB in ``folder``."""
-    checks = {}
-    for glb in sorted(folder.glob("*.glb")):
-        report = json.loads(subprocess.run(["node", str(ROOT / "tests" / "gltf_validate.mjs"), str(glb)],
-                                           capture_output=True, text=True, check=True).stdout)
-        checks[glb.name] = {"errors": report["issues"]["numErrors"], "warnings": report["issues"]["numWarnings"]}
-    return checks
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or ROOT / "benchmarks"))
     parser.add_argument("--cascade-steps", type=int, default=4)
-    parser.add_argument("--report", type=Path, help="re-render BENCHMARKS.md from this results.json and stop")
-    parser.add_argument("--merge", type=Path, nargs="*", default=[], help="gpu_results.json files of the GPU tests")
-    parser.add_argument("--glbs", type=Path, help="folder of the GPU tests' GLBs to check with the Khronos validator")
     parser.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated subset of {', '.join(RUNS)}")
     parser.add_argument("--base", type=Path, help="an earlier results.json: keep its runs, replace what is re-measured")
     args = parser.parse_args()
-    if args.report:
-        results = json.loads(args.report.read_text())
-        tests = results.setdefault("gpu_tests", {})
-        for path in args.merge:
-            tests.update(json.loads(path.read_text()))
-        if "1" in tests.get("parity_fp32_512_max_abs", {}):
-            results["parity_fp32_512_max_abs"] = max(tests["parity_fp32_512_max_abs"]["1"].values())
-        if args.glbs:
-            tests["glb_validation"] = _validate(args.glbs)
-        results.update(headline(results))
-        args.report.write_text(json.dumps(results, indent=1))
-        (ROOT / "BENCHMARKS.md").write_text(render(results))
-        return
-    attention = _setup_paths()
+    attention = gpu_env.setup()
     args.out.mkdir(parents=True, exist_ok=True)
     runs = args.runs.split(",")
     unknown = sorted(set(runs) - set(RUNS))

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))  # run.py imports gpu_env beside it
 
 
 def _load(name: str):

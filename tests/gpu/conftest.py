@@ -59,16 +59,10 @@ def weights_root() -> Path:
 
 
 def _pipeline(root: Path, *, dtype: str, models: tuple[str, ...] | None) -> Any:
-    from random_weights import ShellOccupancy, write_weights
+    from harness import load_shell_pipeline
+    from random_weights import write_weights
 
-    from trellis_mv.config import Settings
-    from trellis_mv.pipeline import load_pipeline
-
-    model_dir = write_weights(root, dtype=dtype, models=models)
-    settings = Settings(model_dir=str(model_dir), background_model=str(root / "BiRefNet"), low_vram="off")
-    pipeline = load_pipeline(settings)
-    pipeline.models["sparse_structure_decoder"] = ShellOccupancy(pipeline.models["sparse_structure_decoder"])
-    return pipeline
+    return load_shell_pipeline(write_weights(root, dtype=dtype, models=models), root / "BiRefNet")
 
 
 @pytest.fixture(scope="session")

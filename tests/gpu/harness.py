@@ -1,6 +1,8 @@
-"""Helpers shared by the GPU tests and the benchmark: views, the generator hook, low-VRAM switching."""
+"""Helpers shared by the GPU tests and the benchmarks: views, loading, the generator hook, low-VRAM switching."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -16,6 +18,18 @@ def rgba_view(seed: int, size: int = 384) -> Image.Image:
     alpha = ((xs ** 2 + ys ** 2) ** 0.5 < radius).astype(np.uint8) * 255
     rgb = (rng.integers(0, 256, (size, size, 3)) * 0.3 + np.array([200, 120, 40]) * 0.7).astype(np.uint8)
     return Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
+
+
+def load_shell_pipeline(model_dir: Path, background_model: Path):
+    """``load_pipeline`` (resident) on random weights, its sparse-structure decoder answering a shell (Trap 2)."""
+    from random_weights import ShellOccupancy
+
+    from trellis_mv.config import Settings
+    from trellis_mv.pipeline import load_pipeline
+
+    pipeline = load_pipeline(Settings(model_dir=str(model_dir), background_model=str(background_model), low_vram="off"))
+    pipeline.models["sparse_structure_decoder"] = ShellOccupancy(pipeline.models["sparse_structure_decoder"])
+    return pipeline
 
 
 def register(generator) -> None:

@@ -9,13 +9,17 @@
 #                builder/fetch_sources.sh writes, which builder/build_extensions.sh reads.
 #   pywheels/    the pure-Python wheels (cp312, manylinux) that the handler path needs and the
 #                device lacks: runpod and its dependencies, pydantic, boto3, trimesh, ...
+#   commit       this checkout's commit (with -dirty for uncommitted changes): the device's copy
+#                has no .git, and results must name the commit they measured. Rewritten every time,
+#                so run this script right before every device call.
 # Then the device builds the four extensions itself (tests/gpu/device_run.sh build) and its wheels
 # come back into .cache/wheels/ (copy them from the run's files): carry them next time.
 #
 # MIRRORS is a folder of bare git mirrors named owner+name/repo (the layout of a session's fetched
 # repositories); without it the sources come from the network through fetch_sources.sh. Mirrors
 # may lack large blobs the build never reads, so from a mirror only the needed paths are archived.
-# Idempotent: a file already present is kept; delete .cache/src.tgz to fetch the sources again.
+# Idempotent: a file already present is kept; delete .cache/src.tgz to fetch the sources again; a
+# wheel missing from pywheels/ (the list below changed) is downloaded, the others are kept.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -68,10 +72,20 @@ pywheels=(
   pydantic==2.12.4 pydantic-core==2.41.5 annotated-types==0.7.0 typing-inspection==0.4.2
   easydict==1.14 plyfile==1.1.5 zstandard==0.25.0 trimesh==4.8.3
 )
-if [ -z "$(ls -A "$cache/pywheels")" ]; then
+missing=()
+for spec in "${pywheels[@]}"; do
+  # wheel file names spell the project with underscores; pip accepts either spelling
+  name=${spec%%==*} version=${spec#*==}
+  compgen -G "$cache/pywheels/${name//-/_}-$version-*.whl" >/dev/null || missing+=("$spec")
+done
+if [ ${#missing[@]} -gt 0 ]; then
   python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    --platform manylinux_2_34_x86_64 --platform manylinux1_x86_64 -d "$cache/pywheels" "${pywheels[@]}"
+    --platform manylinux_2_34_x86_64 --platform manylinux1_x86_64 -d "$cache/pywheels" "${missing[@]}"
 fi
-echo "pure-python wheels: $(ls "$cache/pywheels" | wc -l) in $cache/pywheels"
-echo "extension wheels:   $(ls "$cache"/wheels/*.whl 2>/dev/null | wc -l) in $cache/wheels (built on the device)"
+commit=$(git -C "$root" rev-parse --short=12 HEAD)
+[ -z "$(git -C "$root" status --porcelain --untracked-files=no)" ] || commit=$commit-dirty
+echo "$commit" >"$cache/commit"
+echo "pure-python wheels: $(find "$cache/pywheels" -name '*.whl' | wc -l) in $cache/pywheels"
+echo "extension wheels:   $(find "$cache/wheels" -name '*.whl' | wc -l) in $cache/wheels (built on the device)"
+echo "commit:             $commit (in $cache/commit)"

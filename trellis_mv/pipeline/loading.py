@@ -21,6 +21,7 @@ from ..dinov3 import DinoV3Conditioner
 from ..errors import StartupError
 from ..startup import local_model_path
 from .offload import choose_low_vram
+from .prefetch import read_ahead, weight_files
 from .running import TrellisGenerator
 
 __all__ = ["load_generator", "load_pipeline"]
@@ -48,6 +49,7 @@ def load_pipeline(settings: Settings, *, background: Any = None) -> Any:
         raise StartupError(f"TRELLIS_MV_MODEL_DIR: {config_file} does not exist")
     args = json.loads(config_file.read_text())["args"]
     low_vram = choose_low_vram(settings.low_vram)
+    read_ahead(weight_files(args, model_dir, settings.background_model))
     loaded = {}
     for name, reference in args["models"].items():
         if name in Trellis2ImageTo3DPipeline.model_names_to_load:

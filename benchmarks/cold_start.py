@@ -1,0 +1,212 @@
+"""Cold start, measured: ``python handler.py`` from launch to ready, on full-size weights read from disk.
+
+    python benchmarks/cold_start.py --out DIR [--root DIR] [--keep]
+
+1. Write full-size random weights in the image's layout (``write_weights(full=True)``: about
+   16 GB) under ``--root``, which must be on the disk being measured (not a RAM-backed /tmp).
+2. Drop the page cache (``sync``, ``/proc/sys/vm/drop_caches``, and ``POSIX_FADV_DONTNEED`` per
+   file), check with ``mincore`` how much of the first file is still in memory, and read every
+   file the loader reads once, 16 MiB at a time (what ``dd`` does): the read bandwidth. Again with
+   the loader's parallel read-ahead (``trellis_mv.pipeline.prefetch``).
+3. Drop the cache again and launch the real worker: ``python handler.py --test_input`` with a job
+   the handler refuses at once (it proves the handler answers; no generation), no generator hook,
+   the weights named by ``TRELLIS_MV_MODEL_DIR``. Every log line is timestamped on arrival; ready
+   is runpod's ``Starting Serverless Worker`` line, printed once the handler is built.
+
+``cold_start_s`` is launch to ready; ``cold_start_read_bound_s`` is bytes / sequential read
+bandwidth + 10 s (issue 11's goal). ``marks`` say where the time went: interpreter and imports
+until the CUDA check, the extensions' import, the weight checks, the load, the warm-up.
+``DIR/cold_start.json`` is rewritten after every step; the weights are deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import mmap
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import gpu_env
+
+# log text -> mark name, in the order the handler prints them
+MARKS = {"trellis_mv.startup: CUDA:": "cuda_checked", "trellis_mv.startup: extensions import": "extensions_imported",
+         "trellis_mv.startup: weights:": "weights_checked", "trellis_mv.warmup: warm-up": "loaded",
+         "trellis_mv.warmup: warm-up done": "warmed_up", "Starting Serverless Worker": "ready",
+         "failed with error": "answered"}
+REFUSED_JOB = '{"input": {"images": []}}'
+
+
+def drop_page_cache(files: list[Path]) -> dict[str, Any]:
+    """Ask the kernel to forget the files' pages both ways; say what worked and what stayed resident."""
+    os.sync()
+    state: dict[str, Any] = {}
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        state["drop_caches"] = "ok"
+    except OSError as error:
+        state["drop_caches"] = f"{type(error).__name__}: {error}"
+    for path in files:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    state["resident_fraction_first_file"] = resident_fraction(files[0])
+    return state
+
+
+def resident_fraction(path: Path) -> float | None:
+    """The share of ``path``'s pages in the page cache (``mincore``), or None where the call is not available."""
+    size = path.stat().st_size
+    pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+    with open(path, "rb") as file:
+        mapped = mmap.mmap(file.fileno(), size, access=mmap.ACCESS_COPY)  # copy-on-write: addressable, nothing read
+    start = ctypes.c_char.from_buffer(mapped)
+    try:
+        vector = (ctypes.c_ubyte * pages)()
+        address = ctypes.c_void_p(ctypes.addressof(start))
+        if ctypes.CDLL(None, use_errno=True).mincore(address, ctypes.c_size_t(size), vector) != 0:
+            return None
+        return round(sum(byte & 1 for byte in vector) / pages, 4)
+    finally:
+        del start  # the buffer export must end before the map closes
+        mapped.close()
+
+
+def read_sequential(files: list[Path], chunk: int = 16 * 2**20) -> float:
+    """Seconds to read ``files`` once, one after another, ``chunk`` bytes per call."""
+    buffer = bytearray(chunk)
+    start = time.perf_counter()
+    for path in files:
+        with open(path, "rb", buffering=0) as file:
+            while file.readinto(buffer):
+                pass
+    return time.perf_counter() - start
+
+
+def read_parallel(files: list[Path]) -> float:
+    """Seconds for the loader's read-ahead (8 threads, 32 MiB pieces) to read ``files``."""
+    from trellis_mv.pipeline.prefetch import read_ahead
+
+    start = time.perf_counter()
+    for future in read_ahead(files):
+        future.result()
+    return time.perf_counter() - start
+
+
+def launch(model_dir: Path, log_path: Path, timeout: float) -> dict[str, Any]:
+    """Run the real ``handler.py`` on ``model_dir``; seconds from launch to each mark, and its exit status."""
+    env = {**os.environ, "TRELLIS_MV_MODEL_DIR": str(model_dir),
+           "TRELLIS_MV_BACKGROUND_MODEL": str(model_dir.parent / "BiRefNet"), "PYTHONUNBUFFERED": "1"}
+    env.pop("TRELLIS_MV_GENERATOR", None)
+    marks: dict[str, float] = {}
+    start = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "handler.py", "--test_input", REFUSED_JOB], cwd=gpu_env.ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    watchdog = threading.Timer(timeout, process.kill)
+    watchdog.start()
+    with open(log_path, "w") as log:
+        for line in process.stdout:
+            now = time.perf_counter() - start
+            log.write(f"{now:9.3f} {line}")
+            for text, name in MARKS.items():
+                if text in line and name not in marks:
+                    marks[name] = round(now, 3)
+    watchdog.cancel()
+    return {"marks": marks, "exit_status": process.wait()}
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """The four steps above, ``cold_start.json`` after each."""
+    import torch
+    from random_weights import write_weights
+
+    from trellis_mv.pipeline.prefetch import weight_files
+
+    results: dict[str, Any] = {"commit": gpu_env.commit(), "root": str(args.root), "filesystem": filesystem(args.root)}
+
+    def save() -> None:
+        (args.out / "cold_start.json").write_text(json.dumps(results, indent=1))
+
+    start = time.perf_counter()
+    model_dir = write_weights(args.root, full=True)
+    torch.cuda.empty_cache()
+    os.sync()
+    results["write_weights_s"] = round(time.perf_counter() - start, 2)
+    config = json.loads((model_dir / "pipeline.json").read_text())["args"]
+    files = weight_files(config, model_dir, model_dir.parent / "BiRefNet")
+    size = sum(path.stat().st_size for path in files)
+    results.update(files=len(files), bytes=size, file_bytes={str(p.relative_to(args.root)): p.stat().st_size for p in files})
+    save()
+    for name, read in (("sequential", read_sequential), ("parallel", read_parallel)):
+        results[f"page_cache_before_{name}_read"] = drop_page_cache(files)
+        seconds = read(files)
+        results[f"read_{name}_s"] = round(seconds, 2)
+        results[f"read_{name}_gb_per_s"] = round(size / seconds / 1e9, 3)
+        save()
+    results["cold_start_read_bound_s"] = round(size / 1e9 / results["read_sequential_gb_per_s"] + 10, 1)
+    results["page_cache_before_launch"] = drop_page_cache(files)
+    results["handler"] = launch(model_dir, args.out / "cold_start_handler.log", args.timeout)
+    marks = results["handler"]["marks"]
+    if "ready" in marks:
+        results["cold_start_s"] = marks["ready"]
+    results["phases_s"] = phases(marks)
+    save()
+    return results
+
+
+def phases(marks: dict[str, float]) -> dict[str, float]:
+    """Seconds between consecutive marks, named after what happened in between."""
+    names = {"cuda_checked": "interpreter, imports, CUDA check", "extensions_imported": "extensions import",
+             "weights_checked": "weight checks", "loaded": "load_pipeline", "warmed_up": "warm-up",
+             "ready": "warm-up decision to runpod start"}
+    out, last = {}, 0.0
+    for mark, name in names.items():
+        if mark in marks:
+            out[name] = round(marks[mark] - last, 3)
+            last = marks[mark]
+    return out
+
+
+def filesystem(path: Path) -> dict[str, Any]:
+    """The mount holding ``path`` (type and source from /proc/mounts) and its free space."""
+    path.mkdir(parents=True, exist_ok=True)
+    resolved, best = str(path.resolve()), ("", "", "")
+    for line in Path("/proc/mounts").read_text().splitlines():
+        source, point, kind = line.split()[:3]
+        if resolved.startswith(point) and len(point) >= len(best[1]):
+            best = (source, point, kind)
+    stat = os.statvfs(path)
+    return {"source": best[0], "mount": best[1], "type": best[2], "free_gib": round(stat.f_bavail * stat.f_frsize / 2**30, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--root", type=Path, default=gpu_env.ROOT / ".cold_start", help="where the weights are written")
+    parser.add_argument("--timeout", type=float, default=400, help="seconds the handler may take to answer")
+    parser.add_argument("--keep", action="store_true", help="keep the weights afterwards")
+    args = parser.parse_args()
+    gpu_env.setup()
+    args.out.mkdir(parents=True, exist_ok=True)
+    free = filesystem(args.root)["free_gib"]
+    if free < 24:
+        parser.error(f"--root: {args.root} has {free} GiB free; the weights need about 16 GiB and room to spare")
+    try:
+        results = measure(args)
+    finally:
+        if not args.keep:
+            shutil.rmtree(args.root, ignore_errors=True)
+    print(f"cold start {results.get('cold_start_s')} s, read bound {results.get('cold_start_read_bound_s')} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

