@@ -5,6 +5,7 @@ recorded architectures, the linters and the weights download plan."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import stat
@@ -173,6 +174,17 @@ def test_the_runtime_stage_has_a_c_compiler_and_python_headers_and_the_build_pro
     final = [rest for keyword, rest in stages()["runtime"] if keyword == "RUN"][-1]
     assert final.startswith("python /opt/builder/check_image.py --python --extensions --toolchain")
     assert "check_toolchain" in (BUILDER / "check_image.py").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(("env", "code", "output"), [
+    ({}, 0, "check_image: ok --toolchain"),
+    ({"PATH": "/nonexistent"}, 1, "toolchain: no C compiler (CC unset, no gcc or clang on PATH)"),
+])
+def test_the_build_fails_naming_a_missing_compiler(env: dict, code: int, output: str) -> None:
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    done = subprocess.run([sys.executable, str(BUILDER / "check_image.py"), "--toolchain"], capture_output=True,
+                          text=True, env=environment, timeout=60)
+    assert done.returncode == code and output in done.stdout + done.stderr
 
 
 def test_the_arch_list_the_image_was_built_with_is_where_the_startup_check_reads_it() -> None:
