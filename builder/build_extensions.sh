@@ -5,7 +5,9 @@
 #
 # SRC is the layout fetch_sources.sh writes. The four packages build in parallel; each wheel's
 # shared objects are stripped of debug info (o_voxel goes from 18 MB to under 1 MB) and the wheel
-# is repacked with a fresh RECORD. Prints one "name seconds" line per package.
+# is repacked with a fresh RECORD. Prints one "name seconds" line per package. WHEELS also gets
+# build-info.json, the architecture list the wheels were compiled for: the image keeps it at
+# /opt/trellis-mv/build-info.json, where the worker's start-up check reads it.
 # Environment: PYTHON (default python3), TORCH_CUDA_ARCH_LIST (default from versions.env),
 # MAX_JOBS (compiler jobs per package; default a quarter of the cores), PACKAGES (a space-separated
 # subset of "nvdiffrast flex_gemm o_voxel cumesh" to build; default all four).
@@ -56,4 +58,6 @@ if [ "$failed" -ne 0 ]; then
   tail -n 30 "$wheels"/logs/*.log >&2
   exit 1
 fi
-ls -l "$wheels"/*.whl
+printf '{"torch_cuda_arch_list": "%s", "variant": "%s", "cuda_version": "%s"}\n' \
+  "$TORCH_CUDA_ARCH_LIST" "$VARIANT" "$CUDA_VERSION" >"$wheels/build-info.json"
+ls -l "$wheels"/*.whl "$wheels/build-info.json"

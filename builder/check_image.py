@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
-"""Build-time checks of the image's Python environment; run with the venv's python.
+"""Build-time checks of the image; run with the venv's python. No GPU is needed.
 
-    builder/check_image.py [--python] [--extensions] [--weights]
+    builder/check_image.py [--python] [--extensions] [--toolchain] [--build-info FILE] [--weights MODE]
 
---python      torch, torchvision, transformers, xformers and flash-attn at the versions.env pins,
-              torch built for the image's CUDA and with the C++ ABI of the flash-attn wheel, one
-              Pillow build with WebP, and ``pip check``.
+--python      torch, torchvision, transformers, xformers and flash-attn at the pins of versions.env
+              and variants/$VARIANT.env, torch built for the variant's CUDA and with the C++ ABI of
+              the flash-attn wheel, one Pillow build with WebP, and ``pip check``.
 --extensions  flex_gemm, cumesh, o_voxel, nvdiffrast and trellis2 are installed. Found with
               ``importlib.util.find_spec``, not imported: importing o_voxel needs libcuda, which a
-              build has no GPU driver to provide. The fitness checks import them at start-up.
---weights     the worker's weights are complete (``trellis_mv.startup.check_weights`` with the
-              settings of this environment: TRELLIS_MV_MODEL_DIR, TRELLIS_MV_BACKGROUND_MODEL).
+              build has no GPU driver to provide. The start-up checks import them.
+--toolchain   a C extension compiles and imports the way Triton builds its launcher at the first
+              kernel launch (``trellis_mv.toolchain.check_toolchain``): a compiler and Python.h.
+--build-info  FILE records the TORCH_CUDA_ARCH_LIST of this build (what the start-up check reads).
+--weights     what BAKE_WEIGHTS baked is complete (``trellis_mv.startup.check_weights``): with
+              ``all`` every repository must be under /models; with ``auto`` the ones not baked
+              (gated, no token) are listed as left to a RunPod cached model; ``none`` checks nothing.
 Prints one line per check and exits 1 naming every failure.
 """
 
@@ -19,13 +23,14 @@ from __future__ import annotations
 import argparse
 import importlib.metadata as metadata
 import importlib.util
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from download_weights import read_versions  # noqa: E402  (the versions.env reader, next to this file)
+from pins import read_versions  # noqa: E402  (the versions reader, next to this file)
 
 EXTENSIONS = ("flex_gemm", "cumesh", "o_voxel", "nvdiffrast", "trellis2")
 
@@ -68,18 +73,55 @@ def extension_problems() -> list[str]:
     return [f"{name} is not installed" for name in EXTENSIONS if importlib.util.find_spec(name) is None]
 
 
-def weights_problems() -> list[str]:
-    """The weights this environment's settings point to are complete."""
-    from trellis_mv.config import Settings
+def toolchain_problems() -> list[str]:
+    """Triton's first-launch compile would work: a C compiler and the Python headers are here."""
     from trellis_mv.errors import StartupError
-    from trellis_mv.startup import check_weights
+    from trellis_mv.toolchain import check_toolchain
 
-    settings = Settings.from_env(os.environ)
     try:
-        print("weights:", check_weights(settings.model_dir, settings.background_model))
+        print("toolchain:", check_toolchain())
     except StartupError as error:
         return [str(error)]
     return []
+
+
+def build_info_problems(path: Path, pins: dict[str, str]) -> list[str]:
+    """The build recorded the architecture list the extensions were compiled for."""
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8")).get("torch_cuda_arch_list", "")
+    except (OSError, ValueError, AttributeError) as error:
+        return [f"{path} is not a readable build record ({error})"]
+    if not recorded.split():
+        return [f"{path} records no torch_cuda_arch_list"]
+    print(f"build-info: extensions built for {recorded} (variant {pins['VARIANT']})")
+    return []
+
+
+def weights_problems(mode: str) -> list[str]:
+    """What BAKE_WEIGHTS baked is complete; only ``auto`` may leave out gated repositories."""
+    from trellis_mv import revisions
+    from trellis_mv.config import Settings
+    from trellis_mv.errors import StartupError
+    from trellis_mv.startup import check_weights
+    from trellis_mv.weights import BAKED, Source, find_repo, find_weights
+
+    if mode in ("none", "0"):
+        print("weights: none baked (BAKE_WEIGHTS=none)")
+        return []
+    baked = [Source("the image", BAKED)]
+    try:
+        print("weights:", check_weights(find_weights(Settings(), baked)))
+        return []
+    except StartupError as error:
+        failure = str(error)
+    repos = (revisions.TRELLIS2, *revisions.NAMED_BY_PIPELINE, revisions.BACKGROUND)
+    missing = [repo for repo in repos if find_repo(repo, baked) is None]
+    if mode == "auto" and missing and set(missing) <= set(revisions.GATED):
+        # download_weights.py checked every file it baked against builder/weights_manifest.json.
+        print(f"weights: {', '.join(missing)} not baked (gated, no token): left to a RunPod cached model "
+              "or TRELLIS_MV_MODEL_DIR")
+        return []
+    return [failure]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -87,19 +129,25 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--python", action="store_true")
     parser.add_argument("--extensions", action="store_true")
-    parser.add_argument("--weights", action="store_true")
+    parser.add_argument("--toolchain", action="store_true")
+    parser.add_argument("--build-info", type=Path)
+    parser.add_argument("--weights", choices=["auto", "all", "none", "1", "0"])
     args = parser.parse_args(argv)
-    pins = read_versions(Path(__file__).resolve().parent / "versions.env", os.environ)
+    pins = read_versions(Path(__file__).resolve().parent, os.environ)
     problems = []
     if args.python:
         problems += python_problems(pins)
     if args.extensions:
         problems += extension_problems()
+    if args.toolchain:
+        problems += toolchain_problems()
+    if args.build_info:
+        problems += build_info_problems(args.build_info, pins)
     if args.weights:
-        problems += weights_problems()
+        problems += weights_problems(args.weights)
     if problems:
         sys.exit("check_image: " + "\n  ".join(["failed:", *problems]))
-    print("check_image: ok", " ".join(f"--{name}" for name, on in vars(args).items() if on))
+    print("check_image: ok", " ".join(f"--{name.replace('_', '-')}" for name, on in vars(args).items() if on))
 
 
 def _version(distribution: str) -> str | None:

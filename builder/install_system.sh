@@ -4,9 +4,11 @@
 #   builder/install_system.sh runtime|build
 #
 # runtime: Python $PYTHON_VERSION with venv, libgomp (FlexGEMM is built with -fopenmp), CA
-#          certificates and curl (flash-attn's wheel is fetched by URL).
-# build:   runtime's packages plus the Python headers, a C++ toolchain and git, which the
-#          extensions' setup.py and fetch_sources.sh need (nvcc comes with the CUDA devel image).
+#          certificates and curl (flash-attn's wheel is fetched by URL), and a C compiler with the
+#          C library headers and Python's: Triton compiles a small launcher module the first time
+#          it launches a kernel (builder/check_image.py --toolchain proves it works).
+# build:   runtime's packages plus a C++ toolchain and git, which the extensions' setup.py and
+#          fetch_sources.sh need (nvcc comes with the CUDA devel image).
 # On Ubuntu, Python comes from the deadsnakes PPA: 22.04's own archive has 3.10 and only a 3.11.0
 # release candidate in universe. Idempotent: the PPA is added once and apt-get installs only what
 # is missing. Environment: PYTHON_VERSION (default from versions.env).
@@ -19,10 +21,10 @@ load_versions
 
 role=${1:?usage: install_system.sh runtime|build}
 py=python$PYTHON_VERSION
-packages=(ca-certificates curl libgomp1 "$py" "$py-venv")
+packages=(ca-certificates curl libgomp1 "$py" "$py-venv" "$py-dev" gcc libc6-dev)
 case $role in
   runtime) ;;
-  build) packages+=("$py-dev" build-essential git) ;;
+  build) packages+=(build-essential git) ;;
   *) echo "install_system.sh: unknown role '$role' (expected runtime or build)" >&2; exit 2 ;;
 esac
 

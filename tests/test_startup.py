@@ -1,10 +1,11 @@
-"""Start-up checks: the weights check on a real (tiny) weights tree, the CUDA and extension checks
-failing with one clear line on this CPU machine."""
+"""Start-up checks: the weights check on a real (tiny) weights tree, the toolchain check compiling a
+real C extension, the CUDA and extension checks failing with one clear line on this CPU machine."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -12,71 +13,29 @@ from pathlib import Path
 
 import pytest
 import torch
+from weights_trees import repo_files, write_folder
 
 from trellis_mv import startup
 from trellis_mv.config import Settings
 from trellis_mv.errors import StartupError
+from trellis_mv.weights import Source, Weights, find_weights
 
 ROOT = Path(__file__).resolve().parent.parent
-# TRELLIS.2-4B's pipeline.json, reduced to what the checks read: one checkpoint by hub id, the rest local.
-MODELS = {
-    "sparse_structure_flow_model": "ckpts/ss_flow_img_dit_1_3B_64_bf16",
-    "sparse_structure_decoder": "microsoft/TRELLIS-image-large/ckpts/ss_dec_conv3d_16l8_fp16",
-    "shape_slat_flow_model_512": "ckpts/slat_flow_img2shape_dit_1_3B_512_bf16",
-    "shape_slat_flow_model_1024": "ckpts/slat_flow_img2shape_dit_1_3B_1024_bf16",
-    "shape_slat_decoder": "ckpts/shape_dec_next_dc_f16c32_fp16",
-    "tex_slat_flow_model_512": "ckpts/slat_flow_imgshape2tex_dit_1_3B_512_bf16",
-    "tex_slat_flow_model_1024": "ckpts/slat_flow_imgshape2tex_dit_1_3B_1024_bf16",
-    "tex_slat_decoder": "ckpts/tex_dec_next_dc_f16c32_fp16",
-}
-PIPELINE = {
-    "name": "Trellis2ImageTo3DPipeline",
-    "args": {
-        "models": MODELS,
-        "image_cond_model": {"name": "DinoV3FeatureExtractor",
-                             "args": {"model_name": "facebook/dinov3-vitl16-pretrain-lvd1689m"}},
-        "rembg_model": {"name": "BiRefNet", "args": {"model_name": "briaai/RMBG-2.0"}},
-    },
-}
-
-
-def write_safetensors(path: Path, sizes: dict[str, int]) -> None:
-    """A safetensors file (8-byte header length, JSON header, data) with one F32 tensor per entry."""
-    header, offset = {}, 0
-    for name, count in sizes.items():
-        header[name] = {"dtype": "F32", "shape": [count], "data_offsets": [offset, offset + 4 * count]}
-        offset += 4 * count
-    encoded = json.dumps(header).encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + bytes(offset))
-
-
-def write_hf_model(folder: Path, config: dict) -> None:
-    folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps(config))
-    write_safetensors(folder / "model.safetensors", {"weight": 16})
 
 
 @pytest.fixture
 def models(tmp_path: Path) -> Path:
     """A complete weights tree in the image's layout; returns the models root."""
-    model_dir = tmp_path / "TRELLIS.2-4B"
-    model_dir.mkdir()
-    (model_dir / "pipeline.json").write_text(json.dumps(PIPELINE))
-    for ref in MODELS.values():
-        path = startup.local_model_path(ref, model_dir)
-        write_safetensors(path.with_name(path.name + ".safetensors"), {"a": 8, "b": 3})
-        path.with_name(path.name + ".json").write_text(json.dumps({"name": "Model", "args": {}}))
-    write_hf_model(tmp_path / "dinov3-vitl16-pretrain-lvd1689m", {"model_type": "dinov3_vit"})
-    write_hf_model(tmp_path / "BiRefNet", {"auto_map": {"AutoConfig": "BiRefNet_config.BiRefNetConfig",
-                                                        "AutoModelForImageSegmentation": "birefnet.BiRefNet"}})
-    (tmp_path / "BiRefNet" / "birefnet.py").write_text("")
-    (tmp_path / "BiRefNet" / "BiRefNet_config.py").write_text("")
+    write_folder(tmp_path, repo_files())
     return tmp_path
 
 
+def found(root: Path) -> Weights:
+    return find_weights(Settings(model_dir=str(root / "TRELLIS.2-4B")), [Source("the image", root)])
+
+
 def check(root: Path) -> str:
-    return startup.check_weights(root / "TRELLIS.2-4B", root / "BiRefNet")
+    return startup.check_weights(found(root))
 
 
 def truncate(path: Path) -> None:
@@ -100,7 +59,7 @@ BROKEN = [
      "TRELLIS.2-4B/ckpts/ss_flow_img_dit_1_3B_64_bf16.json is missing"),
     (f"{SS_DEC}.safetensors", Path.unlink, f"{SS_DEC}.safetensors is missing"),
     ("TRELLIS.2-4B/ckpts/shape_dec_next_dc_f16c32_fp16.safetensors", truncate,
-     "shape_dec_next_dc_f16c32_fp16.safetensors is truncated (172 of 177 bytes)"),
+     "shape_dec_next_dc_f16c32_fp16.safetensors is truncated ("),
     ("TRELLIS.2-4B/ckpts/shape_dec_next_dc_f16c32_fp16.safetensors", garbage_header, "has an unreadable header"),
     ("TRELLIS.2-4B/ckpts/shape_dec_next_dc_f16c32_fp16.safetensors", lfs_pointer,
      "is a Git LFS pointer, not the weights"),
@@ -113,15 +72,17 @@ BROKEN = [
 ]
 
 
-def test_complete_weights_pass(models: Path) -> None:
+def test_complete_weights_pass_and_name_their_source(models: Path) -> None:
     summary = check(models)
-    assert summary.startswith(f"8 checkpoints in {models / 'TRELLIS.2-4B'}")
+    assert summary.startswith("8 checkpoints; microsoft/TRELLIS.2-4B@af44b45f2e35 from the image "
+                              f"({models / 'TRELLIS.2-4B'}); ")
+    assert f"ZhengPeng7/BiRefNet@26e7919b869d from the image ({models / 'BiRefNet'})" in summary
 
 
 @pytest.mark.parametrize(("relative", "damage", "message"), BROKEN)
 def test_incomplete_weights_are_named(models: Path, relative: str, damage, message: str) -> None:
     damage(models / relative)
-    with pytest.raises(StartupError, match="weights incomplete under") as raised:
+    with pytest.raises(StartupError, match="^weights incomplete: ") as raised:
         check(models)
     assert message in str(raised.value)
     assert "\n" not in str(raised.value)
@@ -133,9 +94,11 @@ def test_missing_pipeline_json(models: Path) -> None:
         check(models)
 
 
-def test_missing_background_model_directory(models: Path) -> None:
-    with pytest.raises(StartupError, match=r"RMBG-2.0 is missing$"):
-        startup.check_weights(models / "TRELLIS.2-4B", models / "RMBG-2.0")
+def test_a_missing_background_model_is_looked_for_by_name(models: Path) -> None:
+    settings = Settings(model_dir=str(models / "TRELLIS.2-4B"), background_model=str(models / "RMBG-2.0"))
+    with pytest.raises(StartupError, match=r"briaai/RMBG-2.0 is in none of the image .*: briaai/RMBG-2.0 is "
+                                           r"gated: accept its licence"):
+        find_weights(settings, [Source("the image", models)])
 
 
 def test_sharded_weights_need_every_shard(models: Path) -> None:
@@ -154,36 +117,77 @@ def test_many_problems_are_summarised(models: Path) -> None:
         check(models)
 
 
-@pytest.mark.parametrize(("ref", "expected"), [
-    ("ckpts/tex_dec", "models/TRELLIS.2-4B/ckpts/tex_dec"),
-    ("microsoft/TRELLIS-image-large/ckpts/ss_dec", "models/TRELLIS-image-large/ckpts/ss_dec"),
-    ("facebook/dinov3-vitl16-pretrain-lvd1689m", "models/dinov3-vitl16-pretrain-lvd1689m"),
-])
-def test_local_model_path(ref: str, expected: str) -> None:
-    assert startup.local_model_path(ref, "/runpod-volume/models/TRELLIS.2-4B") == Path("/runpod-volume", expected)
-
-
-def test_a_local_checkpoint_wins_over_the_hub_mapping(models: Path) -> None:
-    ref = "microsoft/TRELLIS-image-large/ckpts/ss_dec_conv3d_16l8_fp16"
-    local = models / "TRELLIS.2-4B" / ref
-    local.parent.mkdir(parents=True)
-    local.with_name(local.name + ".json").write_text("{}")
-    assert startup.local_model_path(ref, models / "TRELLIS.2-4B") == local
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="shows the failure on a machine without CUDA")
 def test_cuda_check_fails_clearly_without_a_gpu() -> None:
     with pytest.raises(StartupError, match=r"^CUDA: no usable GPU \(torch .*\); this worker needs an NVIDIA GPU "
                                            r"of compute capability 8.0, 8.6, 8.9, 9.0$"):
-        startup.check_cuda()
+        startup.check_cuda(("8.0", "8.6", "8.9", "9.0"))
 
 
-@pytest.mark.parametrize(("capability", "supported"), [
-    ((8, 0), True), ((8, 6), True), ((8, 9), True), ((9, 0), True),
-    ((7, 5), False), ((10, 0), False), ((12, 0), False),
+CU124 = ("8.0", "8.6", "8.9", "9.0")
+CU128 = ("8.0", "8.6", "8.9", "9.0", "10.0", "12.0")
+CAPABILITIES = [  # (GPU, capability, runs the cu124 image, runs the cu128 image)
+    ("A100", (8, 0), True, True), ("RTX 3090", (8, 6), True, True), ("L4", (8, 9), True, True),
+    ("H100", (9, 0), True, True), ("T4", (7, 5), False, False), ("B200", (10, 0), False, True),
+    ("B300", (10, 3), False, True), ("RTX 5090", (12, 0), False, True), ("GB10", (12, 1), False, True),
+]
+
+
+@pytest.mark.parametrize(("gpu", "capability", "cu124", "cu128"), CAPABILITIES)
+def test_supported_capabilities(gpu: str, capability: tuple[int, int], cu124: bool, cu128: bool) -> None:
+    assert startup.capability_supported(*capability, CU124) is cu124
+    assert startup.capability_supported(*capability, CU128) is cu128
+
+
+def test_a_gpu_outside_the_image_is_refused_by_name_and_capability(tmp_path: Path) -> None:
+    """The arch list the build recorded decides: an image built for 9.0 only refuses an A100 (8.0)."""
+    info = tmp_path / "build-info.json"
+    info.write_text(json.dumps({"torch_cuda_arch_list": "9.0", "variant": "cu124"}))
+    archs = startup.image_archs(info)
+    assert archs == ("9.0",)
+    assert startup.capability_supported(9, 0, archs) and not startup.capability_supported(8, 0, archs)
+    message = startup.arch_refusal("NVIDIA A100-SXM4-80GB", (8, 0), archs)
+    assert message == ("CUDA: NVIDIA A100-SXM4-80GB has compute capability 8.0; this image's extensions are built "
+                       "for 9.0: choose another GPU type, or the image variant built for it (docs/image.md)")
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (None, None),
+    ('{"torch_cuda_arch_list": "8.0 8.6 8.9 9.0 10.0 12.0"}', CU128),
+    ("{}", "has no torch_cuda_arch_list"),
+    ("not json", "has no torch_cuda_arch_list"),
 ])
-def test_supported_capabilities(capability: tuple[int, int], supported: bool) -> None:
-    assert startup.capability_supported(*capability) is supported
+def test_image_archs_reads_the_build_record(tmp_path: Path, content: str | None, expected) -> None:
+    info = tmp_path / "build-info.json"
+    if content is not None:
+        info.write_text(content)
+    if isinstance(expected, str):
+        with pytest.raises(StartupError, match=expected):
+            startup.image_archs(info)
+    else:
+        assert startup.image_archs(info) == expected
+
+
+def test_the_toolchain_builds_and_imports_an_extension_as_triton_does() -> None:
+    assert " builds and loads Python extensions against " in startup.check_toolchain()
+
+
+@pytest.mark.parametrize(("env", "include", "message"), [
+    ({"PATH": ""}, None, r"^toolchain: no C compiler \(CC unset, no gcc or clang on PATH\)"),
+    ({"CC": "/nonexistent/cc"}, None, r"^toolchain: cannot run /nonexistent/cc \(No such file or directory\)"),
+    ({}, "empty", r"^toolchain: .*/Python.h is missing \(the Python headers Triton compiles against\)"),
+    ({}, "broken", r"^toolchain: .* cannot build a Python extension \(.*Python.h:1:2: error: #error broken"),
+])
+def test_a_missing_toolchain_is_named(tmp_path: Path, env: dict, include: str | None, message: str) -> None:
+    folder = None
+    if include is not None:
+        folder = tmp_path / include
+        folder.mkdir()
+        if include == "broken":
+            (folder / "Python.h").write_text("#error broken header\n")
+    with pytest.raises(StartupError, match=message) as raised:
+        startup.check_toolchain({**os.environ, **env}, folder)
+    assert str(raised.value).endswith("install gcc, libc6-dev and python3.11-dev (builder/install_system.sh runtime)")
 
 
 def test_extension_check_names_every_missing_module() -> None:
@@ -221,8 +225,13 @@ def test_import_does_not_load_torch() -> None:
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60, check=False).returncode == 0
 
 
+def test_the_checks_run_in_order() -> None:
+    names = [check.__name__ for check in startup.fitness_checks(Settings())]
+    assert names == ["cuda_usable", "toolchain_builds", "extensions_import", "weights_complete"]
+
+
 def test_public_names() -> None:
     assert startup.__all__ == [
-        "ATTENTION_BACKENDS", "EXTENSIONS", "SUPPORTED_ARCHS", "capability_supported", "check_cuda",
-        "check_extensions", "check_weights", "fitness_checks", "local_model_path", "run_checks",
+        "ATTENTION_BACKENDS", "BUILD_INFO", "EXTENSIONS", "arch_refusal", "capability_supported", "check_cuda",
+        "check_extensions", "check_toolchain", "check_weights", "fitness_checks", "image_archs", "run_checks",
     ]

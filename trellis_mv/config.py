@@ -62,11 +62,14 @@ class Settings:
     bucket_region: str | None = _setting(None, "BUCKET_REGION", "bucket region (us-east-1 when unset; 'auto' for R2)")
     # Model and GPU
     model_dir: str = _setting(
-        "/models/TRELLIS.2-4B", "TRELLIS_MV_MODEL_DIR", "TRELLIS.2 weights in the Hugging Face layout",
+        "/models/TRELLIS.2-4B", "TRELLIS_MV_MODEL_DIR",
+        "a folder of weights (e.g. a network volume), searched after the image's /models and RunPod's cached "
+        "model: one <folder>/<repo name>/ per repository, or a Hugging Face cache",
     )
     background_model: str = _setting(
         "/models/BiRefNet", "TRELLIS_MV_BACKGROUND_MODEL",
-        "background-removal weights: BiRefNet (MIT) by default; a local RMBG-2.0 copy only if its licence suits you",
+        "background-removal weights, a folder or a hub id: BiRefNet (MIT) by default; RMBG-2.0 only if its "
+        "licence suits you",
     )
     low_vram: LowVram = _setting(
         "auto", "TRELLIS_MV_LOW_VRAM", "offload idle models to the CPU: auto (by GPU memory), on or off",

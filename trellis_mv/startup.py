@@ -1,22 +1,19 @@
 """Start-up checks: a broken worker fails at start with one clear line, not on its first job.
 
-Three checks, each a plain function that raises ``StartupError`` naming what is missing:
+Four checks, each a plain function that raises ``StartupError`` naming what is missing:
 
-- ``check_cuda``: a GPU is visible, its compute capability is one the extensions were compiled for
-  (``SUPPORTED_ARCHS``, the image's ``TORCH_CUDA_ARCH_LIST``; CUDA 12.4 cannot target Blackwell),
-  and a tiny kernel runs and returns the right sum.
+- ``check_cuda``: a GPU is visible, its compute capability is one the image's extensions were
+  compiled for (the ``TORCH_CUDA_ARCH_LIST`` the build recorded in ``/opt/trellis-mv/build-info.json``;
+  outside the image, where nothing is recorded, any), and a tiny kernel returns the right sum.
+- ``check_toolchain`` (``trellis_mv.toolchain``): a C extension compiles and imports the way Triton
+  builds its launcher at the first kernel launch.
 - ``check_extensions``: flex_gemm, cumesh, o_voxel, nvdiffrast and trellis2 import, and so does one
   sparse-attention backend (flash_attn, else xformers).
-- ``check_weights``: ``pipeline.json`` parses; every checkpoint it names has its ``.json`` (parsed)
-  and ``.safetensors`` (header read, file as long as the header says: no truncated downloads, no
-  Git LFS pointers); the Hugging Face models it names by hub id, and the background-removal model,
-  exist as local directories with ``config.json``, their remote-code files and readable weights.
-
-Hub ids map to directories beside the model directory (``local_model_path``): with
-``TRELLIS_MV_MODEL_DIR=/models/TRELLIS.2-4B``, ``microsoft/TRELLIS-image-large/ckpts/x`` is
-``/models/TRELLIS-image-large/ckpts/x`` and ``facebook/dinov3-vitl16-pretrain-lvd1689m`` is
-``/models/dinov3-vitl16-pretrain-lvd1689m``; a network volume works the same way under
-``/runpod-volume/models/``. ``builder/download_weights.py`` writes exactly this layout.
+- ``check_weights``: every repository is found (``trellis_mv.weights``: baked, a RunPod cached model
+  or TRELLIS_MV_MODEL_DIR, each named with its revision); ``pipeline.json`` parses; every checkpoint
+  it names has its ``.json`` (parsed) and ``.safetensors`` (header read, file as long as the header
+  says: no truncated downloads, no Git LFS pointers); the image encoder and the background remover
+  have ``config.json``, their remote-code files and readable weights.
 
 ``run_checks(settings)`` runs them in order; ``handler.py`` calls it before it loads TRELLIS.2, so a
 missing weight or extension stops the worker with ``cannot start: <what>`` before the 16 GB load,
@@ -36,25 +33,30 @@ from typing import Any, Callable
 
 from .config import Settings
 from .errors import StartupError
+from .toolchain import check_toolchain
+from .weights import Weights, find_weights
 
 __all__ = [
     "ATTENTION_BACKENDS",
+    "BUILD_INFO",
     "EXTENSIONS",
-    "SUPPORTED_ARCHS",
+    "arch_refusal",
     "capability_supported",
     "check_cuda",
     "check_extensions",
+    "check_toolchain",
     "check_weights",
     "fitness_checks",
-    "local_model_path",
+    "image_archs",
     "run_checks",
 ]
 
 log = logging.getLogger(__name__)
 
-# The image's TORCH_CUDA_ARCH_LIST (builder/versions.env; a test keeps the two equal). The wheels
-# carry machine code for these and no PTX, so a GPU runs them only within the same major version.
-SUPPORTED_ARCHS = ("8.0", "8.6", "8.9", "9.0")
+# Written by builder/build_extensions.sh with the TORCH_CUDA_ARCH_LIST the extensions were compiled
+# for. The wheels carry machine code for these and no PTX, so a GPU runs them only within the same
+# major version.
+BUILD_INFO = Path("/opt/trellis-mv/build-info.json")
 EXTENSIONS = ("flex_gemm", "cumesh", "o_voxel", "nvdiffrast.torch", "trellis2")
 # trellis2's sparse attention accepts these (SPARSE_ATTN_BACKEND); the first that imports is used.
 ATTENTION_BACKENDS = ("flash_attn", "xformers")
@@ -62,22 +64,35 @@ _MAX_HEADER = 100 * 2**20  # safetensors caps its JSON header at 100 MB
 _MAX_LISTED = 6
 
 
-def check_cuda(archs: tuple[str, ...] = SUPPORTED_ARCHS) -> str:
-    """Check that CUDA runs a kernel on a GPU of a supported architecture; returns the GPU's description."""
+def image_archs(build_info: Path = BUILD_INFO) -> tuple[str, ...] | None:
+    """The compute capabilities the image's extensions were built for; None where no build recorded them."""
+    info, problems = _json_file(build_info)
+    if problems and not build_info.exists():
+        return None
+    archs = tuple(str(info.get("torch_cuda_arch_list", "")).split()) if isinstance(info, dict) else ()
+    if problems or not archs:
+        raise StartupError(f"CUDA: {build_info} has no torch_cuda_arch_list: the image build is broken")
+    return archs
+
+
+def check_cuda(archs: tuple[str, ...] | None = None) -> str:
+    """Check that CUDA runs a kernel on a GPU of a supported architecture; returns the GPU's description.
+
+    ``archs`` defaults to :func:`image_archs`; outside the image (nothing recorded) any GPU passes.
+    """
     import torch
 
+    archs = image_archs() if archs is None else archs
     if not torch.cuda.is_available():
+        wanted = f" of compute capability {', '.join(archs)}" if archs else ""
         raise StartupError(
             f"CUDA: no usable GPU (torch {torch.__version__}, built for CUDA {torch.version.cuda}); "
-            f"this worker needs an NVIDIA GPU of compute capability {', '.join(archs)}"
+            f"this worker needs an NVIDIA GPU{wanted}"
         )
     name = torch.cuda.get_device_name(0)
     major, minor = torch.cuda.get_device_capability(0)
-    if not capability_supported(major, minor, archs):
-        raise StartupError(
-            f"CUDA: {name} has compute capability {major}.{minor}; the extensions are built for "
-            f"{', '.join(archs)} (CUDA 12.4 cannot build for Blackwell): choose another GPU type"
-        )
+    if archs and not capability_supported(major, minor, archs):
+        raise StartupError(arch_refusal(name, (major, minor), archs))
     try:
         total = (torch.arange(1024, device="cuda", dtype=torch.float32) * 2).sum().item()
         torch.cuda.synchronize()
@@ -85,7 +100,8 @@ def check_cuda(archs: tuple[str, ...] = SUPPORTED_ARCHS) -> str:
         raise StartupError(f"CUDA: a test kernel failed on {name}: {_first_line(error)}") from error
     if total != 1047552.0:
         raise StartupError(f"CUDA: a test kernel on {name} computed {total}, expected 1047552")
-    return f"{name}, compute capability {major}.{minor}"
+    built = f"built for {', '.join(archs)}" if archs else "extension architectures not recorded (not in the image)"
+    return f"{name}, compute capability {major}.{minor}; {built}"
 
 
 def check_extensions(
@@ -108,43 +124,28 @@ def check_extensions(
     return backend
 
 
-def check_weights(model_dir: str | Path, background_model: str | Path) -> str:
-    """Check that every file the pipeline will load is present and complete; returns a summary."""
-    model_dir = Path(model_dir)
-    pipeline = _read_json(model_dir / "pipeline.json", "weights")
+def check_weights(weights: Weights) -> str:
+    """Check that every file the pipeline will load is present and complete; returns where each repo came from."""
+    pipeline = _read_json(weights.model_dir / "pipeline.json", "weights")
     try:
         args = pipeline["args"]
         refs = dict(args["models"])
         encoder = args["image_cond_model"]["args"]["model_name"]
     except (KeyError, TypeError) as error:
-        raise StartupError(f"weights: {model_dir / 'pipeline.json'} lacks args.{error}") from None
+        raise StartupError(f"weights: {weights.model_dir / 'pipeline.json'} lacks args.{error}") from None
     problems: list[str] = []
     for ref in refs.values():
-        path = local_model_path(ref, model_dir)
+        path = weights.path(ref)
         problems += _json_problems(path.with_name(path.name + ".json"))
         problems += _safetensors_problems(path.with_name(path.name + ".safetensors"))
-    problems += _hf_dir_problems(local_model_path(encoder, model_dir))
-    problems += _hf_dir_problems(Path(background_model))
+    problems += _hf_dir_problems(weights.path(encoder))
+    problems += _hf_dir_problems(weights.background.path)
     if problems:
         shown = problems[:_MAX_LISTED]
         if len(problems) > _MAX_LISTED:
             shown.append(f"and {len(problems) - _MAX_LISTED} more")
-        raise StartupError(f"weights incomplete under {model_dir.parent}: {'; '.join(shown)}")
-    return f"{len(refs)} checkpoints in {model_dir}, {encoder}, {background_model}"
-
-
-def local_model_path(ref: str, model_dir: str | Path) -> Path:
-    """Where a model that ``pipeline.json`` names lives on disk.
-
-    A path relative to the model directory (``ckpts/x``) stays there when its ``.json`` exists
-    (TRELLIS.2's own rule); a hub id ``owner/repo[/path]`` maps to ``<models root>/repo[/path]``.
-    """
-    model_dir = Path(model_dir)
-    local = model_dir / ref
-    parts = ref.split("/")
-    if local.with_name(local.name + ".json").is_file() or len(parts) < 2 or parts[0] == "ckpts":
-        return local
-    return model_dir.parent.joinpath(*parts[1:])
+        raise StartupError(f"weights incomplete: {'; '.join(shown)}")
+    return f"{len(refs)} checkpoints; {weights.describe()}"
 
 
 def fitness_checks(settings: Settings) -> list[Callable[[], None]]:
@@ -155,13 +156,16 @@ def fitness_checks(settings: Settings) -> list[Callable[[], None]]:
     def cuda_usable() -> None:
         log.info("CUDA: %s", check_cuda())
 
+    def toolchain_builds() -> None:
+        log.info("toolchain: %s", check_toolchain())
+
     def extensions_import() -> None:
         log.info("extensions import; sparse attention backend: %s", check_extensions())
 
     def weights_complete() -> None:
-        log.info("weights: %s", check_weights(settings.model_dir, settings.background_model))
+        log.info("weights: %s", check_weights(find_weights(settings)))
 
-    return [cuda_usable, extensions_import, weights_complete]
+    return [cuda_usable, toolchain_builds, extensions_import, weights_complete]
 
 
 def run_checks(settings: Settings) -> None:
@@ -170,7 +174,14 @@ def run_checks(settings: Settings) -> None:
         check()
 
 
-def capability_supported(major: int, minor: int, archs: tuple[str, ...] = SUPPORTED_ARCHS) -> bool:
+def arch_refusal(name: str, capability: tuple[int, int], archs: tuple[str, ...]) -> str:
+    """The start-up error for a GPU the image's extensions were not compiled for."""
+    return (f"CUDA: {name} has compute capability {capability[0]}.{capability[1]}; this image's extensions are "
+            f"built for {', '.join(archs)}: choose another GPU type, or the image variant built for it "
+            "(docs/image.md)")
+
+
+def capability_supported(major: int, minor: int, archs: tuple[str, ...]) -> bool:
     """Whether code built for ``archs`` runs on a GPU of this compute capability.
 
     Machine code for sm_XY runs on sm_XZ with Z >= Y, never across major versions (no PTX is kept).

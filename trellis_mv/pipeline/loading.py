@@ -3,15 +3,15 @@
 trellis2's ``Trellis2ImageTo3DPipeline`` is built from its public pieces, never from
 ``from_pretrained`` with hub ids: each model with ``trellis2.models.from_pretrained`` on a local
 path, the samplers from ``pipeline.json``, the image encoder and background remover from local
-folders. Hub ids in ``pipeline.json`` (``microsoft/TRELLIS-image-large/ckpts/...``,
-``facebook/dinov3-vitl16-pretrain-lvd1689m``) resolve to ``<parent of model_dir>/<repo name>/...``,
-the image's weights layout; RMBG-2.0 is replaced by ``Settings.background_model``.
+folders. ``trellis_mv.weights.find_weights`` says where each repository is (baked into the image, a
+RunPod cached model or TRELLIS_MV_MODEL_DIR) and maps the hub ids in ``pipeline.json``
+(``microsoft/TRELLIS-image-large/ckpts/...``, ``facebook/dinov3-vitl16-pretrain-lvd1689m``) to those
+folders; RMBG-2.0 is replaced by ``Settings.background_model``.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,7 +19,7 @@ import torch
 from ..config import Settings
 from ..dinov3 import DinoV3Conditioner
 from ..errors import StartupError
-from ..startup import local_model_path
+from ..weights import find_weights
 from .offload import choose_low_vram
 from .prefetch import read_ahead, weight_files
 from .running import TrellisGenerator
@@ -43,8 +43,8 @@ def load_pipeline(settings: Settings, *, background: Any = None) -> Any:
 
     from ..background import load_background_remover
 
-    model_dir = Path(settings.model_dir)
-    config_file = model_dir / "pipeline.json"
+    weights = find_weights(settings)
+    config_file = weights.model_dir / "pipeline.json"
     if not config_file.is_file():
         raise StartupError(f"TRELLIS_MV_MODEL_DIR: {config_file} does not exist")
     args = json.loads(config_file.read_text())["args"]
@@ -55,7 +55,7 @@ def load_pipeline(settings: Settings, *, background: Any = None) -> Any:
         if name in Trellis2ImageTo3DPipeline.model_names_to_load:
             # Built on the GPU (seconds, not minutes of CPU init); parked on the CPU in low-VRAM mode.
             with torch.device("cuda"):
-                loaded[name] = models.from_pretrained(str(local_model_path(reference, model_dir)))
+                loaded[name] = models.from_pretrained(str(weights.path(reference)))
             if low_vram:
                 loaded[name].cpu()
     stage_sampler = {stage: getattr(samplers, args[stage]["name"])(**args[stage]["args"])
@@ -68,8 +68,8 @@ def load_pipeline(settings: Settings, *, background: Any = None) -> Any:
         tex_slat_sampler_params=args["tex_slat_sampler"]["params"],
         shape_slat_normalization=args["shape_slat_normalization"],
         tex_slat_normalization=args["tex_slat_normalization"],
-        image_cond_model=DinoV3Conditioner(str(local_model_path(args["image_cond_model"]["args"]["model_name"], model_dir))),
-        rembg_model=background if background is not None else load_background_remover(settings.background_model),
+        image_cond_model=DinoV3Conditioner(str(weights.path(args["image_cond_model"]["args"]["model_name"]))),
+        rembg_model=background if background is not None else load_background_remover(str(weights.background.path)),
         low_vram=low_vram,
         default_pipeline_type=args.get("default_pipeline_type", "1024_cascade"),
     )
