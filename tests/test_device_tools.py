@@ -20,6 +20,7 @@ import trimesh
 from cpu_generator import CpuGenerator
 
 from trellis_mv.pipeline.prefetch import read_ahead, weight_files
+from trellis_mv.weights import Found, Source, Weights
 from trellis_mv.warmup import WARMUP_TYPES, warm_up, warm_up_if_untuned, warmup_view
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,7 +60,7 @@ def test_the_warm_up_view_is_a_photo_without_alpha():
     assert view.mode == "RGB" and view.getpixel((32, 32))[2] < view.getpixel((0, 0))[2]
 
 
-def _layout(root: Path) -> tuple[dict, Path]:
+def _layout(root: Path) -> tuple[dict, Weights]:
     model_dir = root / "TRELLIS.2-4B"
     files = {model_dir / "ckpts" / "a.safetensors": 5_000_000, root / "TRELLIS-image-large" / "ckpts" / "b.safetensors": 123,
              root / "dinov3" / "model.safetensors": 70_000, root / "BiRefNet" / "model.safetensors": 10}
@@ -69,19 +70,24 @@ def _layout(root: Path) -> tuple[dict, Path]:
     (model_dir / "ckpts" / "a.json").write_text("{}")
     args = {"models": {"a": "ckpts/a", "b": "microsoft/TRELLIS-image-large/ckpts/b", "gone": "ckpts/missing"},
             "image_cond_model": {"args": {"model_name": "facebook/dinov3"}}}
-    return args, model_dir
+    source = Source("a folder", root)
+    found = {repo: Found(repo, root / repo.split("/")[1], source, None)
+             for repo in ("microsoft/TRELLIS.2-4B", "microsoft/TRELLIS-image-large", "facebook/dinov3", "ZhengPeng7/BiRefNet")}
+    weights = Weights(model=found["microsoft/TRELLIS.2-4B"], background=found["ZhengPeng7/BiRefNet"],
+                      named={repo: found[repo] for repo in ("microsoft/TRELLIS-image-large", "facebook/dinov3")})
+    return args, weights
 
 
 def test_weight_files_are_what_the_loader_reads_in_load_order(tmp_path):
-    args, model_dir = _layout(tmp_path)
-    names = [path.relative_to(tmp_path).as_posix() for path in weight_files(args, model_dir, tmp_path / "BiRefNet")]
+    args, weights = _layout(tmp_path)
+    names = [path.relative_to(tmp_path).as_posix() for path in weight_files(args, weights)]
     assert names == ["TRELLIS.2-4B/ckpts/a.safetensors", "TRELLIS-image-large/ckpts/b.safetensors",
                      "dinov3/model.safetensors", "BiRefNet/model.safetensors"]
 
 
 def test_read_ahead_reads_every_byte_in_pieces(tmp_path):
-    args, model_dir = _layout(tmp_path)
-    files = weight_files(args, model_dir, tmp_path / "BiRefNet")
+    args, weights = _layout(tmp_path)
+    files = weight_files(args, weights)
     futures = read_ahead(files, workers=3, chunk=1_000_000)
     assert len(futures) == 5 + 1 + 1 + 1
     assert sum(future.result(timeout=10) for future in futures) == sum(path.stat().st_size for path in files)

@@ -49,7 +49,7 @@ def load_pipeline(settings: Settings, *, background: Any = None) -> Any:
         raise StartupError(f"TRELLIS_MV_MODEL_DIR: {config_file} does not exist")
     args = json.loads(config_file.read_text())["args"]
     low_vram = choose_low_vram(settings.low_vram)
-    read_ahead(weight_files(args, model_dir, settings.background_model))
+    read_ahead(weight_files(args, weights))
     loaded = {}
     for name, reference in args["models"].items():
         if name in Trellis2ImageTo3DPipeline.model_names_to_load:

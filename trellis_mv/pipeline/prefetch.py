@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..startup import local_model_path
+from ..weights import Weights
 
 __all__ = ["read_ahead", "weight_files"]
 
@@ -24,12 +24,12 @@ _CHUNK = 32 * 2**20
 _BUFFERS = threading.local()  # one scratch buffer per reading thread
 
 
-def weight_files(args: dict[str, Any], model_dir: Path, background_model: str | Path) -> list[Path]:
-    """The ``*.safetensors`` files a pipeline.json's ``args`` loads, in load order, those that exist."""
-    files = [local_model_path(ref, model_dir) for ref in args["models"].values()]
+def weight_files(args: dict[str, Any], weights: Weights) -> list[Path]:
+    """The ``*.safetensors`` files a pipeline.json's ``args`` loads from ``weights``, in load order, those that exist."""
+    files = [weights.path(ref) for ref in args["models"].values()]
     files = [path.with_name(path.name + ".safetensors") for path in files]
-    encoder = local_model_path(args["image_cond_model"]["args"]["model_name"], model_dir)
-    files += sorted(encoder.glob("*.safetensors")) + sorted(Path(background_model).glob("*.safetensors"))
+    encoder = weights.path(args["image_cond_model"]["args"]["model_name"])
+    files += sorted(encoder.glob("*.safetensors")) + sorted(weights.background.path.glob("*.safetensors"))
     return [path for path in files if path.is_file()]
 
 
