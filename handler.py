@@ -14,7 +14,6 @@ available, else a stand-in that answers every valid job that a CUDA GPU is neede
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import os
@@ -27,39 +26,11 @@ import runpod
 
 from trellis_mv.config import Settings
 from trellis_mv.errors import StartupError
-from trellis_mv.generator import GenerationRequest, GenerationResult, Generator, ProgressFn
-from trellis_mv.startup import run_checks
+from trellis_mv.factory import build_generator
 from trellis_mv.storage import S3Store
 from trellis_mv.worker import Progress, run_job
 
 log = logging.getLogger("trellis_mv.handler")
-
-
-class CudaRequired:
-    """The generator of a worker without a GPU: validation still answers, generation says what is missing."""
-
-    def __init__(self, reason: str):
-        self.reason = reason
-
-    def generate(self, request: GenerationRequest, progress: ProgressFn | None = None) -> GenerationResult:
-        """Refuse: there is nothing to generate with."""
-        raise StartupError(f"this worker needs a CUDA GPU: {self.reason}; run it on a GPU endpoint")
-
-
-def build_generator(settings: Settings) -> Generator:
-    """The configured generator, TRELLIS.2 on CUDA (after the start-up checks), or ``CudaRequired``."""
-    if settings.generator:
-        return _load_factory(settings.generator)(settings)
-    import torch
-
-    if not torch.cuda.is_available():
-        return CudaRequired("torch.cuda.is_available() is False")
-    # Before the load: a missing extension or weight file is named at once, not after minutes of reading.
-    run_checks(settings)
-    from trellis_mv.pipeline import load_generator
-    from trellis_mv.warmup import warm_up_if_untuned
-
-    return warm_up_if_untuned(load_generator(settings))
 
 
 def build_handler(settings: Settings, *, send_progress: bool) -> Callable[[dict[str, Any]], dict[str, Any]]:
@@ -129,14 +100,6 @@ def _json_text(value: str) -> str:
     if not path.is_file():
         sys.exit(f"--test_input: {value!r} is neither a JSON object nor a file")
     return path.read_text(encoding="utf-8")
-
-
-def _load_factory(spec: str) -> Callable[[Settings], Generator]:
-    module_name, _, name = spec.partition(":")
-    try:
-        return getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError) as error:
-        raise StartupError(f"TRELLIS_MV_GENERATOR: cannot load {spec!r}: {error}") from error
 
 
 if __name__ == "__main__":

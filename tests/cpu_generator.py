@@ -67,6 +67,7 @@ class CpuGenerator:
             mesh=_textured_sphere(latents, _mean_colour(request.images)),
             timings=timings,
             stats={"views": len(views)},
+            views=tuple(image.convert("RGBA") for image in request.images),  # no preprocessing: as sent
         )
 
     def _sample(self, stage, request, views, noise, progress) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """Who may import whom (DESIGN.md, "Layout"): every module imports on a CPU machine, only the two
-adapters touch trellis2 and o_voxel, and sampling/ is torch alone."""
+adapters touch trellis2 and o_voxel, only the rasterizer module touches nvdiffrast, and sampling/ is
+torch alone."""
 
 from __future__ import annotations
 
@@ -28,19 +29,21 @@ def imported(path: Path) -> set[str]:
     return names
 
 
-def test_every_module_imports_without_trellis2_o_voxel_or_transformers():
+def test_every_module_imports_without_trellis2_o_voxel_nvdiffrast_or_transformers():
     code = (
         "import importlib, sys\n"
         f"for name in {MODULES!r}: importlib.import_module(name)\n"
-        "heavy = sorted({'trellis2', 'o_voxel', 'transformers', 'cumesh', 'flex_gemm'} & set(sys.modules))\n"
+        "heavy = sorted({'trellis2', 'o_voxel', 'transformers', 'cumesh', 'flex_gemm', 'nvdiffrast'} & set(sys.modules))\n"
         "sys.exit(f'imported at module level: {heavy}' if heavy else 0)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.parametrize(("package", "allowed"), [("trellis2", "pipeline"), ("o_voxel", "export.py")])
-def test_only_the_adapters_import_trellis2_and_o_voxel(package, allowed):
+@pytest.mark.parametrize(
+    ("package", "allowed"), [("trellis2", "pipeline"), ("o_voxel", "export.py"), ("nvdiffrast", ("export", "raster.py"))]
+)
+def test_only_the_adapters_import_trellis2_o_voxel_and_nvdiffrast(package, allowed):
     users = {path.relative_to(PACKAGE).as_posix() for path in PACKAGE.rglob("*.py") if package in imported(path)}
     assert users and all(user.startswith(allowed) for user in users), users
 

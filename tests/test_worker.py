@@ -18,7 +18,7 @@ import torch
 from cpu_generator import CpuGenerator
 from helpers import png_b64
 
-from handler import CudaRequired
+from trellis_mv.factory import CudaRequired
 from trellis_mv.config import Settings
 from trellis_mv.errors import WorkerError
 from trellis_mv.generator import GenerationRequest

@@ -9,7 +9,7 @@ the bake runs in CI exactly as on the GPU.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import trimesh
@@ -33,11 +33,12 @@ class GlbOptions:
 
 @dataclass(frozen=True)
 class ExportedGlb:
-    """A finished GLB and the size of the mesh in it."""
+    """A finished GLB, the size of the mesh in it, and that textured mesh (what previews render)."""
 
     data: bytes
     vertices: int
     faces: int
+    mesh: trimesh.Trimesh = field(repr=False, compare=False)
 
 
 def export_glb(mesh: Any, options: GlbOptions) -> ExportedGlb:
@@ -47,6 +48,7 @@ def export_glb(mesh: Any, options: GlbOptions) -> ExportedGlb:
         data=glb_bytes(textured, texture_format=options.texture_format),
         vertices=len(textured.vertices),
         faces=len(textured.faces),
+        mesh=textured,
     )
 
 

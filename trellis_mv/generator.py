@@ -73,12 +73,15 @@ class GenerationResult:
     """What a generator made.
 
     ``mesh`` is whatever ``export.export_glb`` accepts: trellis2's ``MeshWithVoxel`` from the GPU
-    pipeline, or an already textured ``trimesh.Trimesh`` from a test generator.
+    pipeline, or an already textured ``trimesh.Trimesh`` from a test generator. ``views`` are the
+    images as the model saw them, one per request image, RGBA: TRELLIS.2's preprocessed crops, whose
+    alpha is the foreground the per-view self-check (``views_fit``) compares the result with.
     """
 
     mesh: Any
     timings: dict[str, float] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    views: tuple[Image.Image, ...] = ()
 
 
 class Generator(Protocol):

@@ -167,12 +167,15 @@ class GlbInput(_Input):
 
 
 class OutputInput(_Input):
-    """Where the GLB goes. Unset fields take the worker's defaults (``storage.store_glb``)."""
+    """Where the GLB goes, and whether a preview comes with it; unset fields take the worker's defaults."""
 
     type: Literal["s3", "base64"] | None = Field(None, description="default: s3 when a bucket is configured")
     key_prefix: Annotated[str, AfterValidator(_key_prefix)] | None = Field(None, description="object key prefix")
     expires_in: Annotated[int, _between(60, MAX_EXPIRES_IN)] | None = Field(
         None, description="seconds the presigned URL stays valid"
+    )
+    preview: bool = Field(
+        False, description="also answer a PNG sheet (turntable, each view's fitted silhouette) and views_fit"
     )
 
     @field_validator("type")

@@ -1,4 +1,4 @@
-"""Where a finished GLB goes: an S3-compatible bucket (answered as a presigned URL) or inline base64.
+"""Where a finished GLB and its preview go: an S3-compatible bucket (answered as presigned URLs) or inline base64.
 
 Any S3-compatible store works (AWS, Cloudflare R2, MinIO, ...). boto3 is configured for them:
 checksums only when the operation requires them (boto3 1.36 started sending CRC checksums by default,
@@ -22,9 +22,10 @@ from .config import Settings
 from .errors import UserError, WorkerError
 from .schema import OutputInput
 
-__all__ = ["GLB_CONTENT_TYPE", "S3Store", "glb_key", "store_glb"]
+__all__ = ["GLB_CONTENT_TYPE", "PREVIEW_CONTENT_TYPE", "S3Store", "glb_key", "store_glb", "store_preview"]
 
 GLB_CONTENT_TYPE = "model/gltf-binary"
+PREVIEW_CONTENT_TYPE = "image/png"
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -103,6 +104,31 @@ def store_glb(
         return {**described, "base64": base64.b64encode(data).decode("ascii")}
     assert store is not None, "schema.parse_job_input refuses output.type s3 without a bucket"
     key = glb_key(output.key_prefix or settings.key_prefix, job_id)
-    store.put(key, data, content_type=GLB_CONTENT_TYPE)
-    url = store.presigned_url(key, expires_in=output.expires_in or settings.url_expires_s)
-    return {**described, "key": key, "url": url}
+    return {**described, **_upload(store, key, data, GLB_CONTENT_TYPE, output, settings)}
+
+
+def store_preview(
+    data: bytes, output: OutputInput, *, glb: dict[str, Any], settings: Settings, store: S3Store | None
+) -> dict[str, Any]:
+    """Put the preview PNG beside the stored ``glb`` (``<key>.preview.png``, or base64 like it); describe it.
+
+    A base64 answer carries both: together they must fit under the GLB's base64 cap.
+    """
+    described = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    if "base64" in glb:
+        cap = settings.max_base64_glb_bytes
+        if glb["bytes"] + len(data) > cap:
+            raise UserError(
+                "output.preview",
+                f"the GLB and its preview are {glb['bytes'] + len(data):,} bytes, over the {cap:,} bytes that a "
+                "base64 answer may carry; leave output.preview out, or set BUCKET_* on the endpoint to get URLs",
+            )
+        return {**described, "base64": base64.b64encode(data).decode("ascii")}
+    assert store is not None, "a GLB with a key was uploaded to this store"
+    key = glb["key"].removesuffix(".glb") + ".preview.png"
+    return {**described, **_upload(store, key, data, PREVIEW_CONTENT_TYPE, output, settings)}
+
+
+def _upload(store: S3Store, key: str, data: bytes, content_type: str, output: OutputInput, settings: Settings) -> dict[str, str]:
+    store.put(key, data, content_type=content_type)
+    return {"key": key, "url": store.presigned_url(key, expires_in=output.expires_in or settings.url_expires_s)}

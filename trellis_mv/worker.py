@@ -1,8 +1,9 @@
 """One job, start to finish — and the one place where an exception stops.
 
-``run_job`` reads in the order a job runs: 1 validate, 2 decode, 3 generate, 4 export, 5 store, then
-the answer. Each step is one call and one timing, and reports its start through ``progress``; the
-generator reports every denoising step. Everything the job needs is passed in (settings, generator,
+``run_job`` reads in the order a job runs: 1 validate, 2 decode, 3 generate, 4 export, 5 preview
+(only when ``output.preview`` asks: turntable renders and the per-view fit, ``trellis_mv.preview``),
+6 store, then the answer. Each step is one call and one timing, and reports its start through
+``progress``; the generator reports every denoising step. Everything the job needs is passed in (settings, generator,
 store, progress), so tests run the same function with a CPU generator and a loopback S3 server.
 
 Answers to failures, all as ``{"error": ...}`` and never a traceback:
@@ -30,6 +31,7 @@ from .config import Settings
 from .errors import StartupError, UserError, WorkerError
 from .export import export_glb
 from .generator import Generator, ProgressFn
+from .preview import make_preview
 
 __all__ = ["Progress", "run_job"]
 
@@ -66,9 +68,17 @@ def run_job(
         # 4. export
         with step("export"):
             glb = export_glb(result.mesh, request.glb.to_options())
-        # 5. store
+        # 5. preview, when asked: turntable renders and how the result fits each view
+        preview = None
+        if request.output.preview:
+            with step("preview"):
+                preview = make_preview(glb.mesh, result.views)
+        # 6. store
         with step("store"):
             stored = storage.store_glb(glb.data, request.output, job_id=job_id, settings=settings, store=store)
+            shown = preview and storage.store_preview(
+                preview.png, request.output, glb=stored, settings=settings, store=store
+            )
     except UserError as error:
         log.info("job %s refused: %s", job_id, error)
         return {"error": str(error)}
@@ -79,15 +89,18 @@ def run_job(
         return _internal_error(job_id, error)
     timings["total"] = round(time.perf_counter() - started, 3)
     log.info("job %s done: %d views, %d faces, %d bytes, %.1f s", job_id, len(views), glb.faces, len(glb.data), timings["total"])
-    return {
+    answer = {
         "glb": stored,
         "seed": request.seed,
         "views": len(views),
         "mode": request.mode,
         "pipeline_type": request.pipeline_type,
         "mesh": {"vertices": glb.vertices, "faces": glb.faces},
-        "timings": {**result.timings, **timings},
+        "timings": {**result.timings, **(preview.timings if preview else {}), **timings},
     }
+    if preview:
+        answer.update(preview=shown, views_fit=preview.views_fit)
+    return answer
 
 
 @contextmanager

@@ -20,7 +20,7 @@ def preprocess_views(pipe: Any, images: Sequence[Image.Image], remove_background
 
     Views are shrunk to at most 1024 px (LANCZOS); those without a real alpha channel (or all, when
     the request says so) go through the background remover, which low-VRAM mode holds on the GPU
-    once for all of them; then the square crop around the foreground.
+    once for all of them; then the square crop around the foreground (RGBA, see ``crop_to_foreground``).
     """
     choice = remove_background
     shrunk, remove = [], []
@@ -38,7 +38,11 @@ def preprocess_views(pipe: Any, images: Sequence[Image.Image], remove_background
 
 
 def crop_to_foreground(image: Image.Image, index: int) -> Image.Image:
-    """trellis2's square crop around the alpha > 0.8 bounding box, colours premultiplied by alpha."""
+    """trellis2's square crop around the alpha > 0.8 bounding box, colours premultiplied by alpha.
+
+    trellis2 returns the premultiplied RGB alone; the crop's alpha is kept here as a fourth channel
+    for the self-check (``views_fit``). ``convert("RGB")`` gives trellis2's image back, byte for byte.
+    """
     array = np.array(image)
     found = np.argwhere(array[:, :, 3] > 0.8 * 255)
     if found.size == 0:
@@ -48,6 +52,7 @@ def crop_to_foreground(image: Image.Image, index: int) -> Image.Image:
     center = (bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2
     size = int(max(bbox[2] - bbox[0], bbox[3] - bbox[1]))
     bbox = center[0] - size // 2, center[1] - size // 2, center[0] + size // 2, center[1] + size // 2
-    output = np.array(image.crop(bbox)).astype(np.float32) / 255
+    cropped = np.array(image.crop(bbox))
+    output = cropped.astype(np.float32) / 255
     output = output[:, :, :3] * output[:, :, 3:4]
-    return Image.fromarray((output * 255).astype(np.uint8))
+    return Image.fromarray(np.dstack([(output * 255).astype(np.uint8), cropped[:, :, 3]]), "RGBA")

@@ -55,7 +55,7 @@ class TrellisGenerator:
         torch.cuda.synchronize()
         timings = {**latents.timings, "decode_mesh": round(time.perf_counter() - start, 4)}
         stats = {**latents.stats, "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3)}
-        return GenerationResult(mesh=mesh, timings=timings, stats=stats)
+        return GenerationResult(mesh=mesh, timings=timings, stats=stats, views=latents.views)
 
     def sample_latents(self, request: GenerationRequest, progress: ProgressFn | None = None) -> Latents:
         """Everything before decoding: preprocess, condition, and the three sampled latents (``run(..., return_latent=True)``)."""
@@ -69,7 +69,7 @@ class TrellisGenerator:
             shape_slat, tex_slat, resolution = run.latents()
         run.stats["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
         run.stats["low_vram"] = bool(self.pipeline.low_vram)
-        return Latents(shape_slat, tex_slat, resolution, run.timings, run.stats)
+        return Latents(shape_slat, tex_slat, resolution, run.timings, run.stats, run.views)
 
 
 @dataclass
@@ -81,6 +81,7 @@ class Latents:
     resolution: int
     timings: dict[str, float]
     stats: dict[str, Any]
+    views: tuple[Image.Image, ...] = ()  # preprocessed, RGBA (``GenerationResult.views``)
 
 
 class _Run:
@@ -91,11 +92,13 @@ class _Run:
         self.batcher = SparseBatcher()  # per job: its memo of batched coordinates dies with the job
         self.timings: dict[str, float] = {}
         self.stats: dict[str, Any] = {"tokens": {}, "model_calls": {}}
+        self.views: tuple[Image.Image, ...] = ()
 
     def latents(self) -> tuple[Any, Any, int]:
         request, pipe, kind = self.request, self.pipe, self.request.pipeline_type
         with self._timed("preprocess"):
-            images = preprocess_views(pipe, request.images, request.remove_background)
+            self.views = tuple(preprocess_views(pipe, request.images, request.remove_background))
+        images = [view.convert("RGB") for view in self.views]  # trellis2's preprocess_image output
         torch.manual_seed(request.seed)  # where run() seeds: after preprocessing, before conditioning
         with self._timed("conditioning"):
             cond_512 = self._conditions(images, 512)

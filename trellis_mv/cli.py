@@ -1,0 +1,250 @@
+"""The local command: ``python -m trellis_mv generate IMAGE... [-o out.glb] [options]``.
+
+It turns image files into a job input (base64), runs it through ``worker.run_job`` — the endpoint's
+own validation, generation, export and preview, one code path — with the output answered inline and
+no size cap, and writes the files: the GLB, a JSON report (the answer without base64, file paths in
+its place) beside it and, with ``--preview``, the contact sheet. A bad request exits with status 1
+and the worker's own words; a bad command line with status 2.
+
+The options are derived from ``schema.JobInput``, so they cannot drift from the contract: each field
+of the job, of ``preprocess``, ``glb`` and ``output`` is a flag of its own name (``--pipeline-type``,
+``--texture-size``, ``--no-remesh``, ``--preview``); each stage field is ``--<stage>-<field>``
+(``--shape-slat-steps``) and also ``--<field>`` for all three stages at once (``--steps 8``).
+Values go to the schema as typed, so a wrong one is refused with the worker's message
+("sparse_structure.steps: 0 is not in the range 1<=x<=50"). The generator is the worker's
+(``factory.build_generator``: TRELLIS.2 on CUDA, or ``TRELLIS_MV_GENERATOR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import dataclasses
+import json
+import logging
+import os
+import sys
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from pydantic import BaseModel
+from tqdm import tqdm
+
+from .config import Settings
+from .errors import StartupError
+from .factory import build_generator
+from .generator import STAGES
+from .schema import JobInput
+from .worker import run_job
+
+__all__ = ["COMMAND_FIELDS", "Flag", "ProgressBars", "flags", "job_input", "main", "parser"]
+
+# Fields the command sets itself: the images are its arguments; output is always inline, then written to files.
+COMMAND_FIELDS = frozenset({("images",), ("output", "type"), ("output", "key_prefix"), ("output", "expires_in")})
+_SECTIONS = ("preprocess", "glb", "output")  # their fields are flagged by their own names
+_UNLIMITED = sys.maxsize
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One option: its ``--name``, the job-input fields it sets, and how argparse reads it."""
+
+    option: str
+    paths: tuple[tuple[str, ...], ...]
+    field: Any  # the pydantic FieldInfo it comes from
+
+    @property
+    def dest(self) -> str:
+        return self.option.removeprefix("--").replace("-", "_")
+
+
+def flags() -> list[Flag]:
+    """Every option, derived from ``JobInput``'s fields (see the module docstring)."""
+    fields = JobInput.model_fields
+    # --steps and friends: one value for all three stages ("mode" is already the job's own flag)
+    shared = [Flag(_option(field), tuple((stage, field) for stage in STAGES), spec)
+              for field, spec in _model(fields[STAGES[0]]).model_fields.items() if field not in fields]
+    found: list[Flag] = []
+    for name, info in fields.items():
+        if name == STAGES[0]:
+            found += shared
+        if name in STAGES:
+            found += [Flag(_option(name, field), ((name, field),), spec) for field, spec in _model(info).model_fields.items()]
+        elif name in _SECTIONS:
+            found += [Flag(_option(field), ((name, field),), spec) for field, spec in _model(info).model_fields.items()
+                      if (name, field) not in COMMAND_FIELDS]
+        elif (name,) not in COMMAND_FIELDS:
+            found.append(Flag(_option(name), ((name,),), info))
+    return found
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ) -> int:
+    """Parse ``argv`` and run the command; the exit status."""
+    command = parser()
+    args = command.parse_args(argv)
+    images = []
+    for path in args.images:
+        try:
+            images.append(base64.b64encode(Path(path).read_bytes()).decode("ascii"))
+        except OSError as error:
+            command.error(f"{path}: {error.strerror or error}")
+    output = Path(args.output or Path(args.images[0]).with_suffix(".glb"))
+    if not os.access(output.parent, os.W_OK):  # before minutes of GPU time, not after
+        command.error(f"{output}: cannot write to {output.parent}")
+    try:
+        settings = dataclasses.replace(Settings.from_env(env), max_base64_glb_bytes=_UNLIMITED)
+        logging.basicConfig(level=settings.log_level if args.verbose else logging.WARNING,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        generator = build_generator(settings)
+    except StartupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    with ProgressBars() as progress:
+        answer = run_job({"id": "local", "input": job_input(args, images)}, settings=settings, generator=generator,
+                         store=None, progress=progress)
+    if "error" in answer:
+        print(f"error: {answer['error']}", file=sys.stderr)
+        return 1
+    for line in _write(answer, output):
+        print(line)
+    return 0
+
+
+class ProgressBars:
+    """One tqdm bar per job step and per sampling stage (steps done / steps), on stderr.
+
+    As in k-diffusion, ``disable=None`` turns the bars off when stderr is not a terminal (``docker
+    run`` without ``-t``, a log file); each stage then gets one plain line instead.
+    """
+
+    def __init__(self, *, file: TextIO | None = None, disable: bool | None = None):
+        self.file, self.disable = file, disable
+        self.stage: str | None = None
+        self.bar: tqdm | None = None
+
+    def __call__(self, update: dict[str, Any]) -> None:
+        stage = update["stage"]
+        if "step" not in update or stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(desc=stage, total=update.get("steps"), unit="step" if "step" in update else "it",
+                            file=self.file or sys.stderr, disable=self.disable, leave=True, dynamic_ncols=True)
+            if self.bar.disable and self.disable is None:
+                print(stage, file=self.file or sys.stderr, flush=True)
+        if "step" in update:
+            self.bar.total = update["steps"]
+            self.bar.update(update["step"] - self.bar.n)
+
+    def close(self) -> None:
+        """Finish the current bar."""
+        if self.bar is not None:
+            self.bar.close()
+        self.bar, self.stage = None, None
+
+    def __enter__(self) -> ProgressBars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line: ``generate`` and its options (``flags``)."""
+    command = argparse.ArgumentParser(prog="python -m trellis_mv", description="trellis-mv on this machine: photos in, files out.")
+    commands = command.add_subparsers(dest="command", required=True)
+    generate = commands.add_parser(
+        "generate", help="photos of one object -> a textured GLB",
+        description="Photos of one object -> one textured GLB, with the endpoint's validation and defaults. "
+        "Options name the job-input fields they set (README, 'The contract').",
+    )
+    generate.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG or WebP files, 1 to TRELLIS_MV_MAX_VIEWS")
+    generate.add_argument("-o", "--output", metavar="PATH", help="the GLB to write (default: the first image's name, .glb); "
+                          "the report goes beside it as .json, the preview as .preview.png")
+    generate.add_argument("-v", "--verbose", action="store_true", help="log at TRELLIS_MV_LOG_LEVEL (default: warnings only)")
+    for flag in flags():
+        generate.add_argument(flag.option, dest=flag.dest, default=argparse.SUPPRESS, help=_help(flag), **_reader(flag.field.annotation))
+    return command
+
+
+def job_input(args: argparse.Namespace, images: list[str]) -> dict[str, Any]:
+    """The job input that parsed options and base64 ``images`` describe; a stage's own flag beats a shared one."""
+    job: dict[str, Any] = {"images": images, "output": {"type": "base64"}}
+    chosen = [flag for flag in flags() if flag.dest in vars(args)]
+    for flag in sorted(chosen, key=lambda flag: len(flag.paths) == 1):
+        for path in flag.paths:
+            section = job
+            for part in path[:-1]:
+                section = section.setdefault(part, {})
+            section[path[-1]] = getattr(args, flag.dest)
+    return job
+
+
+def _write(answer: dict[str, Any], output: Path) -> list[str]:
+    """Write the GLB, the preview and the report; lines that say what was written."""
+    files = {"glb": output, "preview": output.with_suffix(".preview.png")}
+    report = dict(answer)
+    for key, path in files.items():
+        if key in answer:
+            path.write_bytes(base64.b64decode(answer[key]["base64"]))
+            report[key] = {"path": str(path), **{k: v for k, v in answer[key].items() if k != "base64"}}
+    report_path = output.with_suffix(".json")
+    report_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    lines = [f"wrote {output} ({answer['glb']['bytes']:,} bytes, {answer['mesh']['faces']:,} faces) and {report_path}"]
+    if "preview" in answer:
+        lines.append(f"wrote {files['preview']}")
+        lines += [f"view {number}: IoU {fit['iou']:.3f} at azimuth {fit['azimuth']}°, elevation {fit['elevation']}°"
+                  for number, fit in enumerate(answer["views_fit"], 1)]
+    return lines
+
+
+def _option(*parts: str) -> str:
+    return "--" + "-".join(parts).replace("_", "-")
+
+
+def _model(info: Any) -> type[BaseModel]:
+    return info.annotation
+
+
+def _help(flag: Flag) -> str:
+    fields = ", ".join(".".join(path) for path in flag.paths)
+    if "default" in flag.field.description:
+        return f"{flag.field.description} ({fields})"
+    default = "TRELLIS.2's pipeline.json" if flag.field.default is None else json.dumps(flag.field.default)
+    return f"{flag.field.description} ({fields}; default: {default})"
+
+
+def _reader(annotation: Any) -> dict[str, Any]:
+    """argparse keywords for a field's type; values are only converted, the schema checks them."""
+    kind = _bare(annotation)
+    if kind is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if kind in (int, float):
+        return {"type": kind, "metavar": "N" if kind is int else "X"}
+    if typing.get_origin(kind) is list:
+        return {"type": float, "nargs": 2, "metavar": ("START", "END")}
+    choices = typing.get_args(kind)
+    shown = "{" + ",".join(json.dumps(choice) if isinstance(choice, bool) else str(choice) for choice in choices) + "}"
+    return {"type": _literal(choices), "metavar": shown}
+
+
+def _bare(annotation: Any) -> Any:
+    """The type under ``X | None`` and ``Annotated[X, ...]``."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation
+
+
+def _literal(choices: tuple[Any, ...]) -> Callable[[str], Any]:
+    """Text to a choice's value: "true"/"false" to booleans where the choices hold them, else as typed."""
+    def read(text: str) -> Any:
+        if any(isinstance(choice, bool) for choice in choices) and text in ("true", "false"):
+            return text == "true"
+        return text
+
+    return read

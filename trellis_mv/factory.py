@@ -1,0 +1,54 @@
+"""Which generator a process uses, chosen once at start: ``handler.py`` and the local command share it.
+
+``TRELLIS_MV_GENERATOR="module:callable"`` (a testing and extension hook: the callable gets the
+``Settings`` and returns a ``Generator``) wins; else TRELLIS.2 when CUDA is available, after the
+start-up checks; else :class:`CudaRequired`, a stand-in that answers every valid job that a CUDA GPU
+is needed. trellis2 is imported only on the CUDA branch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+from .config import Settings
+from .errors import StartupError
+from .generator import GenerationRequest, GenerationResult, Generator, ProgressFn
+from .startup import run_checks
+
+__all__ = ["CudaRequired", "build_generator"]
+
+
+class CudaRequired:
+    """The generator of a worker without a GPU: validation still answers, generation says what is missing."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def generate(self, request: GenerationRequest, progress: ProgressFn | None = None) -> GenerationResult:
+        """Refuse: there is nothing to generate with."""
+        raise StartupError(f"this worker needs a CUDA GPU: {self.reason}; run it on a GPU endpoint")
+
+
+def build_generator(settings: Settings) -> Generator:
+    """The configured generator, TRELLIS.2 on CUDA (after the start-up checks), or ``CudaRequired``."""
+    if settings.generator:
+        return _load_factory(settings.generator)(settings)
+    import torch
+
+    if not torch.cuda.is_available():
+        return CudaRequired("torch.cuda.is_available() is False")
+    # Before the load: a missing extension or weight file is named at once, not after minutes of reading.
+    run_checks(settings)
+    from .pipeline import load_generator
+    from .warmup import warm_up_if_untuned
+
+    return warm_up_if_untuned(load_generator(settings))
+
+
+def _load_factory(spec: str) -> Callable[[Settings], Generator]:
+    module_name, _, name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as error:
+        raise StartupError(f"TRELLIS_MV_GENERATOR: cannot load {spec!r}: {error}") from error
