@@ -1,5 +1,6 @@
 """Who may import whom (DESIGN.md, "Layout"): every module imports on a CPU machine, only the two
-adapters touch trellis2 and o_voxel, and sampling/ is torch alone."""
+adapters touch trellis2 (pipeline/) and CuMesh, FlexGEMM and nvdiffrast (export/), nothing imports
+o_voxel any more, and sampling/ is torch alone."""
 
 from __future__ import annotations
 
@@ -32,17 +33,28 @@ def test_every_module_imports_without_trellis2_o_voxel_or_transformers():
     code = (
         "import importlib, sys\n"
         f"for name in {MODULES!r}: importlib.import_module(name)\n"
-        "heavy = sorted({'trellis2', 'o_voxel', 'transformers', 'cumesh', 'flex_gemm'} & set(sys.modules))\n"
+        "heavy = sorted({'trellis2', 'o_voxel', 'transformers', 'cumesh', 'flex_gemm', 'nvdiffrast'} & set(sys.modules))\n"
         "sys.exit(f'imported at module level: {heavy}' if heavy else 0)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.parametrize(("package", "allowed"), [("trellis2", "pipeline"), ("o_voxel", "export.py")])
-def test_only_the_adapters_import_trellis2_and_o_voxel(package, allowed):
-    users = {path.relative_to(PACKAGE).as_posix() for path in PACKAGE.rglob("*.py") if package in imported(path)}
+ADAPTERS = [("trellis2", "pipeline/"), ("cumesh", "export/"), ("flex_gemm", "export/"), ("nvdiffrast", "export/")]
+
+
+def users_of(package: str) -> set[str]:
+    return {path.relative_to(PACKAGE).as_posix() for path in PACKAGE.rglob("*.py") if package in imported(path)}
+
+
+@pytest.mark.parametrize(("package", "allowed"), ADAPTERS)
+def test_only_the_adapters_import_trellis2_and_the_mesh_extensions(package, allowed):
+    users = users_of(package)
     assert users and all(user.startswith(allowed) for user in users), users
+
+
+def test_the_export_composes_o_voxels_pieces_itself():
+    assert users_of("o_voxel") == set()
 
 
 def test_sampling_needs_torch_and_nothing_of_ours_outside_it():

@@ -86,7 +86,7 @@ def run_job(
         "mode": request.mode,
         "pipeline_type": request.pipeline_type,
         "mesh": {"vertices": glb.vertices, "faces": glb.faces},
-        "timings": {**result.timings, **timings},
+        "timings": {**result.timings, **timings, **{f"export_{name}": value for name, value in glb.timings.items()}},
     }
 
 
