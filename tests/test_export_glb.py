@@ -134,3 +134,15 @@ def test_geometry_size_per_face(compression, most_bytes_per_face, valid_glb):
     assert geometry / len(mesh.faces) <= most_bytes_per_face
     assert seconds < 2
     assert valid_glb(data)["issues"]["numWarnings"] == 0
+
+
+def test_a_worker_without_dracopy_fails_at_start_not_at_its_first_job():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import sys; sys.modules['DracoPy'] = None; import handler"
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "DracoPy" in done.stderr.splitlines()[-1]

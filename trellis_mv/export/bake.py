@@ -10,18 +10,22 @@ TRELLIS.2's example (``remesh_band=1, remesh_project=0``), as separate calls so 
 - ``bake``: rasterize in UV space (nvdiffrast), project every texel back onto the original surface
   through the BVH, read the attribute volume there (FlexGEMM's ``grid_sample_3d``).
 
-What differs, and why (measured where we can run it: docs in each constant):
+What differs, and why (xatlas measured on the CPU; tests/gpu/test_export_gpu.py records every phase
+on the GPU, and simplify after remeshing at 512 against 1024):
 
-- ``REMESH_RESOLUTION``: dual contouring at 512 rather than at the grid's 1024 gives about 1.25 M
-  faces instead of 5.0 M; every ``simplify_step`` is linear in faces and the simplifier needs fewer
-  threshold rounds for a 6x reduction than for a 25x one (5.0 s of the 37 s export at 1024).
-- ``CHART_FACES``: xatlas's own segmentation re-grows charts inside CuMesh's clusters and each added
-  face re-fits and re-checks the whole chart, quadratic in chart size: 87% of the unwrap's CPU time.
-  Capping a chart at the area of 200 average faces cut the CPU time 2.8x (14.3 -> 5.1 s on a 176k-face
-  mesh) for 7.5% more vertices and 66% instead of 74% atlas use.
+- ``REMESH_RESOLUTION``: dual contouring at 512 rather than at the grid's 1024 gives about a quarter
+  of the faces (5.0 M at 1024 on the H200). Every ``simplify_step`` is linear in faces and a 6x
+  reduction needs fewer threshold rounds than a 25x one, so simplify (5.0 s at 1024) should take
+  about a quarter; the 200k-face result is still 3x coarser than the 512 grid. (Reasoned, not yet
+  measured on the GPU.)
+- ``CHART_FACES``: xatlas re-segments each CuMesh cluster, and every face it adds to a chart re-fits
+  and re-checks the whole chart, quadratic in chart size: 87% of the unwrap's CPU time. Capping a
+  chart at the area of 200 average faces cut that CPU time 2.8x (14.3 -> 5.1 s on a 176k-face mesh)
+  for 7.5% more vertices and 66% instead of 74% of the atlas used. Packing options barely matter
+  (default 0.4 s; at 2048² 1.0 s; brute force 3.1 s).
 - the texel count handed to ``grid_sample_3d`` is padded to ``size²``: FlexGEMM autotunes its Triton
-  kernel per (log2 voxels, points, channels) and the exact number of covered texels differs per job,
-  so every export re-ran the autotune (1.6 s of "grid_sample_3d"). Padding makes it once per size.
+  kernel per (log2 voxels, points, channels) and the number of covered texels differs per job, so
+  every export re-ran the autotune (read from FlexGEMM's code; the phase took 1.6 s warm).
 - degenerate faces and normals are handled by ``clean.tidy_unwrapped`` (torch), not CuMesh.
 
 Every function imports CuMesh, FlexGEMM or nvdiffrast inside itself, so this module imports anywhere.
@@ -107,7 +111,7 @@ def surface_bvh(surface: Surface) -> Any:
     return cumesh.cuBVH(surface.vertices, surface.faces)
 
 
-def remesh(cu: Any, surface: Surface, bvh: Any) -> None:
+def remesh(cu: Any, surface: Surface, bvh: Any, resolution: int = REMESH_RESOLUTION) -> None:
     """Replace ``cu``'s mesh by the dual-contoured ``REMESH_BAND``-voxel offset of the surface."""
     import cumesh
 
@@ -116,8 +120,8 @@ def remesh(cu: Any, surface: Surface, bvh: Any) -> None:
         surface.vertices,
         surface.faces,
         center=torch.zeros(3, device=device),
-        scale=(REMESH_RESOLUTION + 3 * REMESH_BAND) / REMESH_RESOLUTION,
-        resolution=REMESH_RESOLUTION,
+        scale=(resolution + 3 * REMESH_BAND) / resolution,
+        resolution=resolution,
         band=REMESH_BAND,
         project_back=0,
         bvh=bvh,
