@@ -7,9 +7,9 @@ import torch
 
 from trellis_mv.export.clean import (
     SLIVER,
-    chart_area_limit,
     degenerate_faces,
     drop_faces,
+    mean_face_area,
     tidy_unwrapped,
     vertex_normals,
     y_up,
@@ -108,8 +108,10 @@ def test_tidy_unwrapped_drops_slivers_and_keeps_normals_smooth_across_seams():
     assert mesh.normals.tolist() == [[0.0, 0.0, 1.0]] * 5
 
 
-def test_chart_area_limit_is_that_many_mean_faces():
-    assert chart_area_limit(SQUARE, SQUARE_FACES, 200) == 100.0
+def test_mean_face_area():
+    assert mean_face_area(SQUARE, SQUARE_FACES) == 0.5
+    assert mean_face_area(SQUARE, torch.tensor([[0, 1, 2], [0, 1, 1]])) == 0.25
+    assert mean_face_area(SQUARE, torch.zeros((0, 3), dtype=torch.long)) == 0.0
 
 
 def test_y_up_turns_z_up_into_gltf_axes():

@@ -18,11 +18,14 @@ on the GPU, and simplify after remeshing at 512 against 1024):
   reduction needs fewer threshold rounds than a 25x one, so simplify (5.0 s at 1024) should take
   about a quarter; the 200k-face result is still 3x coarser than the 512 grid. (Reasoned, not yet
   measured on the GPU.)
-- ``CHART_FACES``: xatlas re-segments each CuMesh cluster, and every face it adds to a chart re-fits
-  and re-checks the whole chart, quadratic in chart size: 87% of the unwrap's CPU time. Capping a
-  chart at the area of 200 average faces cut that CPU time 2.8x (14.3 -> 5.1 s on a 176k-face mesh)
-  for 7.5% more vertices and 66% instead of 74% of the atlas used. Packing options barely matter
-  (default 0.4 s; at 2048² 1.0 s; brute force 3.1 s).
+- ``CLUSTER_FACES`` and ``CHART_FACES``: xatlas re-segments each CuMesh cluster as one serial task,
+  and every face it adds to a chart re-fits and re-checks the whole chart, quadratic in chart size
+  (87% of the unwrap's CPU time). o_voxel's clusters stop only at a 90° normal cone, so one can hold
+  much of the mesh: on a 176k-face stand-in, its largest cluster (73.6k faces) alone took 24.7 s.
+  Capping clusters at the area of 2000 mean faces (CuMesh's own area penalty: cone half angle +
+  penalty x area must stay under 90°) and xatlas's charts at 200 cut the whole unwrap from 29.4 to
+  4.5 s of CPU, its largest serial task to about 0.1 s, for 9% more vertices and 62% instead of 74%
+  of the atlas used. Packing options barely matter (default 0.4 s; at 2048² 1.0 s; brute force 3.1 s).
 - the texel count handed to ``grid_sample_3d`` is padded to ``size²``: FlexGEMM autotunes its Triton
   kernel per (log2 voxels, points, channels) and the number of covered texels differs per job, so
   every export re-ran the autotune (read from FlexGEMM's code; the phase took 1.6 s warm).
@@ -39,10 +42,11 @@ from typing import Any, Mapping
 
 import torch
 
-from .clean import UnwrappedMesh, chart_area_limit, tidy_unwrapped
+from .clean import UnwrappedMesh, mean_face_area, tidy_unwrapped
 
 __all__ = [
     "CHART_FACES",
+    "CLUSTER_FACES",
     "HOLE_PERIMETER",
     "REMESH_RESOLUTION",
     "Surface",
@@ -61,9 +65,12 @@ HOLE_PERIMETER = 3e-2  # o_voxel's fill_holes(max_hole_perimeter=3e-2)
 REMESH_RESOLUTION = 512
 REMESH_BAND = 1.0
 CHART_FACES = 200
+CLUSTER_FACES = 2000
 _RASTER_CHUNK = 100_000  # faces per nvdiffrast call, as o_voxel does
-# o_voxel's clustering before xatlas: one cone of at most 90° around each cluster's mean normal.
-_CLUSTERING = {"threshold_cone_half_angle_rad": math.pi / 2, "refine_iterations": 0, "global_iterations": 1, "smooth_strength": 1}
+# o_voxel's clustering before xatlas: clusters merge while their normal cone's half angle plus the
+# area penalty stays below 90°; ``unwrap`` sets the penalty so that no cluster outgrows CLUSTER_FACES.
+_CONE = math.pi / 2
+_CLUSTERING = {"threshold_cone_half_angle_rad": _CONE, "refine_iterations": 0, "global_iterations": 1, "smooth_strength": 1}
 
 
 @dataclass(frozen=True)
@@ -146,11 +153,10 @@ def simplify_and_repair(cu: Any, target_faces: int) -> None:
 
 def unwrap(cu: Any) -> UnwrappedMesh:
     """UV charts and atlas for ``cu``'s mesh, then degenerate faces dropped and unit normals (``clean``)."""
-    vertices, faces = cu.read()
-    max_chart_area = chart_area_limit(vertices, faces, CHART_FACES)
+    face_area = mean_face_area(*cu.read())
     _, split_faces, uvs, vmap = cu.uv_unwrap(
-        compute_charts_kwargs=dict(_CLUSTERING),
-        xatlas_compute_charts_kwargs={"max_chart_area": max_chart_area},
+        compute_charts_kwargs={**_CLUSTERING, "area_penalty_weight": _CONE / (CLUSTER_FACES * face_area)},
+        xatlas_compute_charts_kwargs={"max_chart_area": CHART_FACES * face_area},
         xatlas_pack_charts_kwargs={},
         return_vmaps=True,
     )

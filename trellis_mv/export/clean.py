@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["SLIVER", "UnwrappedMesh", "chart_area_limit", "degenerate_faces", "drop_faces", "tidy_unwrapped", "vertex_normals", "y_up"]
+__all__ = ["SLIVER", "UnwrappedMesh", "degenerate_faces", "drop_faces", "mean_face_area", "tidy_unwrapped", "vertex_normals", "y_up"]
 
 # A face whose area is below SLIVER x (its longest edge)² is a line in float32: its normal is noise.
 SLIVER = 1e-10
@@ -102,10 +102,10 @@ def tidy_unwrapped(welded: torch.Tensor, faces: torch.Tensor, uvs: torch.Tensor,
     return UnwrappedMesh(welded[vmap.long()], faces, uvs, normals[vmap.long()])
 
 
-def chart_area_limit(vertices: torch.Tensor, faces: torch.Tensor, faces_per_chart: int) -> float:
-    """The area of ``faces_per_chart`` average faces: xatlas's ``max_chart_area`` for this mesh."""
+def mean_face_area(vertices: torch.Tensor, faces: torch.Tensor) -> float:
+    """The mean area of the faces (0 for no face): the unit of the unwrap's size limits."""
     cross, _ = _face_vectors(vertices, faces)
-    return float(cross.norm(dim=1).sum() / 2 / max(len(faces), 1) * faces_per_chart)
+    return float(cross.norm(dim=1).sum() / 2 / max(len(faces), 1))
 
 
 def y_up(points: torch.Tensor) -> torch.Tensor:
