@@ -11,6 +11,7 @@ generation (4 exports ~10 s each, to_glb ~37 s, remeshes ~10 s); a cold first ge
 
 from __future__ import annotations
 
+import json
 import struct
 import time
 
@@ -41,6 +42,20 @@ def decoded(pipeline_bf16, record):
     return mesh
 
 
+def _attribute(data: bytes, name: str) -> np.ndarray:
+    """One accessor of an uncompressed GLB's first primitive ("indices" for the indices)."""
+    json_length = struct.unpack("<I", data[12:16])[0]
+    gltf = json.loads(data[20:20 + json_length])
+    binary = data[20 + json_length + 8:]
+    primitive = gltf["meshes"][0]["primitives"][0]
+    accessor = gltf["accessors"][primitive["indices"] if name == "indices" else primitive["attributes"][name]]
+    view = gltf["bufferViews"][accessor["bufferView"]]
+    dtype = {5126: np.float32, 5125: np.uint32, 5123: np.uint16}[accessor["componentType"]]
+    width = {"SCALAR": 1, "VEC2": 2, "VEC3": 3}[accessor["type"]]
+    values = np.frombuffer(binary, dtype, accessor["count"] * width, view["byteOffset"])
+    return values.reshape(accessor["count"], width) if width > 1 else values
+
+
 def _glb_is_sound(data: bytes) -> None:
     magic, version, length = struct.unpack("<4sII", data[:12])
     assert (magic, version, length) == (b"glTF", 2, len(data))
@@ -68,6 +83,14 @@ def test_our_export_of_a_decoded_mesh(decoded, record, out_dir, name, options):
         "torch_peak_gib_above_start": round((torch.cuda.max_memory_allocated() - base) / 2**30, 2),
     })
     assert 0 < glb.faces <= options.decimation_target
+    if options.compression == "none":  # what the validator will say about normals and faces, here already
+        normals, positions = _attribute(glb.data, "NORMAL"), _attribute(glb.data, "POSITION")
+        corners = positions[_attribute(glb.data, "indices").reshape(-1, 3)].astype(np.float64)
+        areas = np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1) / 2
+        record(f"export_gpu_{name}_checks", {"normal_length_error": float(np.abs(np.linalg.norm(normals, axis=1) - 1).max()),
+                                             "smallest_face_area": float(areas.min())})
+        assert np.abs(np.linalg.norm(normals, axis=1) - 1).max() < 1e-4
+        assert areas.min() > 0
     expected = {"clean", "bvh", "simplify", "unwrap", "bake", "pad", "encode", "write"} | ({"remesh"} if options.remesh else set())
     assert set(glb.timings) == expected
 
