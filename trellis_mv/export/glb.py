@@ -1,11 +1,12 @@
 """A textured mesh -> GLB bytes: one mesh, one PBR material, textures already encoded.
 
-We write the container ourselves rather than through trimesh so that the textures arrive encoded
-(WebP or PNG, in parallel, with our settings: ``texture.encode_images``) and so that the layout is
-exactly what glTF 2.0 asks for: every buffer view 4-byte aligned, ``min``/``max`` on positions,
-``EXT_texture_webp`` listed as used *and* required when the images are WebP (no PNG fallback is
-written, so a viewer without WebP must refuse the file rather than show it untextured). The
-result is the input of ``compress.compress_glb``; the Khronos validator checks both in the tests.
+We write the container ourselves rather than through trimesh, whose writer re-encodes every image
+with Pillow's defaults one after the other and has no Draco: here the textures arrive encoded (WebP
+or PNG, in parallel: ``texture.encode_images``) and the geometry is Draco data (``compress``) or
+plain float32. glTF 2.0's rules kept: every buffer view 4-byte aligned, ``min``/``max`` on positions,
+``EXT_texture_webp`` and ``KHR_draco_mesh_compression`` listed as used *and* required (no fallback
+is written, so a viewer without them refuses the file rather than showing it wrong). The tests put
+every variant through the Khronos validator and read it back with glTF-Transform.
 """
 
 from __future__ import annotations
