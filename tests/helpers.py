@@ -51,3 +51,17 @@ def png_header_only(width: int, height: int) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"not zlib data") + chunk(b"IEND", b"")
+
+
+def read_glb(data: bytes, folder) -> dict:
+    """What a viewer finds in GLB bytes (``tests/gltf_read.mjs``: glTF-Transform, Draco decoded)."""
+    import json
+    import subprocess
+    import uuid
+    from pathlib import Path
+
+    path = Path(folder) / f"{uuid.uuid4().hex}.glb"
+    path.write_bytes(data)
+    script = Path(__file__).resolve().parent / "gltf_read.mjs"
+    done = subprocess.run(["node", str(script), str(path)], capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(done.stdout)

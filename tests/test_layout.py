@@ -1,6 +1,7 @@
 """Who may import whom (DESIGN.md, "Layout"): every module imports on a CPU machine, only the two
-adapters touch trellis2 and o_voxel, only the rasterizer module touches nvdiffrast, and sampling/ is
-torch alone."""
+adapters touch trellis2 (pipeline/) and CuMesh, FlexGEMM and nvdiffrast (export/; FlexGEMM's autotune
+cache is also read by pipeline/kernels.py, nvdiffrast also rasterizes previews in raster.py), nothing
+imports o_voxel any more, and sampling/ is torch alone."""
 
 from __future__ import annotations
 
@@ -40,12 +41,22 @@ def test_every_module_imports_without_trellis2_o_voxel_nvdiffrast_or_transformer
     assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.parametrize(
-    ("package", "allowed"), [("trellis2", "pipeline"), ("o_voxel", "export.py"), ("nvdiffrast", ("export", "raster.py"))]
-)
-def test_only_the_adapters_import_trellis2_o_voxel_and_nvdiffrast(package, allowed):
-    users = {path.relative_to(PACKAGE).as_posix() for path in PACKAGE.rglob("*.py") if package in imported(path)}
+ADAPTERS = [("trellis2", "pipeline/"), ("cumesh", "export/"), ("flex_gemm", ("export/", "pipeline/kernels.py")),
+            ("nvdiffrast", ("export/", "raster.py"))]
+
+
+def users_of(package: str) -> set[str]:
+    return {path.relative_to(PACKAGE).as_posix() for path in PACKAGE.rglob("*.py") if package in imported(path)}
+
+
+@pytest.mark.parametrize(("package", "allowed"), ADAPTERS)
+def test_only_the_adapters_import_trellis2_and_the_mesh_extensions(package, allowed):
+    users = users_of(package)
     assert users and all(user.startswith(allowed) for user in users), users
+
+
+def test_the_export_composes_o_voxels_pieces_itself():
+    assert users_of("o_voxel") == set()
 
 
 def test_sampling_needs_torch_and_nothing_of_ours_outside_it():

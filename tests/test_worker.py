@@ -72,7 +72,7 @@ def test_a_job_answers_a_valid_glb(mode, pipeline_type, valid_glb):
     report = valid_glb(data)
     assert report["info"]["totalVertexCount"] == 642
     assert report["info"]["materialCount"] == 1
-    assert report["info"]["extensionsUsed"] == ["EXT_texture_webp"]
+    assert report["info"]["extensionsUsed"] == ["KHR_draco_mesh_compression", "EXT_texture_webp"]
 
 
 def test_the_glb_is_uploaded_and_answered_as_a_url(s3_settings, valid_glb):

@@ -24,6 +24,7 @@ import torch
 import trimesh
 from PIL import Image, ImageDraw, ImageFont
 
+from .export.glb import TexturedMesh
 from .raster import rasterizers_for
 from .render import RenderMesh, shaded, silhouettes
 from .views_fit import FitSearch, ViewFit, fit_views, square_view
@@ -69,17 +70,17 @@ class Preview:
 
 
 def make_preview(
-    mesh: trimesh.Trimesh, views: Sequence[Image.Image], *, device: torch.device | str | None = None,
+    mesh: TexturedMesh | trimesh.Trimesh, views: Sequence[Image.Image], *, device: torch.device | str | None = None,
     options: PreviewOptions | None = None,
 ) -> Preview:
-    """Render ``mesh`` (the GLB's textured trimesh), fit each of ``views`` and draw the sheet."""
+    """Render ``mesh`` (what the GLB holds, or any textured trimesh), fit each of ``views`` and draw the sheet."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     options = options or PreviewOptions.for_device(device)
     timings: dict[str, float] = {}
     with torch.no_grad():
         # 1. upload: geometry and base-colour texture as tensors on the device
         with _timed(timings, "preview_upload"):
-            render_mesh, rasterizers = RenderMesh.from_trimesh(mesh, device), rasterizers_for(device)
+            render_mesh, rasterizers = RenderMesh.of(mesh, device), rasterizers_for(device)
         # 2. views_fit: each view's camera and silhouette IoU
         with _timed(timings, "views_fit"):
             fits = fit_views(render_mesh, views, rasterizers, options.search)

@@ -1,21 +1,25 @@
 """Pictures of a finished mesh: silhouettes for the per-view fit, shaded colour for the turntable.
 
-Works from the textured ``trimesh.Trimesh`` that export writes into the GLB (vertices, faces, UVs,
-base-colour image), so it shows what the user gets, from any generator. The rasterizer comes from
+Works from what export writes into the GLB (:class:`~trellis_mv.export.glb.TexturedMesh`: vertices,
+faces, normals, UVs, the encoded base-colour image), so it shows what the user gets, from any
+generator; any textured ``trimesh.Trimesh`` works too. The rasterizer comes from
 :mod:`trellis_mv.raster` (nvdiffrast on CUDA); interpolation, texturing and lighting are torch here,
 the same code on either device. Images come back top row first, as PIL and PNG expect.
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 import trimesh
+from PIL import Image
 
 from .cameras import clip_space, distance_for_fov, frame_to_square, orbit_eyes
+from .export.glb import TexturedMesh
 from .raster import Rasterizers
 
 __all__ = ["RenderMesh", "interpolate", "shaded", "silhouettes"]
@@ -36,6 +40,25 @@ class RenderMesh:
     texture: torch.Tensor | None  # [1, 3, H, W], 0..1
     colour: torch.Tensor  # [3], the base-colour factor (or grey)
     radius: float  # farthest vertex from the origin
+
+    @classmethod
+    def of(cls, mesh: TexturedMesh | trimesh.Trimesh, device: torch.device | str) -> RenderMesh:
+        """From export's :class:`TexturedMesh` (what the GLB holds) or any trimesh."""
+        return cls.from_textured(mesh, device) if isinstance(mesh, TexturedMesh) else cls.from_trimesh(mesh, device)
+
+    @classmethod
+    def from_textured(cls, mesh: TexturedMesh, device: torch.device | str) -> RenderMesh:
+        """Geometry, normals, UVs (already image rows: glTF's v = 0 is the top) and the decoded base colour."""
+        vertices = torch.tensor(mesh.vertices, dtype=torch.float32, device=device)
+        return cls(
+            vertices=vertices,
+            faces=torch.tensor(np.asarray(mesh.faces), dtype=torch.int32, device=device),
+            normals=torch.tensor(mesh.normals, dtype=torch.float32, device=device),
+            uv=torch.tensor(mesh.uvs, dtype=torch.float32, device=device),
+            texture=_texture(Image.open(io.BytesIO(mesh.base_color)), device),
+            colour=torch.tensor((1.0, 1.0, 1.0), device=device),
+            radius=float(vertices.norm(dim=1).max()) if len(vertices) else 1.0,
+        )
 
     @classmethod
     def from_trimesh(cls, mesh: trimesh.Trimesh, device: torch.device | str) -> RenderMesh:

@@ -160,6 +160,10 @@ class GlbInput(_Input):
     texture_format: Literal["webp", "png"] = Field(
         _GLB_DEFAULTS.texture_format, description="webp: smaller (EXT_texture_webp); png: opens everywhere"
     )
+    compression: Literal["draco", "none"] = Field(
+        _GLB_DEFAULTS.compression,
+        description="draco: geometry about 18x smaller (KHR_draco_mesh_compression); none: plain float32",
+    )
 
     def to_options(self) -> GlbOptions:
         """The exporter's options."""

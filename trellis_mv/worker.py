@@ -96,7 +96,8 @@ def run_job(
         "mode": request.mode,
         "pipeline_type": request.pipeline_type,
         "mesh": {"vertices": glb.vertices, "faces": glb.faces},
-        "timings": {**result.timings, **(preview.timings if preview else {}), **timings},
+        "timings": {**result.timings, **timings, **{f"export_{name}": value for name, value in glb.timings.items()},
+                    **(preview.timings if preview else {})},
     }
     if preview:
         answer.update(preview=shown, views_fit=preview.views_fit)

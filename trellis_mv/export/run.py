@@ -1,0 +1,151 @@
+"""A generator's mesh -> GLB bytes, phase by phase, each phase timed (like ``worker.run_job``).
+
+TRELLIS.2 decodes a ``MeshWithVoxel``: a dense triangle mesh plus a sparse voxel volume of PBR
+attributes. ``bake`` turns it into an unwrapped mesh and baked attributes on the GPU, ``texture``
+pads and encodes the textures, ``glb`` writes the file with Draco geometry (``compress``). Test
+generators hand over a textured ``trimesh.Trimesh`` instead: it skips the GPU phases and goes
+through the same normals, encoding and writing, so CI runs everything after the bake.
+
+Phases and their timing keys: clean (fill holes; for a trimesh: normals), bvh, remesh, simplify,
+unwrap (charts, atlas, degenerate faces, normals), bake (rasterize, project, sample), pad (push-pull
+and packing), encode (both textures at once), write (Draco and the GLB). CUDA work is synchronised
+at the end of each phase so that its time is its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Callable, ContextManager, Iterator, Literal
+
+import numpy as np
+import torch
+import trimesh
+
+from . import bake
+from .clean import UnwrappedMesh, vertex_normals, y_up
+from .glb import Compression, TexturedMesh, write_glb
+from .texture import encode_images, texture_images
+
+__all__ = ["ExportedGlb", "GlbOptions", "export_glb"]
+
+log = logging.getLogger(__name__)
+
+Phase = Callable[[str], ContextManager[None]]
+
+
+@dataclass(frozen=True)
+class GlbOptions:
+    """The contract's ``glb`` object. The defaults keep a 1024_cascade GLB under 8 MB."""
+
+    decimation_target: int = 200_000
+    texture_size: int = 2048
+    remesh: bool = True
+    # WebP (EXT_texture_webp) makes textures several times smaller than PNG; PNG opens everywhere.
+    texture_format: Literal["webp", "png"] = "webp"
+    # Draco (KHR_draco_mesh_compression) shrinks the geometry about 18x; "none" writes float32.
+    compression: Compression = "draco"
+
+
+@dataclass(frozen=True)
+class ExportedGlb:
+    """A finished GLB, the size of the mesh in it, the seconds each export phase took, and what it
+    holds before serialization (what previews render)."""
+
+    data: bytes
+    vertices: int
+    faces: int
+    mesh: TexturedMesh = field(repr=False, compare=False)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def export_glb(mesh: Any, options: GlbOptions) -> ExportedGlb:
+    """Turn a generator's mesh (a trellis2 ``MeshWithVoxel`` or a textured trimesh) into GLB bytes."""
+    timings: dict[str, float] = {}
+    phase = partial(_phase, timings=timings)
+    if isinstance(mesh, trimesh.Trimesh):
+        with phase("clean"):
+            geometry, images = _from_trimesh(mesh)
+    else:
+        geometry, images = _bake(mesh, options, phase)
+    with phase("encode"):
+        encoded = encode_images(images, options.texture_format)
+    with phase("write"):
+        metallic_roughness = encoded[1] if len(encoded) > 1 else None
+        textured = TexturedMesh(**geometry, base_color=encoded[0], metallic_roughness=metallic_roughness,
+                                image_format=options.texture_format)
+        data = write_glb(textured, options.compression)
+    log.info("export: %d vertices, %d faces, %d bytes; %s", len(textured.vertices), len(textured.faces), len(data), timings)
+    return ExportedGlb(data=data, vertices=len(textured.vertices), faces=len(textured.faces), mesh=textured,
+                       timings=timings)
+
+
+def _bake(mesh: Any, options: GlbOptions, phase: Phase) -> tuple[dict[str, Any], list[np.ndarray]]:
+    volume = bake.volume_of(mesh)
+    # 1. clean: fill the decoded surface's small holes
+    with phase("clean"):
+        cu, surface = bake.prepare(mesh)
+    # 2. bvh: the surface that remeshing measures and textures are projected onto
+    with phase("bvh"):
+        bvh = bake.surface_bvh(surface)
+    # 3. remesh and simplify, or simplify and repair
+    if options.remesh:
+        with phase("remesh"):
+            bake.remesh(cu, surface, bvh)
+        with phase("simplify"):
+            bake.simplify(cu, options.decimation_target)
+    else:
+        with phase("simplify"):
+            bake.simplify_and_repair(cu, options.decimation_target)
+    # 4. unwrap: charts, atlas, then no degenerate face and unit normals
+    with phase("unwrap"):
+        unwrapped = bake.unwrap(cu)
+    # 5. bake: the attribute volume into texels
+    with phase("bake"):
+        attrs, mask = bake.bake(unwrapped, surface, bvh, volume, options.texture_size)
+    # 6. pad: texels outside the charts, then the two glTF textures
+    with phase("pad"):
+        images = list(texture_images(attrs, mask, volume.layout))
+    return {**_gltf_geometry(unwrapped), "double_sided": not options.remesh}, images
+
+
+def _gltf_geometry(mesh: UnwrappedMesh) -> dict[str, Any]:
+    """glTF's axes; UVs stay as rasterized: nvdiffrast's row 0 is v = 0, and so is a glTF image's first row."""
+    return {
+        "vertices": y_up(mesh.vertices).cpu().numpy(),
+        "normals": y_up(mesh.normals).cpu().numpy(),
+        "faces": mesh.faces.cpu().numpy(),
+        "uvs": mesh.uvs.float().cpu().numpy(),
+    }
+
+
+def _from_trimesh(mesh: trimesh.Trimesh) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """A textured trimesh (test generators) as glTF geometry plus its base-colour image."""
+    material = mesh.visual.material
+    if not isinstance(material, trimesh.visual.material.PBRMaterial):
+        material = material.to_pbr()
+    vertices = torch.from_numpy(np.asarray(mesh.vertices, dtype=np.float32))
+    faces = torch.from_numpy(np.asarray(mesh.faces, dtype=np.int64))
+    uvs = np.asarray(mesh.visual.uv, dtype=np.float32) * [1.0, -1.0] + [0.0, 1.0]  # trimesh's v points up, glTF's down
+    geometry = {
+        "vertices": vertices.numpy(),
+        "normals": vertex_normals(vertices, faces).numpy(),
+        "faces": faces.numpy(),
+        "uvs": uvs.astype(np.float32),
+        "metallic": float(material.metallicFactor if material.metallicFactor is not None else 1.0),
+        "roughness": float(material.roughnessFactor if material.roughnessFactor is not None else 1.0),
+        "double_sided": bool(material.doubleSided),
+    }
+    return geometry, [np.asarray(material.baseColorTexture.convert("RGB"))]
+
+
+@contextmanager
+def _phase(name: str, *, timings: dict[str, float]) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    timings[name] = round(time.perf_counter() - start, 3)
