@@ -71,12 +71,16 @@ class GenerationResult:
     """What a generator made.
 
     ``mesh`` is whatever ``export.export_glb`` accepts: trellis2's ``MeshWithVoxel`` from the GPU
-    pipeline, or an already textured ``trimesh.Trimesh`` from a test generator.
+    pipeline, or an already textured ``trimesh.Trimesh`` from a test generator. ``resolution`` is the
+    one the shape was made at (a cascade may lower it: ``trellis_mv.cascade``), and ``warnings`` are
+    readable lines about anything done other than asked; both reach the answer.
     """
 
     mesh: Any
     timings: dict[str, float] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    resolution: int | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 class Generator(Protocol):

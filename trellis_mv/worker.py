@@ -79,12 +79,16 @@ def run_job(
         return _internal_error(job_id, error)
     timings["total"] = round(time.perf_counter() - started, 3)
     log.info("job %s done: %d views, %d faces, %d bytes, %.1f s", job_id, len(views), glb.faces, len(glb.data), timings["total"])
+    for warning in result.warnings:
+        log.warning("job %s: %s", job_id, warning)
     return {
         "glb": stored,
         "seed": request.seed,
         "views": len(views),
         "mode": request.mode,
         "pipeline_type": request.pipeline_type,
+        "resolution": result.resolution,
+        "warnings": result.warnings,
         "mesh": {"vertices": glb.vertices, "faces": glb.faces},
         "timings": {**result.timings, **timings},
     }
