@@ -122,8 +122,10 @@ def _internal_error(job_id: str, error: Exception) -> dict[str, Any]:
 
 
 def _is_cuda_out_of_memory(error: Exception) -> bool:
+    # torch's caching allocator raises OutOfMemoryError; kernels that allocate on their own (extensions,
+    # Triton) raise RuntimeError("CUDA error: out of memory") and the like.
     return isinstance(error, torch.cuda.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and "CUDA out of memory" in str(error)
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
     )
 
 
