@@ -15,6 +15,7 @@ import gc
 import re
 import time
 
+import pytest
 from jobs import glb_of, gpu_handler, job
 
 GIB = 2**30
@@ -31,6 +32,8 @@ def _allocated_gib() -> float:
     return torch.cuda.memory_allocated() / GIB
 
 
+# The warm-up's first 1024_cascade job alone can take two minutes (FlexGEMM autotune on a new GPU).
+@pytest.mark.timeout(900)
 def test_a_20_job_soak_loses_no_job_and_memory_returns_to_baseline(pipeline_bf16, record):
     run = gpu_handler(pipeline_bf16)
     for kind in ("512", "1024_cascade"):
@@ -59,6 +62,7 @@ def test_a_20_job_soak_loses_no_job_and_memory_returns_to_baseline(pipeline_bf16
     assert max(abs(d) for d in drifts_after_gc) <= MAX_DRIFT_GIB, drifts_after_gc
 
 
+@pytest.mark.timeout(400)
 def test_a_cuda_oom_answers_refresh_worker_and_the_next_job_works(pipeline_bf16, record):
     import torch
 
