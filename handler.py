@@ -1,67 +1,94 @@
 """RunPod entry point: read the settings, build the worker once, hand it to ``runpod.serverless.start``.
 
-    python handler.py                                # on RunPod: take jobs from the queue
+    python handler.py                                # on RunPod: take jobs from the job API
     python handler.py --test_input test_input.json   # one local job from a file (or a JSON string)
     python handler.py --rp_serve_api                 # runpod's local HTTP API: /run, /runsync, /status
 
 Stock runpod takes ``--test_input`` only as a JSON string; a path to a JSON file is read here and
-passed on as its text. A local job that answers an error exits with status 1 (runpod's ``rp_local``).
+passed on as its text. A local job writes its base64 GLB to ``--glb_out`` (default ``<job id>.glb``,
+``local_test.glb`` unless the input names an id), answers the file's path in place of the base64,
+and exits with status 1 on an error answer (runpod's ``rp_local``).
 
-The generator is chosen once: ``TRELLIS_MV_GENERATOR="module:callable"`` (a testing and extension
-hook: the callable gets the ``Settings`` and returns a ``Generator``), else TRELLIS.2 when CUDA is
-available, else a stand-in that answers every valid job that a CUDA GPU is needed.
+Logs carry sizes, ids and timings, never job contents: runpod's own logger prints every job's input
+and output at its INFO and DEBUG levels (its default is DEBUG), so it is set to WARN unless
+``RUNPOD_LOG_LEVEL`` or ``--rp_log_level`` asks otherwise; ``TRELLIS_MV_LOG_LEVEL`` sets our loggers,
+and other libraries log warnings only (botocore's DEBUG log holds request bodies).
+
+The generator is chosen once: ``TRELLIS_MV_GENERATOR="module:callable"`` (the callable gets the
+``Settings`` and returns a ``Generator``; ``trellis_mv.standin:create`` is a CPU stand-in that makes
+a textured sphere), else TRELLIS.2 when CUDA is available, else a generator that answers every valid
+job that a CUDA GPU is needed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
 import logging
-import math
 import os
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import runpod
 
 from trellis_mv.config import Settings
 from trellis_mv.errors import StartupError
 from trellis_mv.factory import build_generator
+from trellis_mv.progress import OrderedSender, throttled
 from trellis_mv.storage import S3Store
-from trellis_mv.worker import Progress, run_job
+from trellis_mv.worker import run_job
 
 log = logging.getLogger("trellis_mv.handler")
 
+Handler = Callable[[dict[str, Any]], dict[str, Any]]
+# runpod's logger prints job inputs at DEBUG and local results at INFO.
+QUIET_RUNPOD_LOG_LEVEL = "WARN"
 
-def build_handler(settings: Settings, *, send_progress: bool) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """Everything a job needs, built once before the first job; the returned function runs one job."""
+
+def build_handler(settings: Settings, *, send_progress: bool) -> Handler:
+    """Everything a job needs, built once before the first job; the returned function runs one job.
+
+    With ``send_progress`` (the hosted mode only: RunPod's job API exists nowhere else), each job's
+    progress goes to the job API throttled and in order, all of it before the answer.
+    """
     generator = build_generator(settings)
     store = S3Store.from_settings(settings)
 
     def handler(job: dict[str, Any]) -> dict[str, Any]:
-        progress = throttled(lambda update: runpod.serverless.progress_update(job, update)) if send_progress else None
-        return run_job(job, settings=settings, generator=generator, store=store, progress=progress)
+        if not send_progress:
+            return run_job(job, settings=settings, generator=generator, store=store)
+        sender = OrderedSender(lambda update: asyncio.run(_post_progress(job, update)))
+        try:
+            return run_job(job, settings=settings, generator=generator, store=store, progress=throttled(sender))
+        finally:
+            sender.close()
 
     return handler
 
 
-def throttled(send: Progress, *, every_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> Progress:
-    """Pass on every stage start but at most one denoising step per ``every_s`` seconds.
+def writing_glb_files(handler: Handler, glb_out: Path | None) -> Handler:
+    """For a local job: write a base64 GLB to ``glb_out`` (default ``<job id>.glb``) and answer its path instead."""
 
-    Each runpod progress update is an HTTP call on a thread of its own: dozens a second would cost
-    requests and could arrive out of order.
-    """
-    last_step = -math.inf
+    def local(job: dict[str, Any]) -> dict[str, Any]:
+        answer = handler(job)
+        if "error" in answer:
+            return answer  # runpod logs it and exits with status 1
+        glb = answer["glb"]
+        if "base64" in glb:
+            path = glb_out or Path(f"{job['id']}.glb")
+            path.write_bytes(base64.b64decode(glb.pop("base64")))
+            glb["path"] = str(path)
+            log.info("job %s: GLB written to %s (%d bytes)", job["id"], path, glb["bytes"])
+        elif "key" in glb:
+            log.info("job %s: GLB uploaded as %s (%d bytes); the presigned URL is in the answer, not in this log",
+                     job["id"], glb["key"], glb["bytes"])
+        shown = {**answer, "glb": {name: value for name, value in glb.items() if name != "url"}}
+        log.info("job %s answer: %s", job["id"], json.dumps(shown))
+        return answer
 
-    def progress(update: dict[str, Any]) -> None:
-        nonlocal last_step
-        if "step" in update:
-            if clock() - last_step < every_s:
-                return
-            last_step = clock()
-        send(update)
-
-    return progress
+    return local
 
 
 def read_test_input_file(argv: list[str]) -> list[str]:
@@ -75,22 +102,65 @@ def read_test_input_file(argv: list[str]) -> list[str]:
     return args
 
 
+def take_glb_out(argv: list[str]) -> tuple[list[str], Path | None]:
+    """Remove ``--glb_out PATH`` (ours, unknown to runpod) from ``argv``; return the rest and the path."""
+    args, path = list(argv), None
+    for index, arg in enumerate(args):
+        if arg == "--glb_out" and index + 1 < len(args):
+            path = Path(args[index + 1])
+            del args[index:index + 2]
+            break
+        if arg.startswith("--glb_out="):
+            path = Path(arg.split("=", 1)[1])
+            del args[index]
+            break
+    return args, path
+
+
+def quiet_runpod(argv: list[str], env: Mapping[str, str]) -> list[str]:
+    """``argv`` with ``--rp_log_level WARN`` added unless the user chose runpod's log level."""
+    chosen = env.get("RUNPOD_LOG_LEVEL") or any(arg == "--rp_log_level" or arg.startswith("--rp_log_level=") for arg in argv)
+    return list(argv) if chosen else [*argv, "--rp_log_level", QUIET_RUNPOD_LOG_LEVEL]
+
+
+def runpod_mode(argv: list[str], env: Mapping[str, str]) -> str:
+    """What ``runpod.serverless.start`` will do with these arguments: "api", "local" (one job) or "hosted"."""
+    if "--rp_serve_api" in argv or int(env.get("RUNPOD_REALTIME_PORT") or 0):
+        return "api"
+    test_input = any(arg == "--test_input" or arg.startswith("--test_input=") for arg in argv)
+    return "local" if test_input or not env.get("RUNPOD_WEBHOOK_GET_JOB") else "hosted"
+
+
+def configure_logging(level: str) -> None:
+    """Our loggers at ``level``; every other library's at WARNING, so no library logs a payload."""
+    # force: importing runpod (its rp_upload) already configured the root logger its own way.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logging.getLogger("trellis_mv").setLevel(level)
+
+
 def main() -> None:
     """Configure logging, build the worker and start runpod; a start-up failure exits with status 1."""
-    sys.argv = read_test_input_file(sys.argv)
+    args, glb_out = take_glb_out(read_test_input_file(sys.argv))
+    sys.argv = quiet_runpod(args, os.environ)
+    mode = runpod_mode(sys.argv, os.environ)
     try:
         settings = Settings.from_env(os.environ)
-        # force: importing runpod (its rp_upload) already configured the root logger its own way.
-        logging.basicConfig(
-            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-        )
-        # Progress goes to RunPod's job API, which only exists on RunPod (not in local test modes).
-        handler = build_handler(settings, send_progress=bool(os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT")))
+        configure_logging(settings.log_level)
+        handler = build_handler(settings, send_progress=mode == "hosted")
     except StartupError as error:
         logging.basicConfig()
         log.critical("cannot start: %s", error, exc_info=error.__cause__)
         sys.exit(1)
-    runpod.serverless.start({"handler": handler})
+    runpod.serverless.start({"handler": writing_glb_files(handler, glb_out) if mode == "local" else handler})
+
+
+async def _post_progress(job: dict[str, Any], update: dict[str, Any]) -> None:
+    """What ``runpod.serverless.progress_update`` sends, sent here and now (the caller keeps the order)."""
+    from runpod.http_client import AsyncClientSession
+    from runpod.serverless.modules.rp_http import send_result
+
+    async with AsyncClientSession() as session:
+        await send_result(session, {"status": "IN_PROGRESS", "output": update}, job)
 
 
 def _json_text(value: str) -> str:

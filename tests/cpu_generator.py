@@ -1,137 +1,35 @@
-"""A CPU generator for tests and CI: the worker's GPU seam filled with something small and real.
+"""Generators for the worker's GPU seam in tests: the packaged stand-in, and one that fails on purpose.
 
-It runs the real multi-view sampler (``trellis_mv.sampling``: Euler steps, CFG with rescale, the
-stochastic, multidiffusion and concat view schedules, batched passes under ``max_batch``) on a tiny torch
-flow model for the three TRELLIS.2 stages, and turns the latents into a textured mesh: a sphere whose
-radius the shape latents bend, with a texture whose base colour is the views' mean colour and whose
-pattern comes from the texture latent. Same seed + same input = same mesh = same GLB bytes.
-
-``TRELLIS_MV_GENERATOR=cpu_generator:create`` (with ``tests/`` on ``PYTHONPATH``) makes ``handler.py``
-use it.
+``CpuGenerator`` is ``trellis_mv.standin.StandInGenerator`` (the generator a user tries the worker
+with on a laptop), under the name the tests use. ``create_faulty`` is a ``TRELLIS_MV_GENERATOR``
+factory for subprocess tests (``cpu_generator:create_faulty`` with ``tests/`` on ``PYTHONPATH``): the
+stand-in, except that a job with seed ``OOM_SEED`` fails the way a GPU out of memory does.
 """
 
 from __future__ import annotations
 
-import time
-
-import numpy as np
 import torch
-import trimesh
-from PIL import Image
 
 from trellis_mv.config import Settings
-from trellis_mv.generator import STAGES, GenerationRequest, GenerationResult, ProgressFn, StageOptions
-from trellis_mv.sampling import DenseBatcher, guided, sample_flow_euler, time_grid
+from trellis_mv.generator import GenerationRequest, GenerationResult, ProgressFn
+from trellis_mv.standin import StandInGenerator
 
-LATENT = 48
-TOKENS = 8 * 8  # a view becomes 8x8 tokens of RGBA
-# Small stand-ins for TRELLIS.2's per-stage sampler defaults, so tests run in milliseconds.
-DEFAULTS = StageOptions(steps=4, guidance_strength=3.0, guidance_rescale=0.5, guidance_interval=(0.0, 1.0), rescale_t=1.0)
-SIGMA_MIN = 1e-5
+CpuGenerator = StandInGenerator
+OOM_SEED = 4242
 
 
-class TinyFlow(torch.nn.Module):
-    """``model(x_t, 1000 t, cond) -> velocity`` with TRELLIS.2's call signature, fixed random weights."""
+class Faulty:
+    """The stand-in, raising ``torch.cuda.OutOfMemoryError`` for a job whose seed is ``OOM_SEED``."""
 
-    def __init__(self, seed: int):
-        super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(LATENT + 1 + 4, 32), torch.nn.SiLU(), torch.nn.Linear(32, LATENT))
-        weights = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for parameter in self.net.parameters():
-                parameter.copy_(torch.randn(parameter.shape, generator=weights) * 0.5)
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([x, t[:, None] / 1000, cond.mean(dim=1)], dim=1))
-
-
-class CpuGenerator:
-    """Implements ``trellis_mv.generator.Generator`` on the CPU in well under a second."""
-
-    def __init__(self, max_batch: int | None = None):
-        self.max_batch = max_batch
-        self.models = {stage: TinyFlow(seed=index) for index, stage in enumerate(STAGES)}
+    def __init__(self) -> None:
+        self.inner = StandInGenerator()
 
     def generate(self, request: GenerationRequest, progress: ProgressFn | None = None) -> GenerationResult:
-        views = [_tokens(image) for image in request.images]
-        noise = torch.Generator().manual_seed(request.seed)
-        latents, timings = {}, {}
-        for stage in STAGES:
-            start = time.perf_counter()
-            # The cascades sample the shape latent twice, as TRELLIS.2 does (low, then high resolution).
-            passes = 2 if stage == "shape_slat" and request.pipeline_type.endswith("_cascade") else 1
-            for _ in range(passes):
-                latents[stage] = self._sample(stage, request, views, noise, progress)
-            timings[stage] = round(time.perf_counter() - start, 4)
-        return GenerationResult(
-            mesh=_textured_sphere(latents, _mean_colour(request.images)),
-            timings=timings,
-            stats={"views": len(views)},
-            views=tuple(image.convert("RGBA") for image in request.images),  # no preprocessing: as sent
-        )
-
-    def _sample(self, stage, request, views, noise, progress) -> torch.Tensor:
-        value = _options(getattr(request, stage))
-        denoiser = guided(
-            self.models[stage],
-            views,
-            torch.zeros_like(views[0]),
-            mode=request.stage_mode(stage),
-            strength=value("guidance_strength"),
-            rescale=value("guidance_rescale"),
-            interval=value("guidance_interval"),
-            sigma_min=SIGMA_MIN,
-            batcher=DenseBatcher(),
-            max_batch=self.max_batch,
-            weights=request.view_weights,
-        )
-        report = None if progress is None else (lambda info: progress(stage, info.step + 1, info.steps))
-        x = torch.randn(1, LATENT, generator=noise)
-        return sample_flow_euler(
-            denoiser, x, time_grid(value("steps"), value("rescale_t")), sigma_min=SIGMA_MIN, callback=report, disable=True
-        )[0]
+        if request.seed == OOM_SEED:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return self.inner.generate(request, progress)
 
 
-def create(settings: Settings) -> CpuGenerator:
-    """The factory ``TRELLIS_MV_GENERATOR`` names."""
-    return CpuGenerator(max_batch=settings.max_batch)
-
-
-def _options(options: StageOptions):
-    """A lookup of one stage's sampler options: the request's overrides, else ``DEFAULTS``."""
-    return lambda name: getattr(options, name) if getattr(options, name) is not None else getattr(DEFAULTS, name)
-
-
-def _tokens(image: Image.Image) -> torch.Tensor:
-    small = np.asarray(image.convert("RGBA").resize((8, 8), Image.Resampling.BILINEAR), dtype=np.float32) / 255
-    return torch.from_numpy(small.reshape(1, TOKENS, 4).copy())
-
-
-def _mean_colour(images) -> np.ndarray:
-    """Alpha-weighted mean RGB over all views, in 0..1."""
-    total, weight = np.zeros(3), 0.0
-    for image in images:
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.float64) / 255
-        total += (rgba[..., :3] * rgba[..., 3:]).sum(axis=(0, 1))
-        weight += rgba[..., 3].sum()
-    return total / weight if weight else np.full(3, 0.5)
-
-
-def _textured_sphere(latents: dict[str, torch.Tensor], colour: np.ndarray) -> trimesh.Trimesh:
-    sphere = trimesh.creation.icosphere(subdivisions=3)
-    normals = np.asarray(sphere.vertices)
-    directions = np.random.default_rng(0).standard_normal((LATENT, 3))
-    shape = (latents["sparse_structure"] + latents["shape_slat"]).double().numpy()
-    bumps = np.tanh((np.maximum(normals @ directions.T, 0) ** 2) @ shape / 4)
-    vertices = normals * (0.4 * (1 + 0.2 * bumps))[:, None]
-    uv = np.stack(
-        [0.5 + np.arctan2(normals[:, 1], normals[:, 0]) / (2 * np.pi), 0.5 + np.arcsin(np.clip(normals[:, 2], -1, 1)) / np.pi],
-        axis=1,
-    )
-    pattern = np.tanh(latents["tex_slat"].double().numpy()).reshape(4, 4, 3)
-    texels = np.clip(colour + 0.2 * pattern, 0, 1)
-    texture = Image.fromarray((texels * 255).round().astype(np.uint8)).resize((64, 64), Image.Resampling.NEAREST)
-    material = trimesh.visual.material.PBRMaterial(baseColorTexture=texture, metallicFactor=0.0, roughnessFactor=0.7)
-    return trimesh.Trimesh(
-        vertices=vertices, faces=sphere.faces, visual=trimesh.visual.TextureVisuals(uv=uv, material=material), process=False
-    )
+def create_faulty(settings: Settings) -> Faulty:
+    """``TRELLIS_MV_GENERATOR=cpu_generator:create_faulty``."""
+    return Faulty()

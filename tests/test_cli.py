@@ -26,7 +26,7 @@ from trellis_mv.schema import JobInput
 pytestmark = pytest.mark.timeout(60)
 
 ROOT = Path(__file__).resolve().parent.parent
-CPU = {"TRELLIS_MV_GENERATOR": "cpu_generator:create"}
+CPU = {"TRELLIS_MV_GENERATOR": "trellis_mv.standin:create"}
 
 
 def leaf_fields(model: type[BaseModel] = JobInput, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
@@ -126,6 +126,8 @@ def test_the_glb_goes_beside_the_first_image_by_default(photos, monkeypatch, tmp
         (["--remove-background", "yes"], 'preprocess.remove_background: "yes" is not allowed; use "auto", true or false'),
         (["--shape-slat-guidance-interval", "0.9", "0.1"],
          "shape_slat.guidance_interval: [0.9, 0.1] is not an interval [start, end] with 0<=start<=end<=1"),
+        (["--mode", "multidiffusion", "--view-weights", "1", "2", "3"],
+         "view_weights: 3 weights given for 2 images; send one positive number per image"),
     ],
 )
 def test_a_bad_value_is_refused_in_the_workers_words(photos, capsys, argv, message):
@@ -166,7 +168,8 @@ def test_a_bad_setting_exits_with_status_1(photos, capsys):
 def test_without_a_gpu_the_command_says_so(photos, capsys):
     assert cli.main(["generate", str(photos[0])], env={}) == 1
     assert capsys.readouterr().err.splitlines()[-1] == (
-        "error: this worker needs a CUDA GPU: torch.cuda.is_available() is False; run it on a GPU endpoint"
+        "error: this worker needs a CUDA GPU: torch.cuda.is_available() is False; run it on a GPU endpoint, "
+        "or set TRELLIS_MV_GENERATOR=trellis_mv.standin:create to try it with a stand-in shape"
     )
 
 

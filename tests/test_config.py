@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 
 from trellis_mv.config import Settings, env_var_names
-from trellis_mv.errors import StartupError
+from trellis_mv.errors import StartupError, UserError
+from trellis_mv.schema import parse_job_input
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -55,6 +56,13 @@ def test_settings_are_frozen():
         ({"TRELLIS_MV_URL_TIMEOUT_S": "nan"}, "TRELLIS_MV_URL_TIMEOUT_S: nan is too small; the least allowed is 0.001"),
         ({"TRELLIS_MV_LOW_VRAM": "maybe"}, "TRELLIS_MV_LOW_VRAM: 'maybe' is not one of auto, on, off"),
         ({"TRELLIS_MV_LOG_LEVEL": "loud"}, "TRELLIS_MV_LOG_LEVEL: 'LOUD' is not one of DEBUG, INFO, WARNING, ERROR"),
+        ({"TRELLIS_MV_URL_EXPIRES_S": "59"}, "TRELLIS_MV_URL_EXPIRES_S: 59 is too small; the least allowed is 60"),
+        ({"TRELLIS_MV_URL_EXPIRES_S": "604801"}, "TRELLIS_MV_URL_EXPIRES_S: 604801 is too large; the most allowed is 604800"),
+        (
+            {"TRELLIS_MV_KEY_PREFIX": "glbs/"},
+            "TRELLIS_MV_KEY_PREFIX: 'glbs/' is not allowed; use 1 to 200 letters, digits, '.', '_', '-' and '/' "
+            "(not at either end, no empty or '..' parts)",
+        ),
         ({"TRELLIS_MV_GENERATOR": "tests.cpu"}, "TRELLIS_MV_GENERATOR: 'tests.cpu' is not of the form 'module:callable'"),
         (
             {"BUCKET_NAME": "glbs"},
@@ -80,3 +88,28 @@ def test_every_field_has_its_own_variable():
     names = env_var_names()
     assert len(names) == len(set(names)) == len(dataclasses.fields(Settings))
     assert {"BUCKET_ENDPOINT_URL", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY", "BUCKET_NAME"} <= set(names)
+
+
+def setting_allowed(env: dict) -> bool:
+    try:
+        Settings.from_env(env)
+    except StartupError:
+        return False
+    return True
+
+
+def request_allowed(output: dict) -> bool:
+    """Whether ``output`` passes the schema (the request's other mistake, no images, is not about it)."""
+    with pytest.raises(UserError) as raised:
+        parse_job_input({"images": [], "output": output}, Settings(), has_bucket=True)
+    return "output." not in str(raised.value)
+
+
+@pytest.mark.parametrize("prefix", ["glbs", "a/b-c_d.e", "x" * 200, "/glbs", "glbs/", "a//b", "a/../b", "..", "tête", "x" * 201])
+def test_the_key_prefix_setting_and_the_request_field_follow_one_rule(prefix):
+    assert setting_allowed({"TRELLIS_MV_KEY_PREFIX": prefix}) == request_allowed({"key_prefix": prefix})
+
+
+@pytest.mark.parametrize(("seconds", "allowed"), [(59, False), (60, True), (604800, True), (604801, False)])
+def test_the_url_lifetime_setting_and_the_request_field_share_their_range(seconds, allowed):
+    assert setting_allowed({"TRELLIS_MV_URL_EXPIRES_S": str(seconds)}) == request_allowed({"expires_in": seconds}) == allowed

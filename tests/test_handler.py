@@ -1,18 +1,15 @@
-"""handler.py as RunPod runs it: ``--test_input`` (a file or a JSON string) and runpod's local HTTP API.
+"""handler.py as a user runs it: ``--test_input`` (a file or a JSON string) and runpod's local HTTP API.
 
-Each test starts ``python handler.py`` as a subprocess with the CPU test generator configured through
-``TRELLIS_MV_GENERATOR`` and talks to it the way a client would. The API server binds to loopback; a
-test waits for uvicorn's "running" line on its output, not for a fixed time.
+Each test starts ``python handler.py`` as a subprocess with the packaged stand-in generator
+(``TRELLIS_MV_GENERATOR=trellis_mv.standin:create``, no ``PYTHONPATH``) and talks to it the way a
+client would. The API server binds to loopback; a test waits for uvicorn's "running" line on its
+output, not for a fixed time.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -20,29 +17,14 @@ from typing import Iterator
 import pytest
 import requests
 from helpers import png_b64
+from processes import HandlerProcess, environment, free_port, run_handler
 
-from handler import read_test_input_file, throttled
+from handler import quiet_runpod, read_test_input_file, runpod_mode, take_glb_out
+from trellis_mv.progress import OrderedSender, throttled
 
 pytestmark = pytest.mark.timeout(60)
 
-ROOT = Path(__file__).resolve().parent.parent
-CPU_GENERATOR = "cpu_generator:create"
-
-
-def environment(**extra: str) -> dict[str, str]:
-    """A clean environment: no bucket, no proxies, the tests folder importable."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("BUCKET_", "TRELLIS_MV_", "RUNPOD_"))}
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        env.pop(name, None)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests")])
-    env["PYTHONUNBUFFERED"] = "1"
-    return {**env, **extra}
-
-
-def run_handler(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "handler.py", *args], cwd=ROOT, env=environment(**env), capture_output=True, text=True, timeout=50
-    )
+STANDIN = "trellis_mv.standin:create"
 
 
 def test_test_input_file_paths_are_read_and_json_strings_pass_through(tmp_path):
@@ -54,15 +36,70 @@ def test_test_input_file_paths_are_read_and_json_strings_pass_through(tmp_path):
     assert read_test_input_file(["h.py", "--rp_serve_api"]) == ["h.py", "--rp_serve_api"]
 
 
-def test_the_repository_test_input_runs_with_the_cpu_generator():
-    done = run_handler("--test_input", "test_input.json", TRELLIS_MV_GENERATOR=CPU_GENERATOR)
+@pytest.mark.parametrize(
+    ("argv", "rest", "path"),
+    [
+        (["h.py", "--test_input", "{}", "--glb_out", "a/b.glb"], ["h.py", "--test_input", "{}"], Path("a/b.glb")),
+        (["h.py", "--glb_out=x.glb"], ["h.py"], Path("x.glb")),
+        (["h.py", "--rp_serve_api"], ["h.py", "--rp_serve_api"], None),
+    ],
+)
+def test_glb_out_is_ours_and_runpod_never_sees_it(argv, rest, path):
+    assert take_glb_out(argv) == (rest, path)
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        (["h.py"], {}, ["h.py", "--rp_log_level", "WARN"]),
+        (["h.py", "--rp_log_level", "DEBUG"], {}, ["h.py", "--rp_log_level", "DEBUG"]),
+        (["h.py", "--rp_log_level=INFO"], {}, ["h.py", "--rp_log_level=INFO"]),
+        (["h.py"], {"RUNPOD_LOG_LEVEL": "DEBUG"}, ["h.py"]),
+        (["h.py"], {"RUNPOD_DEBUG_LEVEL": "DEBUG"}, ["h.py", "--rp_log_level", "WARN"]),
+    ],
+)
+def test_runpod_logs_at_warn_unless_the_user_chose_a_level(argv, env, expected):
+    assert quiet_runpod(argv, env) == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "mode"),
+    [
+        (["h.py"], {"RUNPOD_WEBHOOK_GET_JOB": "http://127.0.0.1:1/job-take/$ID?gpu=x"}, "hosted"),
+        (["h.py"], {}, "local"),  # runpod then runs ./test_input.json
+        (["h.py", "--test_input", "{}"], {"RUNPOD_WEBHOOK_GET_JOB": "http://127.0.0.1:1/"}, "local"),
+        (["h.py", "--rp_serve_api"], {"RUNPOD_WEBHOOK_GET_JOB": "http://127.0.0.1:1/"}, "api"),
+        (["h.py"], {"RUNPOD_REALTIME_PORT": "8080", "RUNPOD_WEBHOOK_GET_JOB": "http://127.0.0.1:1/"}, "api"),
+    ],
+)
+def test_the_mode_is_the_one_runpod_will_run(argv, env, mode):
+    assert runpod_mode(argv, env) == mode
+
+
+def test_the_repository_test_input_writes_a_glb_file_and_prints_no_base64(tmp_path, valid_glb):
+    glb = tmp_path / "chair.glb"
+    done = run_handler("--test_input", "test_input.json", "--glb_out", str(glb), TRELLIS_MV_GENERATOR=STANDIN)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "job local_test done: 2 views" in done.stdout + done.stderr
+    log = done.stdout + done.stderr
+    assert "job local_test done: 2 views" in log
+    assert f"job local_test: GLB written to {glb} ({glb.stat().st_size} bytes)" in log
+    answer = json.loads(log.split("job local_test answer: ", 1)[1].splitlines()[0])
+    assert answer["glb"]["path"] == str(glb) and "base64" not in answer["glb"]
+    assert (answer["pipeline_type"], answer["resolution"], answer["warnings"]) == ("512", 512, [])
+    assert base64.b64encode(glb.read_bytes()).decode()[:64] not in log
+    valid_glb(glb.read_bytes())
+
+
+def test_the_glb_goes_to_the_job_id_in_the_current_folder_by_default(tmp_path, valid_glb):
+    job = json.dumps({"id": "chair-1", "input": {"images": [png_b64()], "seed": 1, "pipeline_type": "512"}})
+    done = run_handler("--test_input", job, cwd=tmp_path, TRELLIS_MV_GENERATOR=STANDIN)
+    assert done.returncode == 0, done.stdout + done.stderr
+    valid_glb((tmp_path / "chair-1.glb").read_bytes())
 
 
 def test_a_json_string_still_works_and_an_error_answer_exits_non_zero():
     bad = json.dumps({"input": {"images": [png_b64()], "pipeline_type": "2048"}})
-    done = run_handler("--test_input", bad, TRELLIS_MV_GENERATOR=CPU_GENERATOR)
+    done = run_handler("--test_input", bad, TRELLIS_MV_GENERATOR=STANDIN)
     assert done.returncode == 1
     assert (
         'failed with error: pipeline_type: "2048" is not allowed; use "512", "1024", "1024_cascade" or "1536_cascade"'
@@ -70,10 +107,13 @@ def test_a_json_string_still_works_and_an_error_answer_exits_non_zero():
     )
 
 
-def test_without_cuda_a_valid_job_fails_with_a_clear_message():
+def test_without_cuda_a_valid_job_fails_with_a_clear_message_and_the_way_out():
     done = run_handler("--test_input", "test_input.json")
     assert done.returncode == 1
-    assert "this worker needs a CUDA GPU" in done.stdout + done.stderr
+    assert (
+        "this worker needs a CUDA GPU: torch.cuda.is_available() is False; run it on a GPU endpoint, or set "
+        "TRELLIS_MV_GENERATOR=trellis_mv.standin:create to try it with a stand-in shape"
+    ) in done.stdout + done.stderr
 
 
 def test_a_missing_file_is_named():
@@ -88,40 +128,17 @@ def test_bad_settings_stop_the_start_with_the_variable_named():
     assert "TRELLIS_MV_MAX_VIEWS: expected an integer, got 'many'" in done.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def api() -> Iterator[str]:
-    """``handler.py --rp_serve_api`` on loopback, with the CPU generator; yields its base URL."""
+    """``handler.py --rp_serve_api`` on loopback, with the stand-in generator; yields its base URL."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "handler.py", "--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port", str(port)],
-        cwd=ROOT, env=environment(TRELLIS_MV_GENERATOR=CPU_GENERATOR), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def read() -> None:
-        for line in process.stdout:
-            lines.append(line)
-            if "Uvicorn running on" in line:
-                ready.set()
-        ready.set()  # the process ended: let the fixture report why
-
-    threading.Thread(target=read, daemon=True).start()
-    ready.wait(45)
-    if process.poll() is not None or not any("Uvicorn running on" in line for line in lines):
-        process.kill()
-        pytest.fail("the API server did not start:\n" + "".join(lines))
+    server = HandlerProcess("--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port", str(port),
+                            env=environment(TRELLIS_MV_GENERATOR=STANDIN))
+    if not server.wait_for("Uvicorn running on"):
+        server.stop()
+        pytest.fail("the API server did not start:\n" + server.output())
     yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(10)
-    process.stdout.close()
+    server.stop()
 
 
 def job_input(**fields) -> dict:
@@ -138,15 +155,18 @@ def test_runsync_answers_a_valid_glb(api, valid_glb):
     valid_glb(data)
 
 
-def test_run_then_status_answers_the_same_glb(api, valid_glb):
+def test_run_answers_in_progress_and_the_job_runs_on_the_first_status(api, valid_glb):
     sync = requests.post(f"{api}/runsync", json={"input": job_input()}, timeout=30).json()["output"]
     queued = requests.post(f"{api}/run", json={"input": job_input()}, timeout=30).json()
-    assert queued["status"] == "IN_PROGRESS"
-    # runpod's local API takes POST here; the hosted /status takes GET
+    assert queued == {"id": queued["id"], "status": "IN_PROGRESS"}
+    # runpod's local API takes POST here (the hosted /status takes GET) and runs the job in this call
     status = requests.post(f"{api}/status/{queued['id']}", timeout=30).json()
     assert status["status"] == "COMPLETED", status
     assert status["output"]["glb"]["sha256"] == sync["glb"]["sha256"]
     valid_glb(base64.b64decode(status["output"]["glb"]["base64"]))
+    # the job is gone once answered: a second /status does not find it
+    again = requests.post(f"{api}/status/{queued['id']}", timeout=30).json()
+    assert again == {"id": queued["id"], "status": "FAILED", "error": "Job ID not found"}
 
 
 def test_a_bad_job_fails_with_its_message_and_the_server_goes_on(api, valid_glb):
@@ -171,3 +191,24 @@ def test_progress_sends_every_stage_but_throttles_steps():
         now[0] = at
         progress(update)
     assert [update.get("step") for update in sent] == [None, 1, 3, None]
+
+
+def test_progress_is_posted_in_order_and_all_of_it_before_close_returns():
+    posted: list[int] = []
+    first_arrived, release = threading.Event(), threading.Event()
+
+    def post(update: dict) -> None:
+        if update["n"] == 0:  # the job API is slow to take the first update
+            first_arrived.set()
+            assert release.wait(10)
+        posted.append(update["n"])
+
+    sender = OrderedSender(post)
+    sender({"n": 0})
+    assert first_arrived.wait(10)
+    for n in range(1, 6):
+        sender({"n": n})  # queued while the first post is still in flight: the job is not held up
+    assert posted == []
+    release.set()
+    sender.close()
+    assert posted == [0, 1, 2, 3, 4, 5]

@@ -167,7 +167,8 @@ def test_a_job_without_a_usable_input(raw):
 def test_without_cuda_a_valid_job_says_a_gpu_is_needed_and_an_invalid_one_says_what_is_wrong():
     no_gpu = CudaRequired("torch.cuda.is_available() is False")
     assert run_job(job(), settings=SETTINGS, generator=no_gpu, store=None) == {
-        "error": "this worker needs a CUDA GPU: torch.cuda.is_available() is False; run it on a GPU endpoint"
+        "error": "this worker needs a CUDA GPU: torch.cuda.is_available() is False; run it on a GPU endpoint, or set "
+        "TRELLIS_MV_GENERATOR=trellis_mv.standin:create to try it with a stand-in shape"
     }
     assert run_job(job(mode="fast"), settings=SETTINGS, generator=no_gpu, store=None) == {
         "error": 'mode: "fast" is not allowed; use "stochastic", "multidiffusion" or "concat"'

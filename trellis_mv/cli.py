@@ -166,7 +166,7 @@ def parser() -> argparse.ArgumentParser:
                           "the report goes beside it as .json, the preview as .preview.png")
     generate.add_argument("-v", "--verbose", action="store_true", help="log at TRELLIS_MV_LOG_LEVEL (default: warnings only)")
     for flag in flags():
-        generate.add_argument(flag.option, dest=flag.dest, default=argparse.SUPPRESS, help=_help(flag), **_reader(flag.field.annotation))
+        generate.add_argument(flag.option, dest=flag.dest, default=argparse.SUPPRESS, help=_help(flag), **_reader(flag.field.annotation, flag.paths[0][-1]))
     return command
 
 
@@ -217,7 +217,7 @@ def _help(flag: Flag) -> str:
     return f"{flag.field.description} ({fields}; default: {default})"
 
 
-def _reader(annotation: Any) -> dict[str, Any]:
+def _reader(annotation: Any, name: str) -> dict[str, Any]:
     """argparse keywords for a field's type; values are only converted, the schema checks them."""
     kind = _bare(annotation)
     if kind is bool:
@@ -225,7 +225,9 @@ def _reader(annotation: Any) -> dict[str, Any]:
     if kind in (int, float):
         return {"type": kind, "metavar": "N" if kind is int else "X"}
     if typing.get_origin(kind) is list:
-        return {"type": float, "nargs": 2, "metavar": ("START", "END")}
+        # The one list of fixed length is an interval; others (view_weights) take one number per image.
+        return {"type": float, "nargs": 2, "metavar": ("START", "END")} if name == "guidance_interval" else \
+            {"type": float, "nargs": "+", "metavar": "X"}
     choices = typing.get_args(kind)
     shown = "{" + ",".join(json.dumps(choice) if isinstance(choice, bool) else str(choice) for choice in choices) + "}"
     return {"type": _literal(choices), "metavar": shown}

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Mapping
 
 from .errors import StartupError
+from .limits import KEY_PREFIX_RULE, MAX_EXPIRES_IN, MIN_EXPIRES_IN, key_prefix_allowed
 
 __all__ = ["Settings", "env_var_names"]
 
@@ -21,8 +22,8 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _BUCKET_REQUIRED = ("BUCKET_NAME", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY")
 
 
-def _setting(default: Any, env: str, help: str, *, minimum: float | None = None) -> Any:
-    return field(default=default, metadata={"env": env, "help": help, "minimum": minimum})
+def _setting(default: Any, env: str, help: str, *, minimum: float | None = None, maximum: float | None = None) -> Any:
+    return field(default=default, metadata={"env": env, "help": help, "minimum": minimum, "maximum": maximum})
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,12 @@ class Settings:
         "base64 adds a third)", minimum=1,
     )
     url_expires_s: int = _setting(
-        3600, "TRELLIS_MV_URL_EXPIRES_S", "default lifetime of the presigned GLB URL", minimum=1,
+        3600, "TRELLIS_MV_URL_EXPIRES_S", "default lifetime of the presigned GLB URL, seconds (60 to 604800)",
+        minimum=MIN_EXPIRES_IN, maximum=MAX_EXPIRES_IN,
     )
-    key_prefix: str = _setting("trellis-mv", "TRELLIS_MV_KEY_PREFIX", "default first part of the object key")
+    key_prefix: str = _setting(
+        "trellis-mv", "TRELLIS_MV_KEY_PREFIX", f"default first part of the object key: {KEY_PREFIX_RULE}",
+    )
     # Bucket (RunPod's own names)
     bucket_endpoint_url: str | None = _setting(
         None, "BUCKET_ENDPOINT_URL", "S3 endpoint, e.g. https://<account>.r2.cloudflarestorage.com; unset for AWS",
@@ -106,6 +110,8 @@ class Settings:
         _check_choice("TRELLIS_MV_LOW_VRAM", settings.low_vram, _LOW_VRAM_CHOICES)
         _check_choice("TRELLIS_MV_LOG_LEVEL", settings.log_level, _LOG_LEVELS)
         _check_generator(settings.generator)
+        if not key_prefix_allowed(settings.key_prefix):
+            raise StartupError(f"TRELLIS_MV_KEY_PREFIX: {settings.key_prefix!r} is not allowed; use {KEY_PREFIX_RULE}")
         return settings
 
 
@@ -115,7 +121,7 @@ def env_var_names() -> list[str]:
 
 
 def _parse(spec: Any, raw: str) -> Any:
-    name, minimum = spec.metadata["env"], spec.metadata["minimum"]
+    name, minimum, maximum = spec.metadata["env"], spec.metadata["minimum"], spec.metadata["maximum"]
     kind = spec.type.split(" | ")[0]
     if kind in ("int", "float"):
         number_type = int if kind == "int" else float
@@ -126,6 +132,8 @@ def _parse(spec: Any, raw: str) -> Any:
             raise StartupError(f"{name}: expected {expected}, got {raw!r}") from None
         if minimum is not None and not value >= minimum:
             raise StartupError(f"{name}: {raw} is too small; the least allowed is {minimum:g}")
+        if maximum is not None and value > maximum:
+            raise StartupError(f"{name}: {raw} is too large; the most allowed is {maximum:g}")
         return value
     if name == "TRELLIS_MV_LOG_LEVEL":
         return raw.upper()

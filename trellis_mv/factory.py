@@ -16,7 +16,10 @@ from .errors import StartupError
 from .generator import GenerationRequest, GenerationResult, Generator, ProgressFn
 from .startup import run_checks
 
-__all__ = ["CudaRequired", "build_generator"]
+__all__ = ["STANDIN", "CudaRequired", "build_generator"]
+
+# The packaged CPU stand-in (a textured sphere, not a reconstruction): try the worker without a GPU.
+STANDIN = "trellis_mv.standin:create"
 
 
 class CudaRequired:
@@ -27,7 +30,10 @@ class CudaRequired:
 
     def generate(self, request: GenerationRequest, progress: ProgressFn | None = None) -> GenerationResult:
         """Refuse: there is nothing to generate with."""
-        raise StartupError(f"this worker needs a CUDA GPU: {self.reason}; run it on a GPU endpoint")
+        raise StartupError(
+            f"this worker needs a CUDA GPU: {self.reason}; run it on a GPU endpoint, or set "
+            f"TRELLIS_MV_GENERATOR={STANDIN} to try it with a stand-in shape"
+        )
 
 
 def build_generator(settings: Settings) -> Generator:

@@ -73,7 +73,9 @@ class GenerationResult:
     """What a generator made.
 
     ``mesh`` is whatever ``export.export_glb`` accepts: trellis2's ``MeshWithVoxel`` from the GPU
-    pipeline, or an already textured ``trimesh.Trimesh`` from a test generator. ``views`` are the
+    pipeline, or an already textured ``trimesh.Trimesh`` from a test generator. ``resolution`` is the
+    one the shape was made at (a cascade may lower it: ``trellis_mv.cascade``), and ``warnings`` are
+    readable lines about anything done other than asked; both reach the answer. ``views`` are the
     images as the model saw them, one per request image, RGBA: TRELLIS.2's preprocessed crops, whose
     alpha is the foreground the per-view self-check (``views_fit``) compares the result with.
     """
@@ -81,6 +83,8 @@ class GenerationResult:
     mesh: Any
     timings: dict[str, float] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    resolution: int | None = None
+    warnings: list[str] = field(default_factory=list)
     views: tuple[Image.Image, ...] = ()
 
 

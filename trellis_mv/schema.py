@@ -31,6 +31,7 @@ from .config import Settings
 from .errors import UserError
 from .export import GlbOptions
 from .generator import STAGES, GenerationRequest, Mode, PipelineType, StageOptions
+from .limits import KEY_PREFIX_RULE, MAX_EXPIRES_IN, MIN_EXPIRES_IN, key_prefix_allowed
 
 __all__ = [
     "GlbInput",
@@ -43,9 +44,6 @@ __all__ = [
 ]
 
 MAX_SEED = 2**32 - 1
-# S3 SigV4 presigned URLs live at most 7 days.
-MAX_EXPIRES_IN = 7 * 24 * 3600
-_KEY_PREFIX_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/")
 _GLB_DEFAULTS = GlbOptions()
 
 
@@ -92,18 +90,8 @@ def _interval(value: list[float]) -> tuple[float, float]:
 
 
 def _key_prefix(value: str) -> str:
-    if (
-        not 1 <= len(value) <= 200
-        or not set(value) <= _KEY_PREFIX_CHARS
-        or value.startswith("/")
-        or value.endswith("/")
-        or "//" in value
-        or ".." in value.split("/")
-    ):
-        raise ValueError(
-            f"{_json(value)} is not allowed; use 1 to 200 letters, digits, '.', '_', '-' and '/' "
-            "(not at either end, no empty or '..' parts)"
-        )
+    if not key_prefix_allowed(value):
+        raise ValueError(f"{_json(value)} is not allowed; use {KEY_PREFIX_RULE}")
     return value
 
 
@@ -175,7 +163,7 @@ class OutputInput(_Input):
 
     type: Literal["s3", "base64"] | None = Field(None, description="default: s3 when a bucket is configured")
     key_prefix: Annotated[str, AfterValidator(_key_prefix)] | None = Field(None, description="object key prefix")
-    expires_in: Annotated[int, _between(60, MAX_EXPIRES_IN)] | None = Field(
+    expires_in: Annotated[int, _between(MIN_EXPIRES_IN, MAX_EXPIRES_IN)] | None = Field(
         None, description="seconds the presigned URL stays valid"
     )
     preview: bool = Field(

@@ -89,12 +89,16 @@ def run_job(
         return _internal_error(job_id, error)
     timings["total"] = round(time.perf_counter() - started, 3)
     log.info("job %s done: %d views, %d faces, %d bytes, %.1f s", job_id, len(views), glb.faces, len(glb.data), timings["total"])
+    for warning in result.warnings:
+        log.warning("job %s: %s", job_id, warning)
     answer = {
         "glb": stored,
         "seed": request.seed,
         "views": len(views),
         "mode": request.mode,
         "pipeline_type": request.pipeline_type,
+        "resolution": result.resolution,
+        "warnings": result.warnings,
         "mesh": {"vertices": glb.vertices, "faces": glb.faces},
         "timings": {**result.timings, **timings, **{f"export_{name}": value for name, value in glb.timings.items()},
                     **(preview.timings if preview else {})},
@@ -132,8 +136,10 @@ def _internal_error(job_id: str, error: Exception) -> dict[str, Any]:
 
 
 def _is_cuda_out_of_memory(error: Exception) -> bool:
+    # torch's caching allocator raises OutOfMemoryError; kernels that allocate on their own (extensions,
+    # Triton) raise RuntimeError("CUDA error: out of memory") and the like.
     return isinstance(error, torch.cuda.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and "CUDA out of memory" in str(error)
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
     )
 
 

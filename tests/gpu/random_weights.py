@@ -8,26 +8,28 @@
     BiRefNet/                          (remote-code stand-in with BiRefNet's output shape, see birefnet_standin.py)
 
 Model args come from trellis2's own ``configs/`` (denoisers: ``configs/gen``, decoders:
-``configs/scvae/*_ft_512.json``), the sparse-structure decoder's from TRELLIS v1 (GPU.md). Every
+``configs/scvae/*_ft_512.json``), the sparse-structure decoder's from TRELLIS v1 (docs/gpu.md). Every
 model is built at full size; ``full=False`` (the default) saves only the tensors that matter,
 because ``models.from_pretrained`` loads with ``strict=False`` and keeps the random init of the
 rest: writing 15 GB of random numbers measures the disk, not our code.
 
-Trap 1 (GPU.md): trellis2's flows zero their adaLN and output layers at init, so a fresh flow
+Trap 1 (docs/gpu.md): trellis2's flows zero their adaLN and output layers at init, so a fresh flow
 predicts zero velocity and any two samplers "agree". Every all-zero parameter of a flow gets
 random values here and is saved, so the loaded flows predict nonzero velocities; the tests also
 assert the sampled latents moved away from the noise.
 
-Trap 2 (GPU.md): a random sparse-structure decoder fills nearly all 32³ cells, so later stages see
+Trap 2 (docs/gpu.md): a random sparse-structure decoder fills nearly all 32³ cells, so later stages see
 tens of thousands of tokens no object has. :class:`ShellOccupancy` wraps the decoder (it still runs,
 so its cost is real) and answers a spherical shell instead: radius 0.4 of the grid, 1.5 cells thick
-at 64³, which pools to about 4-5 k voxels at 32³ (GPU.md: |r - 12.8| < 1 gives 4,184).
+at 64³, which pools to about 4-5 k voxels at 32³ (docs/gpu.md: |r - 12.8| < 1 gives 4,184).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -67,7 +69,7 @@ def _sampler(steps: int, strength: float, rescale: float, interval: list[float],
 
 
 def pipeline_json(models: tuple[str, ...] | None = None) -> dict:
-    """TRELLIS.2-4B's ``pipeline.json`` (GPU.md's sampler numbers), optionally with fewer models."""
+    """TRELLIS.2-4B's ``pipeline.json`` (docs/gpu.md's sampler numbers), optionally with fewer models."""
     names = models or tuple(PIPELINE_MODELS)
     gen = torch.Generator().manual_seed(7)
     # Not the real statistics (unpublished here): values away from 0/1 so the (de)normalisation is exercised.
@@ -176,6 +178,21 @@ class ShellOccupancy(torch.nn.Module):
         super().__init__()
         self.decoder, self.radius, self.half_thickness = decoder, radius, half_thickness
         self.last_latent: torch.Tensor | None = None
+
+    @contextmanager
+    def with_radius(self, radius: float) -> Iterator[None]:
+        """Another shell radius (fraction of the grid) for the block.
+
+        The cascade's high pass quantizes each 32³ voxel into at most (resolution / 512)³ cells, so
+        a shell of n voxels has at most 27 n tokens at 1536: radius 0.2 (about 1.2 k voxels, at most
+        31 k tokens) keeps ``1536_cascade`` under its 49,152-token limit, the default 0.4 (about 4.6 k)
+        does not.
+        """
+        default, self.radius = self.radius, radius
+        try:
+            yield
+        finally:
+            self.radius = default
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         self.last_latent = z.detach().clone()

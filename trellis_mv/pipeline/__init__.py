@@ -1,8 +1,8 @@
 """The trellis2 adapter: the only package that imports trellis2 (inside functions).
 
-``loading`` builds TRELLIS.2's pipeline from local folders; ``running`` runs one job's stages on
-it (``TrellisGenerator``, the worker's GPU ``Generator``); ``preprocess``, ``sparse`` and
-``offload`` are their parts.
+``loading`` builds TRELLIS.2's pipeline from local folders; ``running`` runs one job on it
+(``TrellisGenerator``, the worker's GPU ``Generator``) through the three sampling stages of
+``stages``; ``preprocess``, ``sparse`` and ``offload`` are their parts.
 """
 
 from .loading import load_generator, load_pipeline
