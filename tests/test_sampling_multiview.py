@@ -1,7 +1,7 @@
 """Invariants of guided multi-view sampling, against a loop reference of trellis2's sampler math.
 
 The model is a tiny cross-attention flow with random nonzero weights, so its velocity depends on the
-condition non-linearly (GPU.md, Trap 1: a zero-velocity model makes every parity test pass). Its
+condition non-linearly (docs/gpu.md, Trap 1: a zero-velocity model makes every parity test pass). Its
 cross-attention is built like trellis2's (``MultiHeadAttention(type="cross", qk_rms_norm=True)``):
 biased query/key/value projections, per-head RMS norm of queries and keys, torch's
 ``scaled_dot_product_attention``, no positional encoding on the keys. The "concat" invariants

@@ -4,7 +4,7 @@
 the negative pass zeros tiled to the same length (``trellis_mv/sampling/multiview.py``). Softmax
 cross-attention over N copies of the same tokens equals attention over one copy, and over tokens in
 any order the same, so N identical views must give one view's latents and the order of the views must
-not matter: fp32 max abs differences of at most 1e-4. Trap 1 (GPU.md) is checked on the flows themselves:
+not matter: fp32 max abs differences of at most 1e-4. Trap 1 (docs/gpu.md) is checked on the flows themselves:
 their velocities are nonzero and depend on the views, so the invariants are not vacuous.
 The handler then answers a GLB in "concat" mode for 1, 4 and 8 views at every pipeline type (and once
 with a multidiffusion texture stage), and ``view_weights`` are shown to reach the pipeline's sampler.
@@ -58,7 +58,7 @@ def _diffs(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, 
 
 
 def _shell_latent(flow: Any) -> Any:
-    """Noise on a 32³ spherical shell (|r - 12.8| < 1, GPU.md's 4,184 voxels): a sparse latent for the shape flow."""
+    """Noise on a 32³ spherical shell (|r - 12.8| < 1, docs/gpu.md: 4,184 voxels): a sparse latent for the shape flow."""
     from trellis2.modules.sparse import SparseTensor
 
     axis = torch.arange(32, device="cuda", dtype=torch.float32) - 15.5

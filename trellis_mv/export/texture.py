@@ -1,7 +1,7 @@
 """Baked attributes -> the two glTF textures: UV padding (push-pull, in torch), packing, encoding.
 
 o_voxel's ``to_glb`` fills every texel outside the UV charts with ``cv2.inpaint`` (Telea), four times
-per GLB, on the CPU: 13.2 s of a 37 s export at 2048² (GPU.md). Only texels near the charts are ever
+per GLB, on the CPU: 13.2 s of a 37 s export at 2048² (docs/gpu.md). Only texels near the charts are ever
 read (bilinear filtering, mipmaps), and they need a smooth continuation of the chart, not an
 inpainting of the whole atlas. ``push_pull`` gives that in log2(size) pooling steps on the
 attributes' own device: the classic pull-push of texture baking tools.

@@ -1,9 +1,9 @@
 """A pure-torch stand-in for flash-attn's varlen functions, for GPU test machines without flash-attn.
 
 trellis2's sparse attention (``trellis2/modules/sparse/attention/full_attn.py``) accepts only
-xformers, flash_attn or flash_attn_3; the test machine has none that loads (GPU.md). These three
+xformers, flash_attn or flash_attn_3; the test machine has none that loads (docs/gpu.md). These three
 functions split the packed tokens at ``cu_seqlens`` and run ``F.scaled_dot_product_attention``
-once per segment: the fastest pure-torch varlen path measured there (GPU.md, "Attention
+once per segment: the fastest pure-torch varlen path measured there (docs/gpu.md, "Attention
 backends"). Full (non-causal) attention only, which is all trellis2's flows use. Only tests and
 benchmarks put this folder on ``sys.path``; the image ships the real flash-attn.
 """
