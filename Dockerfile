@@ -121,8 +121,13 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/tmp/wheels \
 # What the extensions were compiled for, read by the worker's start-up check (trellis_mv.startup).
 COPY --from=build /wheels/build-info.json /opt/trellis-mv/build-info.json
 # FlexGEMM's setup.py writes its shipped autotune cache (A100, MI300X) to the build stage's home;
-# the image keeps it at a fixed path, where other GPUs add their entries on first use.
+# the image keeps it at a fixed path with our entries (builder/flex_gemm_autotune/) merged in, and
+# other GPUs add theirs on first use (the worker warms up at start where it holds none).
 COPY --from=build /src/FlexGEMM/autotune_cache.json /opt/flex_gemm/autotune_cache.json
+COPY builder/autotune_flexgemm.py /opt/builder/
+COPY builder/flex_gemm_autotune/ /opt/builder/flex_gemm_autotune/
+RUN python /opt/builder/autotune_flexgemm.py merge /opt/flex_gemm/autotune_cache.json \
+      /opt/flex_gemm/autotune_cache.json /opt/builder/flex_gemm_autotune
 ENV FLEX_GEMM_AUTOTUNE_CACHE_PATH=/opt/flex_gemm/autotune_cache.json
 WORKDIR /app
 # The project is installed from a read-write bind mount of the context (the build's scratch files

@@ -122,10 +122,11 @@ def main() -> None:
     tuning.add_argument("--out-dir", type=Path, default=ROOT / "builder" / "flex_gemm_autotune")
     merging = commands.add_parser("merge", help="join cache files into one")
     merging.add_argument("out", type=Path)
-    merging.add_argument("caches", type=Path, nargs="+")
+    merging.add_argument("caches", type=Path, nargs="+", help="cache files, or folders of them (their *.json)")
     args = parser.parse_args()
     if args.command == "merge":
-        args.out.write_text(json.dumps(merge([json.loads(path.read_text()) for path in args.caches]), indent=1))
+        files = [file for path in args.caches for file in (sorted(path.glob("*.json")) if path.is_dir() else [path])]
+        args.out.write_text(json.dumps(merge([json.loads(file.read_text()) for file in files]), indent=1))
         return
     kinds = args.pipeline_types.split(",")
     unknown = sorted(set(kinds) - set(SHAPES))

@@ -100,6 +100,20 @@ def test_merge_joins_caches_per_gpu_and_kernel_later_ones_winning():
         "NVIDIA A100": {"k1": {"(1,)": "a"}}, "NVIDIA H200": {"k1": {"(1,)": "new", "(2,)": "b"}, "k2": {"(3,)": "c"}}}
 
 
+@pytest.mark.parametrize("ours", [{}, {"nvidia-h200.json": {"NVIDIA H200": {"k1": {"(1,)": "new"}}}}])
+def test_the_image_merges_our_folder_into_flexgemms_cache_in_place(tmp_path, ours):
+    """The Dockerfile's call: the cache is both output and first input, our folder may hold no file yet."""
+    cache, folder = tmp_path / "autotune_cache.json", tmp_path / "flex_gemm_autotune"
+    cache.write_text(json.dumps({"NVIDIA A100": {"k1": {"(1,)": "a"}}}))
+    folder.mkdir()
+    (folder / "README.md").write_text("not a cache")
+    for name, entries in ours.items():
+        (folder / name).write_text(json.dumps(entries))
+    subprocess.run([sys.executable, str(ROOT / "builder" / "autotune_flexgemm.py"), "merge", str(cache), str(cache),
+                    str(folder)], check=True, capture_output=True, timeout=60)
+    assert json.loads(cache.read_text()) == autotune_flexgemm.merge([{"NVIDIA A100": {"k1": {"(1,)": "a"}}}, *ours.values()])
+
+
 @pytest.mark.parametrize(("gpu", "name"), [("NVIDIA H200", "nvidia-h200.json"),
                                            ("NVIDIA H100 80GB HBM3", "nvidia-h100-80gb-hbm3.json")])
 def test_cache_files_are_named_after_the_gpu(gpu, name):
