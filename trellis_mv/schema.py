@@ -2,14 +2,13 @@
 
 Each field has its default, its bounds or choices and a description here and nowhere else. Models are
 strict (``"12"`` is not an integer, ``1.0`` is not a step count) and refuse unknown fields. Pydantic's
-errors become one line each — ``"shape_slat.steps: 0 is not in the range 1<=x<=50"`` — and all lines
+errors become one line each (``messages.worded``: ``"shape_slat.steps: 0 is not in the range 1<=x<=50"``), and all lines
 of a request come back together, joined with ``"; "``. The request-dependent limits (how many views,
 how large an image) come from ``Settings`` through pydantic's validation context.
 """
 
 from __future__ import annotations
 
-import json
 import secrets
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Sequence
@@ -32,6 +31,7 @@ from .errors import UserError
 from .export import GlbOptions
 from .generator import STAGES, GenerationRequest, Mode, PipelineType, StageOptions
 from .limits import KEY_PREFIX_RULE, MAX_EXPIRES_IN, MIN_EXPIRES_IN, key_prefix_allowed
+from .messages import shown, worded
 
 __all__ = [
     "GlbInput",
@@ -61,7 +61,7 @@ def _as_sent(value: float) -> float:
 def _between(low: float, high: float) -> AfterValidator:
     def check(value: float) -> float:
         if not low <= value <= high:
-            raise ValueError(f"{_json(_as_sent(value))} is not in the range {low}<=x<={high}")
+            raise ValueError(f"{shown(_as_sent(value))} is not in the range {low}<=x<={high}")
         return value
 
     return AfterValidator(check)
@@ -69,7 +69,7 @@ def _between(low: float, high: float) -> AfterValidator:
 
 def _positive(value: float) -> float:
     if not value > 0:
-        raise ValueError(f"{_json(_as_sent(value))} is not a positive number")
+        raise ValueError(f"{shown(_as_sent(value))} is not a positive number")
     return value
 
 
@@ -85,19 +85,19 @@ def _interval(value: list[float]) -> tuple[float, float]:
         raise ValueError(f"expected two numbers [start, end] within 0..1, got {len(value)}")
     start, end = value
     if not 0 <= start <= end <= 1:
-        raise ValueError(f"{_json(value)} is not an interval [start, end] with 0<=start<=end<=1")
+        raise ValueError(f"{shown(value)} is not an interval [start, end] with 0<=start<=end<=1")
     return start, end
 
 
 def _key_prefix(value: str) -> str:
     if not key_prefix_allowed(value):
-        raise ValueError(f"{_json(value)} is not allowed; use {KEY_PREFIX_RULE}")
+        raise ValueError(f"{shown(value)} is not allowed; use {KEY_PREFIX_RULE}")
     return value
 
 
 def _image_source(value: Any, info: ValidationInfo) -> Source:
     if not isinstance(value, str):
-        raise ValueError(f"expected a string (base64, a data: URI or an https:// URL), got {_json(value)}")
+        raise ValueError(f"expected a string (base64, a data: URI or an https:// URL), got {shown(value)}")
     settings = info.context.settings
     return parse_source(value, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
 
@@ -208,7 +208,7 @@ class JobInput(_Input):
         # Before the entries are decoded, so fifty images cost nothing to refuse.
         most = info.context.settings.max_views
         if not isinstance(value, list):
-            raise ValueError(f"expected a list of 1 to {most} images, got {_json(value)}")
+            raise ValueError(f"expected a list of 1 to {most} images, got {shown(value)}")
         if not 1 <= len(value) <= most:
             raise ValueError(f"{len(value)} images given; send 1 to {most}")
         return value
@@ -248,68 +248,14 @@ class JobInput(_Input):
 def parse_job_input(raw: Any, settings: Settings, *, has_bucket: bool) -> JobInput:
     """Validate ``job["input"]``; every problem is reported in one ``UserError``, joined with "; "."""
     if not isinstance(raw, dict):
-        raise UserError("input", f'expected an object such as {{"images": ["<base64>"]}}, got {_json(raw)}')
+        raise UserError("input", f'expected an object such as {{"images": ["<base64>"]}}, got {shown(raw)}')
     try:
         return JobInput.model_validate(raw, context=_Context(settings, has_bucket))
     except ValidationError as error:
         hints = {"images": f"required; send a list of 1 to {settings.max_views} images (base64, data: URIs or https:// URLs)"}
-        raise UserError("", "; ".join(_message(item, hints) for item in error.errors())) from None
-
-
-_EXPECTED = {
-    "int_type": "an integer",
-    "float_type": "a number",
-    "bool_type": "true or false",
-    "string_type": "a string",
-    "list_type": "a list",
-    "model_type": "an object",
-    "dict_type": "an object",
-    "finite_number": "a finite number",
-}
-
-
-def _message(error: dict[str, Any], hints: dict[str, str]) -> str:
-    path = _path(error["loc"])
-    kind, value = error["type"], error.get("input")
-    if kind == "missing":
-        text = hints.get(path, "required")
-    elif kind == "extra_forbidden":
-        text = f"unknown field; allowed: {', '.join(_model_at(error['loc'][:-1]).model_fields)}"
-    elif kind == "value_error":
-        text = str(error["ctx"]["error"])
-    elif kind == "literal_error":
-        expected = error["ctx"]["expected"].replace("'", '"').replace("True", "true").replace("False", "false")
-        text = f"{_json(value)} is not allowed; use {expected}"
-    elif kind in _EXPECTED:
-        text = f"expected {_EXPECTED[kind]}, got {_json(value)}"
-    else:
-        text = error["msg"]
-    return f"{path}: {text}"
+        raise UserError("", "; ".join(worded(item, JobInput, hints) for item in error.errors())) from None
 
 
 def _values(model: BaseModel) -> dict[str, Any]:
     # Not model_dump(): validators may have turned values into richer types (a tuple interval).
     return {name: getattr(model, name) for name in type(model).model_fields}
-
-
-def _path(loc: tuple[Any, ...]) -> str:
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
-    return path or "input"
-
-
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel]:
-    model: type[BaseModel] = JobInput
-    for part in loc:
-        model = model.model_fields[part].annotation
-    return model
-
-
-def _json(value: Any) -> str:
-    """A value as the client wrote it (JSON), cut short so that a stray base64 string stays readable."""
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
