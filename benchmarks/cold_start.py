@@ -129,7 +129,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from random_weights import write_weights
 
+    from trellis_mv.config import Settings
     from trellis_mv.pipeline.prefetch import weight_files
+    from trellis_mv.weights import find_weights
 
     results: dict[str, Any] = {"commit": gpu_env.commit(), "root": str(args.root), "filesystem": filesystem(args.root)}
 
@@ -142,7 +144,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     os.sync()
     results["write_weights_s"] = round(time.perf_counter() - start, 2)
     config = json.loads((model_dir / "pipeline.json").read_text())["args"]
-    files = weight_files(config, model_dir, model_dir.parent / "BiRefNet")
+    weights = find_weights(Settings(model_dir=str(model_dir), background_model=str(model_dir.parent / "BiRefNet")))
+    files = weight_files(config, weights)
     size = sum(path.stat().st_size for path in files)
     results.update(files=len(files), bytes=size, file_bytes={str(p.relative_to(args.root)): p.stat().st_size for p in files})
     save()

@@ -176,7 +176,7 @@ def test_the_sheet_of_a_generated_mesh(pipeline_bf16, out_dir, record):
     assert [view.mode for view in result.views] == ["RGBA"] * 4
     glb = export_glb(result.mesh, GlbOptions(decimation_target=200_000, texture_size=1024, remesh=False))
     rasterizers = rasterizers_for("cuda")
-    mesh = RenderMesh.from_trimesh(glb.mesh, "cuda")
+    mesh = RenderMesh.of(glb.mesh, "cuda")  # a TexturedMesh (what the GLB holds), not a trimesh
     _timed_fit(mesh, result.views[:1], rasterizers)  # warm-up
     seconds = {"1 view": _timed_fit(mesh, result.views[:1], rasterizers), "4 views": _timed_fit(mesh, result.views, rasterizers)}
     preview = make_preview(glb.mesh, result.views, device="cuda")
