@@ -3,7 +3,7 @@
     python benchmarks/report.py RUN_DIR...
 
 Each RUN_DIR is the folder one device call's files were fetched into (a later one wins where two
-measured the same part): ``results.tgz`` (every phase's small files:
+measured the same key of a part, e.g. one GPU test's record): ``results.tgz`` (every phase's small files:
 ``bench/results.json`` from benchmarks/run.py, ``gpu_results.json`` from tests/gpu,
 ``first_job.json``, ``cold_start.json``, ``env.json``, the logs) and the ``glbs.tgz.NN`` parts,
 which go through the Khronos validator here (benchmarks/validate_glbs.py; needs ``npm ci``).
@@ -192,12 +192,13 @@ def main() -> None:
     args = parser.parse_args()
     base = json.loads(args.results.read_text()) if args.results.is_file() else {}
     found: dict[str, Any] = {}
-    checks = None
     for run_dir in args.run_dirs:
         with tempfile.TemporaryDirectory() as scratch:
-            found.update(read_run(run_dir, Path(scratch)))
-        if any(run_dir.glob(validate_glbs.PARTS)) or any(run_dir.glob("*.glb")):
-            checks = validate_glbs.check_run(run_dir)
+            for part, value in read_run(run_dir, Path(scratch)).items():
+                found[part] = {**found.get(part, {}), **value}
+    with_glbs = [run_dir for run_dir in args.run_dirs
+                 if any(run_dir.glob(validate_glbs.PARTS)) or any(run_dir.glob("*.glb"))]
+    checks = validate_glbs.check_runs(with_glbs) if with_glbs else None
     results = merge(base, found, checks)
     args.results.write_text(json.dumps(results, indent=1))
     args.markdown.write_text(render(results))

@@ -1,8 +1,8 @@
 """The Khronos glTF validator on a device run's GLBs, here (the device has no node): per file, and summed.
 
-    python benchmarks/validate_glbs.py RUN_DIR [--out checks.json]
+    python benchmarks/validate_glbs.py RUN_DIR... [--out checks.json]
 
-RUN_DIR holds the ``glbs.tgz.NN`` parts tests/gpu/device_run.sh returns (one gzipped tar cut into
+Each RUN_DIR (one per device call; a later call's GLB of the same name wins) holds the ``glbs.tgz.NN`` parts tests/gpu/device_run.sh returns (one gzipped tar cut into
 pieces under the device tool's file-size cap; parts it could not return are missing from the end,
 so a cut archive still yields every GLB it holds whole, and says which one it lost), or loose
 ``*.glb`` files. Each GLB goes through ``node tests/gltf_validate.mjs`` (npm ``gltf-validator``,
@@ -56,13 +56,23 @@ def validate(glb: Path) -> dict[str, Any]:
             "codes": dict(Counter(message["code"] for message in issues["messages"]))}
 
 
-def check_run(run_dir: Path) -> dict[str, Any]:
-    """Every GLB of a run, validated; with the archive's state and the default-request sum."""
+def check_runs(run_dirs: list[Path]) -> dict[str, Any]:
+    """Every GLB of the runs, validated (a later run's file of the same name wins); the archives' state
+    (every GLB extracted, and the one lost where a run's archive was cut) and the default-request sum."""
+    archive: dict[str, Any] = {"extracted": [], "cut_short": False}
+    checks: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        parts = list(run_dir.glob(PARTS))
-        archive = unpack(parts, Path(scratch)) if parts else {"extracted": [], "cut_short": False}
-        glbs = sorted(Path(scratch).glob("*.glb")) + sorted(run_dir.glob("*.glb"))
-        checks = {glb.name: validate(glb) for glb in glbs}
+        for index, run_dir in enumerate(run_dirs):
+            folder = Path(scratch) / str(index)
+            folder.mkdir()
+            parts = list(run_dir.glob(PARTS))
+            if parts:
+                state = unpack(parts, folder)
+                archive["extracted"] += state["extracted"]
+                if state["cut_short"]:
+                    archive.update(cut_short=True, lost_at=state["lost_at"])
+            for glb in sorted(folder.glob("*.glb")) + sorted(run_dir.glob("*.glb")):
+                checks[glb.name] = validate(glb)
     defaults = {name: check for name, check in checks.items() if name.startswith("default_")}
     return {"archive": archive, "glbs": checks, "default_glbs": sorted(defaults),
             "default_glb_validator_errors": sum(check["errors"] for check in defaults.values()) if defaults else None}
@@ -70,10 +80,10 @@ def check_run(run_dir: Path) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dirs", type=Path, nargs="+")
     parser.add_argument("--out", type=Path, help="write the checks here as JSON (default: print them)")
     args = parser.parse_args()
-    text = json.dumps(check_run(args.run_dir), indent=1)
+    text = json.dumps(check_runs(args.run_dirs), indent=1)
     if args.out:
         args.out.write_text(text)
     else:

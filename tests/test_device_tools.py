@@ -184,11 +184,24 @@ def test_a_cut_glb_archive_yields_the_whole_glbs_and_names_the_lost_one(tmp_path
 def test_validation_sums_the_errors_of_the_default_glbs(tmp_path):
     _parts(tmp_path, ["default_n1.glb", "e2e.glb"], count=2)
     (tmp_path / "default_broken.glb").write_bytes(b"glTF" + b"\0" * 40)
-    checks = validate_glbs.check_run(tmp_path)
+    checks = validate_glbs.check_runs([tmp_path])
     assert checks["glbs"]["default_n1.glb"]["errors"] == 0 and checks["glbs"]["e2e.glb"]["errors"] == 0
     assert checks["default_glbs"] == ["default_broken.glb", "default_n1.glb"]
     assert checks["default_glb_validator_errors"] == checks["glbs"]["default_broken.glb"]["errors"] > 0
 
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node and `npm ci` (the Khronos validator)")
+def test_validation_keeps_the_glbs_of_every_run(tmp_path):
+    first, second = tmp_path / "call1", tmp_path / "call2"
+    first.mkdir()
+    second.mkdir()
+    _parts(first, ["default_n1.glb"], count=1)
+    _parts(second, ["export_warm.glb"], count=1)
+    checks = validate_glbs.check_runs([first, second])
+    assert sorted(checks["glbs"]) == ["default_n1.glb", "export_warm.glb"]
+    assert checks["archive"]["extracted"] == ["default_n1.glb", "export_warm.glb"]
+    assert checks["default_glb_validator_errors"] == 0
 
 def _run_files() -> dict:
     timings = {"generate": 12.0, "export": 4.8, "total": 17.0}
