@@ -36,16 +36,19 @@ def setup() -> str:
 def commit(root: Path = ROOT, env: Mapping[str, str] = os.environ) -> str:
     """This project's commit (``-dirty`` with uncommitted changes), never that of an enclosing repository.
 
-    A copy without ``.git`` (the device's) answers ``TRELLIS_MV_COMMIT`` (tests/gpu/device_run.sh
-    sets it from ``.cache/commit``), else ``unknown``.
+    ``TRELLIS_MV_COMMIT`` wins when set: tests/gpu/device_run.sh sets it from ``.cache/commit``, since
+    the device's copy of the tree may carry a ``.git`` of an older checkout. Else git, where the
+    project root has ``.git``; else ``unknown``.
     """
+    if env.get("TRELLIS_MV_COMMIT"):
+        return env["TRELLIS_MV_COMMIT"]
     if (root / ".git").exists():
         try:
             head = _git(root, "rev-parse", "--short=12", "HEAD")
             return head + ("-dirty" if _git(root, "status", "--porcelain", "--untracked-files=no") else "")
         except (OSError, subprocess.CalledProcessError):
             pass
-    return env.get("TRELLIS_MV_COMMIT") or "unknown"
+    return "unknown"
 
 
 def _git(root: Path, *args: str) -> str:

@@ -145,6 +145,7 @@ def test_the_commit_is_this_projects_never_an_enclosing_repositorys(tmp_path):
     assert gpu_env.commit(project, {}).endswith("-dirty")
     assert gpu_env.commit(copy, {}) == "unknown"
     assert gpu_env.commit(copy, {"TRELLIS_MV_COMMIT": "abc123"}) == "abc123"
+    assert gpu_env.commit(project, {"TRELLIS_MV_COMMIT": "abc123"}) == "abc123"  # the device's stale .git
 
 
 def _glb(seed: int) -> bytes:
