@@ -170,7 +170,7 @@ def phases(marks: dict[str, float]) -> dict[str, float]:
     """Seconds between consecutive marks, named after what happened in between."""
     names = {"cuda_checked": "interpreter, imports, CUDA check", "extensions_imported": "extensions import",
              "weights_checked": "weight checks", "loaded": "load_pipeline", "warmed_up": "warm-up",
-             "ready": "warm-up decision to runpod start"}
+             "ready": "warm-up to runpod start"}
     out, last = {}, 0.0
     for mark, name in names.items():
         if mark in marks:

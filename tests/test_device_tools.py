@@ -21,7 +21,7 @@ from cpu_generator import CpuGenerator
 
 from trellis_mv.pipeline.prefetch import read_ahead, weight_files
 from trellis_mv.weights import Found, Source, Weights
-from trellis_mv.warmup import WARMUP_TYPES, warm_up, warm_up_if_untuned, warmup_view
+from trellis_mv.warmup import WARMUP_TYPES, warm_up, warmup_view
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "builder")]
@@ -30,24 +30,6 @@ import cold_start  # noqa: E402
 import gpu_env  # noqa: E402
 import report  # noqa: E402
 import validate_glbs  # noqa: E402
-
-
-class Recording:
-    """A generator that remembers the pipeline types it was asked for."""
-
-    def __init__(self):
-        self.inner, self.kinds = CpuGenerator(), []
-
-    def generate(self, request, progress=None):
-        self.kinds.append(request.pipeline_type)
-        return self.inner.generate(request, progress)
-
-
-@pytest.mark.parametrize(("entries", "expected"), [(0, list(WARMUP_TYPES)), (7, [])])
-def test_warm_up_runs_only_where_flexgemm_holds_no_entries(entries, expected):
-    generator = Recording()
-    assert warm_up_if_untuned(generator, tuned=lambda: entries) is generator
-    assert generator.kinds == expected
 
 
 def test_warm_up_exports_every_type_and_times_it():
@@ -211,7 +193,7 @@ def _run_files() -> dict:
                                  "bytes": 7_500_000, "mesh": {"vertices": 9, "faces": 9}},
                   "glb_bytes_1024_cascade_default": 7_500_000, "export_over_generate_1024_cascade": 0.4,
                   "gpu_soak_lost": 0, "birefnet_standin_alpha_min_max": [0, 254]},
-        "first_job": {"glb": {}, "first_job_penalty_s": 1.5, "variants": {"tuned": {
+        "first_job": {"glb": {}, "variants": {"tuned_warmup": {
             "flexgemm_entries": 300, "load_s": 3.0, "penalty_s": 1.5,
             "first": {"timings": {**timings, "total": 18.5}}, "second": {"timings": timings}}}},
         "cold_start": {"cold_start_s": 31.0, "cold_start_read_bound_s": 20.0, "phases_s": {"load_pipeline": 15.0}},
@@ -250,7 +232,7 @@ def test_the_report_reads_the_runs_archive(tmp_path):
 def test_cold_start_phases_are_the_gaps_between_marks():
     marks = {"cuda_checked": 4.0, "extensions_imported": 15.5, "weights_checked": 16.0, "loaded": 40.0, "ready": 41.0}
     assert cold_start.phases(marks) == {"interpreter, imports, CUDA check": 4.0, "extensions import": 11.5,
-                                        "weight checks": 0.5, "load_pipeline": 24.0, "warm-up decision to runpod start": 1.0}
+                                        "weight checks": 0.5, "load_pipeline": 24.0, "warm-up to runpod start": 1.0}
 
 
 def test_page_residency_is_a_fraction_or_unknown(tmp_path):

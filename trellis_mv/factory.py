@@ -47,9 +47,11 @@ def build_generator(settings: Settings) -> Generator:
     # Before the load: a missing extension or weight file is named at once, not after minutes of reading.
     run_checks(settings)
     from .pipeline import load_generator
-    from .warmup import warm_up_if_untuned
+    from .warmup import warm_up
 
-    return warm_up_if_untuned(load_generator(settings))
+    generator = load_generator(settings)
+    warm_up(generator)
+    return generator
 
 
 def _load_factory(spec: str) -> Callable[[Settings], Generator]:

@@ -2,27 +2,27 @@
 
 A fresh process pays, on its first job, for whatever its GPU has not seen yet: FlexGEMM
 autotuning the decoders' sparse convolutions for every new shape bucket (about 90 s of a
-109 s first 1024_cascade job on an H200 with no entries for it), Triton compiling the chosen
-kernels, and the first use of the background remover, nvdiffrast and CuMesh. Where FlexGEMM
-holds no entries for this GPU, ``warm_up_if_untuned`` runs :data:`WARMUP_TYPES` once, each one
-view through background removal, the three stages, decoding and the export, so the tuning
-happens before the worker takes jobs and its time is in the start-up log, not in a user's
-answer. The GPUs we ship entries for (``builder/flex_gemm_autotune/``) skip it.
+109 s first 1024_cascade job on an H200 with no entries for it), kernels compiled on their first
+launch, and the first use of the background remover, nvdiffrast and CuMesh. Shipping FlexGEMM
+entries (``builder/flex_gemm_autotune/``) is not enough: on the H200 with ours, a fresh process's
+first default job still took 34.4 s more than its second, nearly all of it in the shape stage,
+which FlexGEMM does not run. So the worker always runs :data:`WARMUP_TYPES` once at start, each one
+view through background removal, the three stages, decoding and the export (41 s on the H200 with
+our entries, 124 s without); after it the first job took 0.15 s more than the second
+(benchmarks/first_job.py, BENCHMARKS.md). Its time is in the start-up log, not in a user's answer.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
-
 import numpy as np
 from PIL import Image
 
 from .export import GlbOptions, export_glb
 from .generator import GenerationRequest, Generator
 
-__all__ = ["WARMUP_GLB", "WARMUP_TYPES", "warm_up", "warm_up_if_untuned", "warmup_view"]
+__all__ = ["WARMUP_GLB", "WARMUP_TYPES", "warm_up", "warmup_view"]
 
 log = logging.getLogger(__name__)
 
@@ -32,29 +32,13 @@ WARMUP_TYPES = ("1024_cascade", "512")
 WARMUP_GLB = GlbOptions(decimation_target=20_000, texture_size=512)
 
 
-def warm_up_if_untuned(generator: Generator, *, tuned: Callable[[], int] | None = None) -> Generator:
-    """Warm ``generator`` up unless FlexGEMM holds autotune entries for this GPU; returns it.
-
-    ``tuned`` counts those entries (default :func:`trellis_mv.pipeline.kernels.flexgemm_entries`).
-    """
-    if tuned is None:
-        from .pipeline.kernels import flexgemm_entries as tuned
-    entries = tuned()
-    if entries:
-        log.info("warm-up skipped: FlexGEMM holds %d autotune entries for this GPU", entries)
-        return generator
-    log.info("warm-up: FlexGEMM holds no autotune entries for this GPU; running %s before the first job",
-             ", ".join(WARMUP_TYPES))
-    warm_up(generator)
-    return generator
-
-
 def warm_up(generator: Generator) -> dict[str, float]:
     """Run one view of each of :data:`WARMUP_TYPES` through ``generate`` and the export; seconds per type.
 
     An error propagates: a worker that cannot finish this job would fail every job, so it stops at start.
     """
     seconds: dict[str, float] = {}
+    log.info("warm-up: %s before the first job", ", ".join(WARMUP_TYPES))
     for kind in WARMUP_TYPES:
         start = time.perf_counter()
         request = GenerationRequest(images=(warmup_view(),), seed=0, pipeline_type=kind)

@@ -51,3 +51,13 @@ def set_low_vram(pipeline, on: bool) -> None:
     for part in parts:
         part.to("cpu" if on else "cuda")
     torch.cuda.empty_cache()
+
+
+def flexgemm_entries() -> int:
+    """How many autotune results FlexGEMM holds for the GPU at hand (0: every new shape is tuned on first use).
+
+    Entries are kept per GPU name and per shape bucket; only TRELLIS.2's VAE decoders run FlexGEMM.
+    """
+    from flex_gemm.utils import get_autotune_cache
+
+    return sum(len(results) for kernels in get_autotune_cache().values() for results in kernels.values())

@@ -40,7 +40,7 @@ CASES = [  # (case, views, what the request sets beside the images)
 def warm_generator(pipeline_bf16, record):
     """The session's pipeline as the worker's generator, after the worker's warm-up."""
     from trellis_mv.pipeline import TrellisGenerator
-    from trellis_mv.pipeline.kernels import flexgemm_entries
+    from harness import flexgemm_entries
     from trellis_mv.warmup import warm_up
 
     generator = TrellisGenerator(pipeline_bf16)
