@@ -119,7 +119,7 @@ def take_glb_out(argv: list[str]) -> tuple[list[str], Path | None]:
 
 def quiet_runpod(argv: list[str], env: Mapping[str, str]) -> list[str]:
     """``argv`` with ``--rp_log_level WARN`` added unless the user chose runpod's log level."""
-    chosen = env.get("RUNPOD_LOG_LEVEL") or any(arg == "--rp_log_level" or arg.startswith("--rp_log_level=") for arg in argv)
+    chosen = env.get("RUNPOD_LOG_LEVEL") or _given(argv, "--rp_log_level")
     return list(argv) if chosen else [*argv, "--rp_log_level", QUIET_RUNPOD_LOG_LEVEL]
 
 
@@ -127,8 +127,7 @@ def runpod_mode(argv: list[str], env: Mapping[str, str]) -> str:
     """What ``runpod.serverless.start`` will do with these arguments: "api", "local" (one job) or "hosted"."""
     if "--rp_serve_api" in argv or int(env.get("RUNPOD_REALTIME_PORT") or 0):
         return "api"
-    test_input = any(arg == "--test_input" or arg.startswith("--test_input=") for arg in argv)
-    return "local" if test_input or not env.get("RUNPOD_WEBHOOK_GET_JOB") else "hosted"
+    return "local" if _given(argv, "--test_input") or not env.get("RUNPOD_WEBHOOK_GET_JOB") else "hosted"
 
 
 def configure_logging(level: str) -> None:
@@ -161,6 +160,11 @@ async def _post_progress(job: dict[str, Any], update: dict[str, Any]) -> None:
 
     async with AsyncClientSession() as session:
         await send_result(session, {"status": "IN_PROGRESS", "output": update}, job)
+
+
+def _given(argv: list[str], flag: str) -> bool:
+    """Whether ``flag`` is in ``argv``, as ``--flag value`` or ``--flag=value``."""
+    return any(arg == flag or arg.startswith(flag + "=") for arg in argv)
 
 
 def _json_text(value: str) -> str:

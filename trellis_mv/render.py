@@ -19,6 +19,7 @@ import trimesh
 from PIL import Image
 
 from .cameras import clip_space, distance_for_fov, frame_to_square, orbit_eyes
+from .export.clean import vertex_normals
 from .export.glb import TexturedMesh
 from .raster import Rasterizers
 
@@ -75,7 +76,7 @@ class RenderMesh:
         return cls(
             vertices=vertices,
             faces=faces,
-            normals=_vertex_normals(vertices, faces),
+            normals=vertex_normals(vertices, faces),
             # trimesh keeps OpenGL's v (0 at the image's bottom row)
             uv=torch.tensor(np.asarray(uv) * (1, -1) + (0, 1), dtype=torch.float32, device=device) if textured else None,
             texture=_texture(image, device) if textured else None,
@@ -144,14 +145,6 @@ def _albedo(mesh: RenderMesh, rast: torch.Tensor) -> torch.Tensor:
         mesh.texture.expand(rast.shape[0], -1, -1, -1), grid, mode="bilinear", padding_mode="border", align_corners=False
     )
     return sampled.permute(0, 2, 3, 1) * mesh.colour
-
-
-def _vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """Area-weighted vertex normals, from the geometry alone (o_voxel's zero-area faces add nothing)."""
-    corners = vertices[faces.long()]
-    face_normals = torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-    summed = torch.zeros_like(vertices).index_add_(0, faces.long().flatten(), face_normals.repeat_interleave(3, dim=0))
-    return F.normalize(summed, dim=-1)
 
 
 def _texture(image, device: torch.device | str) -> torch.Tensor:

@@ -90,7 +90,7 @@ def store_glb(
     data: bytes, output: OutputInput, *, job_id: str, settings: Settings, store: S3Store | None
 ) -> dict[str, Any]:
     """Put the GLB where the request asked and describe it: url or base64, key, bytes, sha256."""
-    described = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    described = _described(data)
     kind = output.type or ("s3" if store is not None else "base64")
     if kind == "base64":
         cap = settings.max_base64_glb_bytes
@@ -114,7 +114,7 @@ def store_preview(
 
     A base64 answer carries both: together they must fit under the GLB's base64 cap.
     """
-    described = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    described = _described(data)
     if "base64" in glb:
         cap = settings.max_base64_glb_bytes
         if glb["bytes"] + len(data) > cap:
@@ -127,6 +127,10 @@ def store_preview(
     assert store is not None, "a GLB with a key was uploaded to this store"
     key = glb["key"].removesuffix(".glb") + ".preview.png"
     return {**described, **_upload(store, key, data, PREVIEW_CONTENT_TYPE, output, settings)}
+
+
+def _described(data: bytes) -> dict[str, Any]:
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def _upload(store: S3Store, key: str, data: bytes, content_type: str, output: OutputInput, settings: Settings) -> dict[str, str]:
