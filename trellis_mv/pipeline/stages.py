@@ -66,14 +66,9 @@ class StageSampler:
             if self.progress is not None:
                 self.progress(stage, done * steps + info.step + 1, parts * steps)
 
-        if pipe.low_vram:
-            model.to(pipe.device)
-        try:
+        with on_gpu(pipe, model):
             out = sample_flow_euler(denoiser, noise, time_grid(steps, params.get("rescale_t", 1.0)),
                                     sigma_min=sampler.sigma_min, callback=on_step, desc=stage)
-        finally:
-            if pipe.low_vram:
-                model.cpu()
         self.tokens[stage] = self.tokens.get(stage, 0) + counter.tokens
         self.model_calls[stage] = self.model_calls.get(stage, 0) + counter.calls
         return out
