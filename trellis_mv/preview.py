@@ -13,9 +13,7 @@ which suits the small meshes of CPU stand-in generators, not TRELLIS.2's.
 from __future__ import annotations
 
 import io
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .export.glb import TexturedMesh
 from .raster import rasterizers_for
 from .render import RenderMesh, shaded, silhouettes
+from .timing import timed
 from .views_fit import FitSearch, ViewFit, fit_views, square_view
 
 __all__ = ["Preview", "PreviewOptions", "make_preview", "overlay", "sheet"]
@@ -79,20 +78,20 @@ def make_preview(
     timings: dict[str, float] = {}
     with torch.no_grad():
         # 1. upload: geometry and base-colour texture as tensors on the device
-        with _timed(timings, "preview_upload"):
+        with timed(timings, "preview_upload"):
             render_mesh, rasterizers = RenderMesh.of(mesh, device), rasterizers_for(device)
         # 2. views_fit: each view's camera and silhouette IoU
-        with _timed(timings, "views_fit"):
+        with timed(timings, "views_fit"):
             fits = fit_views(render_mesh, views, rasterizers, options.search)
         # 3. turntable: evenly spaced azimuths, one framing for all
-        with _timed(timings, "turntable"):
+        with timed(timings, "turntable"):
             count = options.turntable
             turntable = shaded(
                 render_mesh, rasterizers, torch.arange(count) * 360.0 / count, torch.full((count,), options.elevation),
                 torch.full((count,), options.fov), options.tile, margin=options.margin, supersample=options.supersample,
             ).cpu().numpy()
         # 4. sheet: the turntable, then every view under its fitted silhouette, as one PNG
-        with _timed(timings, "preview_sheet"):
+        with timed(timings, "preview_sheet"):
             outlines = _fitted_silhouettes(render_mesh, rasterizers, fits, options)
             tiles = [_composite(tile) for tile in turntable]
             tiles += [overlay(square_view(view, options.tile, margin=options.margin), outline) for view, outline in zip(views, outlines)]
@@ -156,11 +155,3 @@ def _outline(mask: np.ndarray) -> np.ndarray:
 def _caption(number: int, fit: ViewFit) -> str:
     answer = fit.answer()
     return f"view {number}: IoU {answer['iou']:.2f}\naz {answer['azimuth']:.0f}° el {answer['elevation']:.0f}°"
-
-
-@contextmanager
-def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
-    # Each phase ends by bringing its result to the CPU, which waits for the GPU's work.
-    start = time.perf_counter()
-    yield
-    timings[name] = round(time.perf_counter() - start, 3)

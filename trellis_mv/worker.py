@@ -32,6 +32,7 @@ from .errors import StartupError, UserError, WorkerError
 from .export import export_glb
 from .generator import Generator, ProgressFn
 from .preview import make_preview
+from .timing import timed
 
 __all__ = ["Progress", "run_job"]
 
@@ -112,9 +113,8 @@ def run_job(
 def _step(name: str, *, timings: dict[str, float], progress: Progress | None) -> Iterator[None]:
     if progress is not None:
         progress({"stage": name})
-    start = time.perf_counter()
-    yield
-    timings[name] = round(time.perf_counter() - start, 3)
+    with timed(timings, name):
+        yield
 
 
 def _denoising(progress: Progress | None) -> ProgressFn | None:

@@ -8,18 +8,16 @@ through the same normals, encoding and writing, so CI runs everything after the 
 
 Phases and their timing keys: clean (fill holes; for a trimesh: normals), bvh, remesh, simplify,
 unwrap (charts, atlas, degenerate faces, normals), bake (rasterize, project, sample), pad (push-pull
-and packing), encode (both textures at once), write (Draco and the GLB). CUDA work is synchronised
-at the end of each phase so that its time is its own.
+and packing), encode (both textures at once), write (Draco and the GLB). Each is timed by
+``trellis_mv.timing.timed``, which waits for CUDA work at both ends so that a phase's time is its own.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, ContextManager, Iterator, Literal
+from typing import Any, Callable, ContextManager, Literal
 
 import numpy as np
 import torch
@@ -28,6 +26,7 @@ import trimesh
 from . import bake
 from .clean import UnwrappedMesh, vertex_normals, y_up
 from .glb import Compression, TexturedMesh, write_glb
+from ..timing import timed
 from .texture import encode_images, texture_images
 
 __all__ = ["ExportedGlb", "GlbOptions", "export_glb"]
@@ -65,7 +64,7 @@ class ExportedGlb:
 def export_glb(mesh: Any, options: GlbOptions) -> ExportedGlb:
     """Turn a generator's mesh (a trellis2 ``MeshWithVoxel`` or a textured trimesh) into GLB bytes."""
     timings: dict[str, float] = {}
-    phase = partial(_phase, timings=timings)
+    phase = partial(timed, timings)
     if isinstance(mesh, trimesh.Trimesh):
         with phase("clean"):
             geometry, images = _from_trimesh(mesh)
@@ -140,12 +139,3 @@ def _from_trimesh(mesh: trimesh.Trimesh) -> tuple[dict[str, Any], list[np.ndarra
         "double_sided": bool(material.doubleSided),
     }
     return geometry, [np.asarray(material.baseColorTexture.convert("RGB"))]
-
-
-@contextmanager
-def _phase(name: str, *, timings: dict[str, float]) -> Iterator[None]:
-    start = time.perf_counter()
-    yield
-    if torch.cuda.is_initialized():
-        torch.cuda.synchronize()
-    timings[name] = round(time.perf_counter() - start, 3)

@@ -11,9 +11,6 @@ view through :class:`~trellis_mv.pipeline.sparse.SparseBatcher`. trellis2's samp
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +19,7 @@ from PIL import Image
 
 from ..errors import UserError
 from ..generator import GenerationRequest, GenerationResult, ProgressFn
+from ..timing import timed
 from . import stages
 from .preprocess import preprocess_views
 
@@ -46,10 +44,9 @@ class TrellisGenerator:
         """Run ``run``'s steps for all views of ``request``; CUDA OOM propagates as ``torch.cuda.OutOfMemoryError``."""
         latents = self.sample_latents(request, progress)
         torch.cuda.empty_cache()
-        start = time.perf_counter()
-        mesh = self.pipeline.decode_latent(latents.shape_slat, latents.tex_slat, latents.resolution)[0]
-        torch.cuda.synchronize()
-        timings = {**latents.timings, "decode_mesh": round(time.perf_counter() - start, 4)}
+        timings = dict(latents.timings)
+        with timed(timings, "decode_mesh", digits=4):
+            mesh = self.pipeline.decode_latent(latents.shape_slat, latents.tex_slat, latents.resolution)[0]
         stats = {**latents.stats, "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3)}
         return GenerationResult(mesh=mesh, timings=timings, stats=stats, resolution=latents.resolution,
                                 warnings=latents.warnings, views=latents.views)
@@ -88,17 +85,17 @@ def _sample_latents(sampler: stages.StageSampler) -> Latents:
     timings: dict[str, float] = {}
     stats: dict[str, Any] = {"tokens": sampler.tokens, "model_calls": sampler.model_calls}
     warnings: list[str] = []
-    with _timed("preprocess", timings):
+    with timed(timings, "preprocess", digits=4):
         views = tuple(preprocess_views(pipe, request.images, request.remove_background))
     images = [view.convert("RGB") for view in views]  # trellis2's preprocess_image output
     torch.manual_seed(request.seed)  # where run() seeds: after preprocessing, before conditioning
-    with _timed("conditioning", timings):
+    with timed(timings, "conditioning", digits=4):
         cond_512 = stages.conditions(pipe, images, 512)
         cond_1024 = stages.conditions(pipe, images, 1024) if kind != "512" else None
-    with _timed("sparse_structure", timings):
+    with timed(timings, "sparse_structure", digits=4):
         coords = stages.sparse_structure(sampler, cond_512, _SS_RESOLUTION[kind])
     stats["voxels"] = int(coords.shape[0])
-    with _timed("shape_slat", timings):
+    with timed(timings, "shape_slat", digits=4):
         if kind in ("512", "1024"):
             cond = cond_512 if kind == "512" else cond_1024
             shape_slat = stages.shape(sampler, cond, pipe.models[_SHAPE_MODELS[kind][0]], coords, (0, 1))
@@ -110,16 +107,7 @@ def _sample_latents(sampler: stages.StageSampler) -> Latents:
             stats["cascade_tokens"] = dict(fit.tried)
             warnings += fit.warnings(kind)
     stats["resolution"], stats["shape_tokens"] = resolution, int(shape_slat.feats.shape[0])
-    with _timed("tex_slat", timings):
+    with timed(timings, "tex_slat", digits=4):
         tex_cond = cond_512 if kind == "512" else cond_1024
         tex_slat = stages.texture(sampler, tex_cond, pipe.models[_TEX_MODEL[kind]], shape_slat)
     return Latents(shape_slat, tex_slat, resolution, timings, stats, warnings, views)
-
-
-@contextmanager
-def _timed(name: str, timings: dict[str, float]) -> Iterator[None]:
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    yield
-    torch.cuda.synchronize()
-    timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - start, 4)
