@@ -115,7 +115,7 @@ def test_simplify_after_remeshing_at(decoded, record, resolution):
 
 
 def test_our_bake_against_o_voxels_on_one_uv_layout(decoded, record, out_dir):
-    import o_voxel
+    import o_voxel.postprocess  # not imported by o_voxel itself as built for the image (builder/lib.sh)
     from PIL import Image
 
     from trellis_mv.export import bake
