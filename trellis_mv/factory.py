@@ -4,6 +4,11 @@
 ``Settings`` and returns a ``Generator``) wins; else TRELLIS.2 when CUDA is available, after the
 start-up checks; else :class:`CudaRequired`, a stand-in that answers every valid job that a CUDA GPU
 is needed. trellis2 is imported only on the CUDA branch.
+
+TRELLIS.2's start, in order, each step overlapped with what it does not need: the head start
+(``trellis_mv.headstart``: the weights read into memory and the decoders' kernels compiling,
+begun by ``handler.py`` before its imports); the checks; the export's warm-up on a thread
+while the models load; then the rest of the warm-up (``trellis_mv.warmup``).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Callable
 from .config import Settings
 from .errors import StartupError
 from .generator import GenerationRequest, GenerationResult, Generator, ProgressFn
+from .headstart import HeadStart, begin
 from .startup import run_checks
 
 __all__ = ["STANDIN", "CudaRequired", "build_generator"]
@@ -36,21 +42,31 @@ class CudaRequired:
         )
 
 
-def build_generator(settings: Settings) -> Generator:
-    """The configured generator, TRELLIS.2 on CUDA (after the start-up checks), or ``CudaRequired``."""
+def build_generator(settings: Settings, head: HeadStart | None = None) -> Generator:
+    """The configured generator, TRELLIS.2 on CUDA (checked, loaded and warmed up), or ``CudaRequired``.
+
+    ``head`` is what ``handler.py`` began before its imports; without it, it begins here.
+    """
     if settings.generator:
         return _load_factory(settings.generator)(settings)
+    head = head if head is not None else begin(settings)
     import torch
 
     if not torch.cuda.is_available():
+        head.stop()
         return CudaRequired("torch.cuda.is_available() is False")
-    # Before the load: a missing extension or weight file is named at once, not after minutes of reading.
-    run_checks(settings)
-    from .pipeline import load_generator
-    from .warmup import warm_up
+    try:
+        # Before the load: a missing extension or weight file is named at once, not after minutes of reading.
+        run_checks(settings)
+        from .pipeline import load_generator
+        from .warmup import start_export_warm_up, warm_up
 
-    generator = load_generator(settings)
-    warm_up(generator)
+        export = start_export_warm_up()
+        generator = load_generator(settings)
+        warm_up(generator, compiling=head.compiling, export=export)
+    except BaseException:  # a worker that does not start leaves no compiling children behind
+        head.stop()
+        raise
     return generator
 
 
