@@ -95,8 +95,8 @@ def test_tuning_covers_every_conv_at_every_bucket_of_its_level():
                        (16, 16): [13, 14, 15]}
 
 
-@pytest.mark.parametrize(("cpus", "processes"), [(1, 1), (4, 1), (8, 2), (16, 4), (128, 4)])
-def test_a_quarter_of_the_cpus_compile_at_most_four(cpus, processes):
+@pytest.mark.parametrize(("cpus", "processes"), [(1, 1), (2, 1), (8, 4), (16, 8), (128, 8)])
+def test_half_the_cpus_compile_at_most_eight(cpus, processes):
     assert compile_processes(cpus) == processes
 
 

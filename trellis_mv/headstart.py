@@ -8,8 +8,8 @@ torch and trellis2 (7.5 s there before the CUDA check) and the models are built:
 
 - every weight file the loader reads is read once, in 32 MiB pieces on 8 threads
   (``pipeline.prefetch``), so that the load finds its bytes in the page cache;
-- where a GPU is visible (``/dev/nvidia0``, ...), child processes compile the decoders' kernels
-  (``pipeline.kernels``): a quarter of the CPUs this process may use, 1 to 4 of them.
+- where a GPU is visible (``/dev/nvidia0``, ``/proc/driver/nvidia/gpus/``), child processes compile the decoders' kernels
+  (``pipeline.kernels``): half the CPUs this process may use, 1 to 8 of them.
 
 Nothing here raises: weights that cannot be found are left to the start-up checks, which name them.
 With ``TRELLIS_MV_GENERATOR`` set (a stand-in or test generator) there is nothing to start.
@@ -70,12 +70,16 @@ def begin(settings: Settings) -> HeadStart:
     return head
 
 
-def gpu_visible(pattern: str = "/dev/nvidia[0-9]*") -> bool:
-    """Whether an NVIDIA GPU's device node is there (what the container runtime mounts), without CUDA."""
-    return bool(glob.glob(pattern))
+def gpu_visible(*patterns: str) -> bool:
+    """Whether an NVIDIA GPU is there, without CUDA: its device node (what the container runtime mounts) or its driver entry."""
+    return any(glob.glob(pattern) for pattern in patterns or ("/dev/nvidia[0-9]*", "/proc/driver/nvidia/gpus/*"))
 
 
 def compile_processes(cpus: int | None = None) -> int:
-    """How many kernel-compiling children: a quarter of ``cpus`` (default: those this process may use), 1 to 4."""
+    """How many kernel-compiling children: half of ``cpus`` (default: those this process may use), 1 to 8.
+
+    A compile keeps one CPU busy for seconds; the other half imports, reads and loads meanwhile.
+    Each child holds a CUDA context (about 0.5 GB of GPU memory) until its share is compiled.
+    """
     cpus = len(os.sched_getaffinity(0)) if cpus is None else cpus
-    return max(1, min(4, cpus // 4))
+    return max(1, min(8, cpus // 2))
