@@ -68,9 +68,10 @@ def conv_probes(cache: Mapping[str, Any], gpu: str) -> list[ConvProbe]:
     """Convolutions that, run once, compile every kernel variant a job on ``gpu`` can launch.
 
     For every key of the dispatcher's entries, the Triton kernel it leads to (split-K or not) and
-    that kernel's configuration; per (kernel, split-K, configuration, ⌊log2 N⌋ divisible by 16),
-    the smallest key, as two probes: N = 2^b (divisible by 16) and N = 2^b + 1 (not). Keys without a
-    kernel entry are probed too (the probe tunes them). Empty when the cache holds nothing for ``gpu``.
+    that kernel's configuration; per (kernel, split-K, kernel volume, configuration, ⌊log2 N⌋
+    divisible by 16), what Triton compiles apart, the smallest key, as two probes: N = 2^b
+    (divisible by 16) and N = 2^b + 1 (not). Keys without a kernel entry are probed too (the probe
+    tunes them). Empty when the cache holds nothing for ``gpu``.
     """
     kernels = cache.get(gpu, {})
     configs: dict[tuple[str, int], dict[tuple, Any]] = {}
@@ -92,7 +93,8 @@ def conv_probes(cache: Mapping[str, Any], gpu: str) -> list[ConvProbe]:
         splitk = int((choice or {}).get("SPLITK", 1))
         kind = KERNEL if splitk == 1 else SPLITK_KERNEL
         config = configs.get((kind, splitk), {}).get((log_n, ci, co, volume))
-        variant = (kind, splitk, json.dumps(config, sort_keys=True) if config else f"untuned {key}", log_n % 16 == 0)
+        variant = (kind, splitk, volume, json.dumps(config, sort_keys=True) if config else f"untuned {key}",
+                   log_n % 16 == 0)
         if variant not in smallest or log_n < smallest[variant][0]:
             smallest[variant] = (log_n, ci, co)
     probes = {ConvProbe(ci, co, 2**log_n + extra) for log_n, ci, co in smallest.values() for extra in (0, 1)}
@@ -134,8 +136,7 @@ def run_probes(probes: Iterable[ConvProbe]) -> int:
         feats = torch.randn(probe.tokens, probe.ci, device="cuda", dtype=torch.float16)
         with torch.no_grad():
             conv(SparseTensor(feats=feats, coords=coords))
-        torch.cuda.synchronize()
-        del conv, coords, feats
+        torch.cuda.synchronize()  # a failed launch is this probe's, not the next one's
         count += 1
     return count
 
