@@ -34,9 +34,11 @@ DEVICE_GOALS = {
     "cold_start_s": ("cold_start_read_bound_s", "launch of handler.py to ready, full-size weights, cold page cache"),
     "gpu_soak_lost": (0, "jobs of the GPU soak that answered no GLB"),
 }
-REPORTED = ("cold_start_read_bound_s", "gpu_soak_jobs", "gpu_soak_max_drift_gib")
+# issue 20: our closest points (trellis_mv/export/closest.py) against CuMesh's cuBVH (tests/gpu/test_export_gpu.py)
+CLOSEST = ("closest_vs_cubvh_max_abs", "closest_build_s", "closest_query_s", "cubvh_build_s", "cubvh_query_s")
+REPORTED = ("cold_start_read_bound_s", "gpu_soak_jobs", "gpu_soak_max_drift_gib", *CLOSEST)
 FROM_TESTS = ("glb_bytes_1024_cascade_default", "export_over_generate_1024_cascade", "gpu_soak_jobs", "gpu_soak_lost",
-              "gpu_soak_max_drift_gib")
+              "gpu_soak_max_drift_gib", *CLOSEST)
 
 
 def read_run(run_dir: Path, scratch: Path) -> dict[str, Any]:
