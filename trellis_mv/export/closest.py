@@ -92,10 +92,8 @@ class ClosestPoints:
         found = squared < self.radius ** 2
         corners = self.vertices[self.faces[face[found]]].double()
         squared, weights = closest_on_triangles(points[found].double(), corners[:, 0], corners[:, 1], corners[:, 2])
-        distances = torch.zeros(n, dtype=torch.float32, device=points.device)
-        uvw = torch.zeros((n, 3), dtype=torch.float32, device=points.device)
-        distances[found] = squared.sqrt().float()
-        uvw[found] = weights.float()
+        distances, uvw = torch.zeros(n, device=points.device), torch.zeros((n, 3), device=points.device)
+        distances[found], uvw[found] = squared.sqrt().float(), weights.float()
         return distances, torch.where(found, face, -1), uvw
 
     def _neighbour_cells(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -124,9 +122,8 @@ class ClosestPoints:
             query = torch.repeat_interleave(group, counts[group], output_size=total)
             entry = torch.arange(total, device=points.device) + starts[query]
             entry -= torch.repeat_interleave(torch.cumsum(counts[group], 0) - counts[group], counts[group], output_size=total)
-            face = self.entries[entry]
+            face, query = self.entries[entry], query.div_(width, rounding_mode="floor")
             del entry
-            query = query.div_(width, rounding_mode="floor")
             # 1. per point, the face of the nearest centroid, exactly: a first bound
             centre_distance = (points[query] - self.centres[face]).norm(dim=1)
             nearest = torch.full_like(best, _NONE).scatter_reduce(
@@ -158,8 +155,7 @@ class ClosestPoints:
         clamping distance is a bound too. At pyramid level k, where the point's 3x3x3 cells (each 2**k
         grid cells wide) hold no face, every face is beyond that block's boundary.
         """
-        low = self.origin
-        high = self.origin + torch.tensor(self.dims, device=points.device) * self.cell
+        low, high = self.origin, self.origin + torch.tensor(self.dims, device=points.device) * self.cell
         inside = torch.minimum(torch.maximum(points, low), high)
         bound = torch.maximum((points - inside).norm(dim=1), torch.tensor(self.radius, device=points.device))
         for level, empty in enumerate(self.empty):
