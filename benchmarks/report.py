@@ -44,9 +44,11 @@ DEVICE_GOALS = {
     "gpu_oom_next_job_ok": ("is", True, "the job after it, in the same process, answers a GLB"),
     "gpu_oom_drift_gib": ("<=", 0.05, "GPU memory the failed job left allocated, before any garbage collection"),
 }
-REPORTED = ("cold_start_read_s", "cold_start_read_bound_s")
+# issue 20: our closest points (trellis_mv/export/closest.py) against CuMesh's cuBVH (tests/gpu/test_export_gpu.py)
+CLOSEST = ("closest_vs_cubvh_max_abs", "closest_build_s", "closest_query_s", "cubvh_build_s", "cubvh_query_s")
+REPORTED = ("cold_start_read_s", "cold_start_read_bound_s", *CLOSEST)
 FROM_TESTS = ("glb_bytes_1024_cascade_default", "export_over_generate_1024_cascade", "gpu_soak_jobs", "gpu_soak_lost",
-              "gpu_soak_max_drift_gib", "gpu_oom_refresh_worker", "gpu_oom_next_job_ok", "gpu_oom_drift_gib")
+              "gpu_soak_max_drift_gib", "gpu_oom_refresh_worker", "gpu_oom_next_job_ok", "gpu_oom_drift_gib", *CLOSEST)
 # the part of a device run each device goal comes from
 PART_OF = {**{key: "tests" for key in (*FROM_TESTS, "default_glb_validator_errors")},
            "first_job_penalty_s": "first_job", "first_job_penalty_s_by_pipeline_type": "first_job",

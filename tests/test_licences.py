@@ -37,7 +37,6 @@ IMAGE_FILES = {
     "run": ["trellis_mv"],
 }
 RMBG = "briaai/RMBG-2.0"
-CUBVH = "cumesh._cubvh"
 CUTOUT = png_b64(colour=(200, 40, 40, 128))  # a view with a real alpha channel
 
 
@@ -93,12 +92,12 @@ def test_a_component_missing_from_the_data_is_named(data: dict, problems: list[s
     assert table.problems(data, PINS, LOCKS, MANIFEST) == problems
 
 
-def test_only_cubvh_is_loaded_by_default_and_not_for_commercial_use() -> None:
-    """The issue's goal is nothing non-commercial by default. One such component is known and named
-    (CuMesh's cuBVH: its BVH derives from NVIDIA's instant-ngp); this test fails on any other."""
+def test_nothing_non_commercial_is_loaded_by_default() -> None:
+    """The issue's goal. CuMesh's cuBVH (its BVH derives from NVIDIA's instant-ngp) was the last such
+    component; the export finds closest points itself now (trellis_mv/export/closest.py)."""
     default = [entry["name"] for entry in [*DATA["components"], *DATA["weights"]]
                if entry["commercial"] == "no" and "optional" not in entry]
-    assert [name.split(" ")[0] for name in default] == ["cubvh"]
+    assert default == []
 
 
 def test_the_worker_recognises_every_non_commercial_row() -> None:
@@ -109,20 +108,17 @@ def test_the_worker_recognises_every_non_commercial_row() -> None:
         assert label.startswith(rows[name].split(" ")[0]), (name, label)
 
 
-@pytest.mark.parametrize(("components", "modules", "line"), [
-    ((), {}, "licences: no non-commercial component loaded (README.md, Licences)"),
-    (("microsoft/TRELLIS.2-4B", "ZhengPeng7/BiRefNet"), {}, "licences: no non-commercial component loaded (README.md, Licences)"),
-    (("microsoft/TRELLIS.2-4B", RMBG), {},
+@pytest.mark.parametrize(("components", "line"), [
+    ((), "licences: no non-commercial component loaded (README.md, Licences)"),
+    (("microsoft/TRELLIS.2-4B", "ZhengPeng7/BiRefNet"), "licences: no non-commercial component loaded (README.md, Licences)"),
+    (("microsoft/TRELLIS.2-4B", RMBG),
      f"licences: non-commercial components loaded: {licences.NON_COMMERCIAL[RMBG]}: what this worker makes with "
      "them may not be used commercially (README.md, Licences)"),
-    (("ZhengPeng7/BiRefNet",), {CUBVH: object()},
-     f"licences: non-commercial components loaded: {licences.NON_COMMERCIAL[CUBVH]}: what this worker makes with "
-     "them may not be used commercially (README.md, Licences)"),
-    (("my-remover",), {}, "licences: no non-commercial component loaded; licence unknown to this image: my-remover "
-                          "(README.md, Licences)"),
+    (("my-remover",), "licences: no non-commercial component loaded; licence unknown to this image: my-remover "
+                      "(README.md, Licences)"),
 ])
-def test_the_startup_line(components: tuple, modules: dict, line: str) -> None:
-    assert licences.startup_line(components, modules) == line
+def test_the_startup_line(components: tuple, line: str) -> None:
+    assert licences.startup_line(components) == line
 
 
 @pytest.mark.parametrize(("generator", "background", "named"), [

@@ -6,12 +6,13 @@ what a warm worker pays; after it, Draco alone on this host's CPU and the worker
 with ``remesh: false`` and once uncompressed; remesh + simplify with CuMesh's first simplify threshold
 at 1e-8 (ours), 1e-7 and 1e-6 and at 256 instead of 512, each with the result's distance to the
 decoded surface (ours also with the share of faces that face back into the object and its largest
-pieces: the narrow band's inner sheet); cuBVH's build on a thread while the main thread counts (does
-it hold the GIL?); o_voxel's ``to_glb`` on the same mesh, and our bake on ``to_glb``'s own unwrapped
-mesh, so that the two bakes' textures share one UV layout and are compared texel by texel. Every phase
-time, size and difference goes to ``record``; the GLBs go to ``out_dir`` for the Khronos validator
-afterwards (no node on the device). About 110 s on an H200 after a warm generation (4 exports ~10 s
-each, to_glb ~37 s, remeshes ~10 s, the BVH build 1.5 s); a cold first generation adds up to 90 s.
+pieces: the narrow band's inner sheet); o_voxel's ``to_glb`` on the same mesh, and our bake on ``to_glb``'s own unwrapped
+mesh, so that the two bakes' textures share one UV layout and are compared texel by texel (to_glb finds
+closest points with CuMesh's cuBVH, we with export/closest.py); our closest points against cuBVH's on
+remeshing's queries and 3 M texel-like points. Every phase time, size and difference goes to ``record``;
+the GLBs go to ``out_dir`` for the Khronos validator afterwards (no node on the device). About 130 s on
+an H200 after a warm generation (4 exports ~10 s each, to_glb ~37 s, remeshes ~10 s, closest points
+against cuBVH ~15 s); a cold first generation adds up to 90 s.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def test_our_export_of_a_decoded_mesh(decoded, record, out_dir, name, options):
     record(f"export_gpu_{name}", {
         "seconds": round(seconds, 2), "phases": glb.timings, "bytes": len(glb.data),
         "vertices": glb.vertices, "faces": glb.faces,
-        # torch's allocator only: CuMesh and cuBVH allocate with cudaMalloc themselves
+        # torch's allocator only (our closest-point grid included): CuMesh allocates with cudaMalloc itself
         "torch_peak_gib_above_start": round((torch.cuda.max_memory_allocated() - base) / 2**30, 2),
     })
     assert 0 < glb.faces <= options.decimation_target
@@ -189,37 +190,6 @@ def test_simplify_after_remeshing_at(decoded, record, resolution, threshold):
     assert cu.num_faces <= GlbOptions().decimation_target < remeshed
 
 
-def test_whether_the_bvh_build_lets_other_threads_run(decoded, record):
-    """cuBVH builds on the CPU (1.2-1.4 s for the decoded surface). If its binding let go of the GIL,
-    the build could overlap GPU work launched from the main thread; this measures the longest pause
-    of a Python loop on the main thread while another thread builds it."""
-    import threading
-
-    from trellis_mv.export import bake
-
-    _, surface = bake.prepare(decoded)
-    torch.cuda.synchronize()
-    done, built = threading.Event(), {}
-
-    def build() -> None:
-        start = time.perf_counter()
-        built["bvh"] = bake.surface_bvh(surface)
-        built["seconds"] = time.perf_counter() - start
-        done.set()
-
-    worker = threading.Thread(target=build)
-    worker.start()
-    last = longest = 0.0
-    last = time.perf_counter()
-    while not done.is_set():
-        now = time.perf_counter()
-        longest, last = max(longest, now - last), now
-    worker.join()
-    record("export_gpu_bvh_build", {"faces": int(surface.faces.shape[0]), "build_s": round(built["seconds"], 3),
-                                    "longest_main_thread_pause_s": round(longest, 3)})
-    assert "bvh" in built
-
-
 def test_our_bake_against_o_voxels_on_one_uv_layout(decoded, record, out_dir):
     import o_voxel.postprocess  # not imported by o_voxel itself as built for the image (builder/lib.sh)
     from PIL import Image
@@ -269,3 +239,88 @@ def test_our_bake_against_o_voxels_on_one_uv_layout(decoded, record, out_dir):
     # Same rasterization, projection and sampling: covered texels differ by rounding only.
     assert differences["base_color_covered"] < 1.0
     assert torch.equal(push_pull(attrs, mask)[mask], attrs[mask])
+
+
+class _Timed:
+    """Passes ``unsigned_distance`` on to a BVH, keeping the points asked about and the seconds taken."""
+
+    def __init__(self, bvh):
+        self.bvh, self.points, self.seconds = bvh, [], 0.0
+
+    def unsigned_distance(self, points, return_uvw=False):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        answer = self.bvh.unsigned_distance(points, return_uvw)
+        torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - start
+        self.points.append(points.clone())
+        return answer
+
+
+def _timed(make):
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    value = make()
+    torch.cuda.synchronize()
+    return value, time.perf_counter() - start
+
+
+def test_closest_points_against_cubvh(decoded, record):
+    """Our closest points (export/closest.py) against CuMesh's cuBVH, which the export used until its
+    research-only licence was found: the same remeshing, the same distances within the search radius
+    (a lower bound beyond it), the same projection of texel-like points of the simplified mesh."""
+    import cumesh
+
+    from trellis_mv.export import bake
+
+    cu, surface = bake.prepare(decoded)
+    ours, ours_build = _timed(lambda: bake.surface_bvh(surface))
+    theirs, their_build = _timed(lambda: cumesh.cuBVH(surface.vertices, surface.faces))
+    for bvh in (ours, theirs):  # CUDA modules load on first use
+        bvh.unsigned_distance(surface.vertices[:1000], return_uvw=True)
+    radius = bake.SEARCH_RADIUS
+    runs = {}
+    for name, bvh in (("cubvh", theirs), ("closest", ours)):  # ours last: cu keeps our remeshed mesh
+        timed = _Timed(bvh)
+        bake.remesh(cu, surface, timed)
+        runs[name] = {"faces": cu.num_faces, "seconds": timed.seconds, "points": timed.points}
+    # Remeshing's own questions, as cuBVH's run asked them.
+    asked = torch.cat(runs["cubvh"]["points"])
+    exact = theirs.unsigned_distance(asked)[0]
+    got = ours.unsigned_distance(asked)[0]
+    near, beyond = exact < radius * (1 - 1e-4), exact > radius * (1 + 1e-4)
+    remesh_max_abs = float((got[near] - exact[near]).abs().max())
+    lower_bound_ok = bool(((got[beyond] <= exact[beyond] + 1e-6) & (got[beyond] >= radius * (1 - 1e-6))).all())
+    # The bake's question: points spread over the simplified mesh, projected onto the decoded surface.
+    bake.simplify(cu, GlbOptions().decimation_target)
+    vertices, faces = cu.read()
+    generator = torch.Generator(device="cuda").manual_seed(SEED)
+    chosen = torch.randint(len(faces), (3_000_000,), device="cuda", generator=generator)
+    weights = torch.rand(len(chosen), 3, device="cuda", generator=generator)
+    texels = (vertices[faces[chosen].long()] * (weights / weights.sum(1, keepdim=True))[..., None]).sum(dim=1)
+    (their_distance, their_face, their_uvw), their_query = _timed(lambda: theirs.unsigned_distance(texels, return_uvw=True))
+    (our_distance, our_face, our_uvw), our_query = _timed(lambda: ours.unsigned_distance(texels, return_uvw=True))
+    within = our_face >= 0
+    corners = surface.vertices[surface.faces.long()]
+    moved = ((corners[our_face[within]] * our_uvw[within, :, None]).sum(1)
+             - (corners[their_face[within]] * their_uvw[within, :, None]).sum(1)).norm(dim=1)
+    bake_max_abs = float((our_distance[within] - their_distance[within]).abs().max())
+    record("closest_vs_cubvh_max_abs", max(remesh_max_abs, bake_max_abs))
+    record("closest_build_s", round(ours_build, 4))
+    record("cubvh_build_s", round(their_build, 4))
+    record("closest_query_s", round(runs["closest"]["seconds"] + our_query, 4))
+    record("cubvh_query_s", round(runs["cubvh"]["seconds"] + their_query, 4))
+    record("closest_vs_cubvh", {
+        "surface_faces": len(surface.faces), "search_radius": radius,
+        "remesh": {name: {"faces": run["faces"], "query_s": round(run["seconds"], 4),
+                          "points_per_call": [len(points) for points in run["points"]]} for name, run in runs.items()},
+        "remesh_max_abs": remesh_max_abs, "remesh_lower_bound_ok": lower_bound_ok,
+        "bake_points": len(texels), "bake_query_s": {"closest": round(our_query, 4), "cubvh": round(their_query, 4)},
+        "bake_max_abs": bake_max_abs, "bake_beyond_radius": int((~within).sum()),
+        "bake_cubvh_max_distance": float(their_distance.max()),
+        "bake_same_face": float((our_face == their_face).float().mean()),
+        "bake_projected_max_abs": float(moved.max()), "bake_projected_over_1e-5": int((moved > 1e-5).sum()),
+    })
+    assert remesh_max_abs < 1e-5 and bake_max_abs < 1e-5 and lower_bound_ok
+    assert abs(runs["closest"]["faces"] - runs["cubvh"]["faces"]) <= 1e-3 * runs["cubvh"]["faces"]
+    assert int((moved > 1e-5).sum()) <= 1e-4 * len(texels)

@@ -3,17 +3,17 @@
 The same algorithm as ``o_voxel.postprocess.to_glb`` (TRELLIS.2 @5565d240), with the options of
 TRELLIS.2's example (``remesh_band=1, remesh_project=0``), as separate calls so that each is timed:
 
-- ``prepare``: CuMesh fills holes up to a perimeter of 0.03; ``surface_bvh``: cuBVH of that surface;
+- ``prepare``: CuMesh fills holes up to a perimeter of 0.03; ``surface_bvh``: that surface's faces in our
+  closest-point grid (``closest``; o_voxel used CuMesh's cuBVH, whose licence allows research only);
 - ``remesh``: narrow-band dual contouring, then ``simplify`` to the target (``remesh: true``), or
   ``simplify_and_repair``: o_voxel's simplify / repair / simplify / repair sequence (``remesh: false``);
 - ``unwrap``: CuMesh's GPU clustering, then xatlas per cluster (CPU);
 - ``bake``: rasterize in UV space (nvdiffrast), project every texel back onto the original surface
-  through the BVH, read the attribute volume there (FlexGEMM's ``grid_sample_3d``).
+  through that grid, read the attribute volume there (FlexGEMM's ``grid_sample_3d``).
 
 What differs, and why (xatlas measured on the CPU; tests/gpu/test_export_gpu.py records every phase
 on the GPU, simplify after remeshing with CuMesh's first thresholds 1e-8 to 1e-6 and at 256 against
-512, with the result's distance to the decoded surface, and whether cuBVH's CPU build lets other
-threads run):
+512, with the result's distance to the decoded surface):
 
 - ``REMESH_RESOLUTION``: dual contouring at 512 rather than at the grid's 1024 gives about a quarter
   of the faces (5.0 M at 1024 on the H200). Every ``simplify_step`` is linear in faces and a 6x
@@ -44,6 +44,7 @@ from typing import Any, Mapping
 
 import torch
 
+from . import closest
 from .clean import UnwrappedMesh, mean_face_area, tidy_unwrapped
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "CLUSTER_FACES",
     "HOLE_PERIMETER",
     "REMESH_RESOLUTION",
+    "SEARCH_RADIUS",
     "Surface",
     "Volume",
     "bake",
@@ -66,6 +68,12 @@ __all__ = [
 HOLE_PERIMETER = 3e-2  # o_voxel's fill_holes(max_hole_perimeter=3e-2)
 REMESH_RESOLUTION = 512
 REMESH_BAND = 1.0
+# Closest points are exact within it (export/closest.py; beyond it: a lower bound, no face). Dual
+# contouring at REMESH_RESOLUTION reads exact distances up to (band + 1) cells (the corners of edges
+# whose sign changes) and its two finest levels test |distance - band| < 0.87 and 1.74 cells, up to
+# 2.74 cells; the bake's texels lie about one cell (the band) off the decoded surface, plus what
+# simplification moved them.
+SEARCH_RADIUS = 2.8 * (REMESH_RESOLUTION + 3 * REMESH_BAND) / REMESH_RESOLUTION**2
 CHART_FACES = 200
 CLUSTER_FACES = 2000
 _RASTER_CHUNK = 100_000  # faces per nvdiffrast call, as o_voxel does
@@ -113,11 +121,14 @@ def prepare(mesh: Any) -> tuple[Any, Surface]:
     return cu, Surface(vertices, faces)
 
 
-def surface_bvh(surface: Surface) -> Any:
-    """cuBVH of the surface (built on the CPU, queried on the GPU)."""
-    import cumesh
+def surface_bvh(surface: Surface) -> closest.ClosestPoints:
+    """The surface's faces in a grid for closest points within ``SEARCH_RADIUS``, on the GPU.
 
-    return cumesh.cuBVH(surface.vertices, surface.faces)
+    It answers cuBVH's ``unsigned_distance``, the one query remeshing (its ``bvh`` argument) and the
+    bake make, with cuBVH's conventions; cubvh's BVH derives from instant-ngp's and carries its
+    licence (research or evaluation only).
+    """
+    return closest.build(surface.vertices, surface.faces, SEARCH_RADIUS)
 
 
 def remesh(cu: Any, surface: Surface, bvh: Any, resolution: int = REMESH_RESOLUTION) -> None:
@@ -185,9 +196,11 @@ def bake(mesh: UnwrappedMesh, surface: Surface, bvh: Any, volume: Volume, size: 
         rast = torch.where(covered, chunk, rast)
     mask = rast[0, ..., 3] > 0
     positions = dr.interpolate(mesh.vertices.float()[None].contiguous(), rast, faces)[0][0][mask]
-    # Read attributes where the texel lies on the *original* surface, not on the simplified one.
+    # Read attributes where the texel lies on the *original* surface, not on the simplified one; a
+    # texel farther than SEARCH_RADIUS from it (face -1) keeps its place.
     _, face_id, uvw = bvh.unsigned_distance(positions, return_uvw=True)
-    positions = (surface.vertices[surface.faces[face_id.long()].long()] * uvw[..., None]).sum(dim=1)
+    projected = (surface.vertices[surface.faces[face_id.clamp(min=0)].long()] * uvw[..., None]).sum(dim=1)
+    positions = torch.where((face_id >= 0)[:, None], projected, positions)
     points = torch.zeros((size * size, 3), device=device, dtype=torch.float32)
     points[: positions.shape[0]] = (positions + 0.5) / volume.voxel_size
     channels = volume.attrs.shape[1]
