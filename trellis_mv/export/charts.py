@@ -10,14 +10,15 @@ then a quality check that sends bad charts back to be split):
 2. project: each chart onto its best-fit plane (area-weighted PCA of the surface; the normal turned
    towards the area-weighted mean normal, or that mean normal where PCA's lies across it);
 3. check: no flipped face, Sander's L2 stretch of the chart and L∞ of its worst face within bounds
-   (``uv_quality``); degenerate faces (``clean.degenerate_faces``) are dropped later and not checked;
+   (``uv_quality``); degenerate faces (``clean.degenerate_faces``) are dropped later and not checked,
+   and slivers (``SLIVER``) not for L∞: LSCM stretches them at will, and they hold no texture to speak of;
 4. solve: the charts that fail get LSCM in one batch (``lscm``), started from the projection;
 5. check again; a chart that still fails is cut in two across its widest spread (of normals when
    they spread wide, a tube or a cap; else of positions) for the next round.
 
 A chart with a hole is no problem for projection or LSCM; a closed band (a tube) folds onto itself
 under both, flips, and is cut across its normals. After ``ROUNDS`` rounds, faces of charts that still
-fail become one chart each, laid out in their own plane: a single triangle never fails. Each chart's
+fail become one chart per face, laid out in its own plane: a single triangle never fails. Each chart's
 UVs are scaled so that its UV area equals its surface area (uniform texel density), in the mesh's unit.
 """
 
@@ -38,6 +39,8 @@ ROUNDS = 4
 # Mean normal length (|Σ area·normal| / Σ area) below which a failing chart is cut across its normals:
 # 0.64 for a half cylinder, 0.5 for a hemisphere, 0 for a tube; about 0.9 for a 45° cap.
 SPREAD_NORMALS = 0.8
+# Faces thinner than this (area / longest edge², 0.43 for an equilateral triangle) are left out of the L∞ check.
+SLIVER = 1e-2
 
 
 @dataclass(frozen=True)
@@ -71,17 +74,22 @@ class _Cut:
     count: int
 
 
-def parameterize(vertices: torch.Tensor, faces: torch.Tensor, chart: torch.Tensor, limits: Limits = Limits()) -> Charts:
-    """UVs for every chart of the welded mesh ``vertices`` (V, 3), ``faces`` (F, 3), ``chart`` (F,)."""
+def parameterize(vertices: torch.Tensor, faces: torch.Tensor, chart: torch.Tensor, limits: Limits = Limits(),
+                 rounds: int = ROUNDS) -> Charts:
+    """UVs for every chart of the welded mesh ``vertices`` (V, 3), ``faces`` (F, 3), ``chart`` (F,).
+
+    ``rounds`` bounds the project-solve-split rounds; what still fails after them is cut into single faces.
+    """
     faces = faces.long()
     positions = vertices.float()
     checked = ~degenerate_faces(vertices, faces)
+    shapely = _thickness(positions[faces]) >= SLIVER
     corner_uv = torch.zeros((faces.shape[0], 3, 2), dtype=torch.float32, device=faces.device)
     label = chart.long().clone()
     next_label = int(label.max()) + 1 if label.numel() else 0
     pending = torch.ones(faces.shape[0], dtype=torch.bool, device=faces.device)
     stats = {"projected": 0, "solved": 0, "split": 0, "lscm_iterations": 0, "single_faces": 0}
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         index = pending.nonzero()[:, 0]
         if index.numel() == 0:
             break
@@ -93,10 +101,10 @@ def parameterize(vertices: torch.Tensor, faces: torch.Tensor, chart: torch.Tenso
         uv = torch.einsum("nk,nck->nc", local.double() - frames.centroid[cut.vertex_chart],
                           frames.axes[cut.vertex_chart, :2]).float()
         # 3. check
-        projected = _passes(local, uv, cut, checked[index], limits)
+        projected = _passes(local, uv, cut, checked[index], shapely[index], limits)
         # 4. LSCM for the charts that fail, 5. and check again
         uv, iterations = _solve(local, uv, cut, checked[index], ~projected)
-        good = projected | _passes(local, uv, cut, checked[index], limits)
+        good = projected | _passes(local, uv, cut, checked[index], shapely[index], limits)
         stats["projected"] += int(projected.sum())
         stats["solved"] += int((good & ~projected).sum())
         stats["split"] += int((~good).sum())
@@ -161,11 +169,12 @@ def _frames(local: torch.Tensor, cut: _Cut) -> _Frames:
                    mean_normal=weighted.norm(dim=1) / chart_area)
 
 
-def _passes(local: torch.Tensor, uv: torch.Tensor, cut: _Cut, checked: torch.Tensor, limits: Limits) -> torch.Tensor:
-    """Per chart: no flipped face and stretch within ``limits``."""
+def _passes(local: torch.Tensor, uv: torch.Tensor, cut: _Cut, checked: torch.Tensor, shapely: torch.Tensor,
+            limits: Limits) -> torch.Tensor:
+    """Per chart: no flipped face and stretch within ``limits`` (L∞ over ``shapely`` faces only)."""
     stretch = face_stretch(local, uv, cut.faces)
     flipped = segment_sum(((stretch.uv_area <= 0) & checked).int(), cut.chart, cut.count) > 0
-    l2, linf = chart_stretch(stretch, cut.chart, cut.count, checked)
+    l2, linf = chart_stretch(stretch, cut.chart, cut.count, checked, shapely)
     return ~flipped & (l2 <= limits.l2) & (linf <= limits.linf)
 
 
@@ -202,6 +211,14 @@ def _side(local: torch.Tensor, cut: _Cut, frames: _Frames) -> torch.Tensor:
                       (corners.mean(1) * frames.axes[cut.chart, 0]).sum(1))
     cut_at = segment_sum(area * key, cut.chart, cut.count) / segment_sum(area, cut.chart, cut.count).clamp_min(1e-300)
     return (key > cut_at[cut.chart]).long()
+
+
+def _thickness(corners: torch.Tensor) -> torch.Tensor:
+    """Per triangle ``(F, 3, 3)``: area / longest edge², in float64."""
+    corners = corners.double()
+    edges = corners.roll(-1, dims=1) - corners
+    area = torch.linalg.cross(edges[:, 0], -edges[:, 2]).norm(dim=1) / 2
+    return area / edges.square().sum(-1).amax(1).clamp_min(torch.finfo(area.dtype).tiny)
 
 
 def _own_plane(corners: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..raster import texel_counts
 from .segments import components, compact, segment_sum
 
 __all__ = ["FaceStretch", "atlas_quality", "chart_stretch", "face_stretch", "seam_length", "vertex_charts"]
@@ -53,21 +54,24 @@ def face_stretch(vertices: torch.Tensor, uvs: torch.Tensor, faces: torch.Tensor)
     return FaceStretch(area=area, uv_area=uv_area, l2=l2, linf=linf)
 
 
-def chart_stretch(stretch: FaceStretch, chart: torch.Tensor, count: int, counted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def chart_stretch(stretch: FaceStretch, chart: torch.Tensor, count: int, counted: torch.Tensor,
+                  peaks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per chart: Sander's L2 norm and the largest face L∞, both at the chart's own scale (UV area = surface area).
 
-    Only faces marked in ``counted`` take part (e.g. not the degenerate ones); a face with zero UV
-    area makes its chart's numbers infinite.
+    Only faces marked in ``counted`` take part (e.g. not the degenerate ones), and in the L∞ only those
+    also marked in ``peaks`` (e.g. not slivers, which a conformal map may stretch at no cost to the
+    texture); a face with zero UV area makes its chart's numbers infinite.
     """
+    tiny = torch.finfo(stretch.area.dtype).tiny
     area = torch.where(counted, stretch.area, 0.0)
-    weighted = torch.where(counted, stretch.l2.square() * stretch.area, 0.0)
-    surface = segment_sum(area, chart, count)
+    surface = segment_sum(area, chart, count).clamp_min(tiny)
     uv = segment_sum(torch.where(counted, stretch.uv_area.abs(), 0.0), chart, count)
-    scale = (uv / surface.clamp_min(torch.finfo(area.dtype).tiny)).sqrt()
-    l2 = (segment_sum(weighted, chart, count) / surface.clamp_min(torch.finfo(area.dtype).tiny)).sqrt() * scale
+    scale = (uv / surface).sqrt()
+    l2 = (segment_sum(torch.where(counted, stretch.l2.square() * stretch.area, 0.0), chart, count) / surface).sqrt() * scale
+    peaks = counted if peaks is None else counted & peaks
     worst = torch.zeros(count, dtype=area.dtype, device=area.device).scatter_reduce(
-        0, chart, torch.where(counted, stretch.linf, 0.0), reduce="amax")
-    return torch.where(surface > 0, l2, 1.0), worst * scale
+        0, chart, torch.where(peaks, stretch.linf, 0.0), reduce="amax")
+    return torch.where(surface > tiny, l2, 1.0), worst * scale
 
 
 def vertex_charts(faces: torch.Tensor, vertex_count: int) -> tuple[torch.Tensor, int]:
@@ -99,13 +103,17 @@ def seam_length(vertices: torch.Tensor, faces: torch.Tensor, chart: torch.Tensor
     return float(length[smallest != largest].sum())
 
 
-def atlas_quality(vertices: torch.Tensor, faces: torch.Tensor, uvs: torch.Tensor) -> dict[str, float | int]:
-    """Chart count, flipped faces, stretch and texel-density spread of a packed, UV-split mesh.
+def atlas_quality(vertices: torch.Tensor, faces: torch.Tensor, uvs: torch.Tensor, size: int) -> dict[str, float | int]:
+    """Chart count, flipped faces, overlap, packing, stretch and texel-density spread of a packed, UV-split mesh.
 
+    ``overlap_share``: texels covered twice or more over texels covered, in a ``size``² atlas
+    (``raster.texel_counts``); ``packing_efficiency``: texels covered over all texels;
     ``stretch_l2_mean`` is Sander's L2 norm of the whole atlas (uniform-density atlases score lower),
     ``stretch_l2_max`` its worst face at the same scale; ``density_spread`` is the 95th over the 5th
     percentile of the charts' UV area / surface area; ``seam_length`` in the mesh's unit.
     """
+    counts = texel_counts(uvs, faces, size)
+    covered = int((counts > 0).sum())
     chart, count = vertex_charts(faces, vertices.shape[0])
     stretch = face_stretch(vertices, uvs, faces)
     orientation = torch.sign(segment_sum(stretch.uv_area, chart, count))[chart]
@@ -120,6 +128,8 @@ def atlas_quality(vertices: torch.Tensor, faces: torch.Tensor, uvs: torch.Tensor
     return {
         "charts": count,
         "flipped_faces": int(flipped.sum()),
+        "overlap_share": round(int((counts > 1).sum()) / max(covered, 1), 6),
+        "packing_efficiency": round(covered / size**2, 4),
         "stretch_l2_mean": round(mean, 4),
         "stretch_l2_max": round(float(l2.max()), 4) if l2.numel() else float("nan"),
         "density_spread": round(high / low, 4) if low > 0 else float("inf"),
