@@ -18,7 +18,8 @@ from trellis_mv.export.charts import Limits, parameterize
 from trellis_mv.export.clean import degenerate_faces
 from trellis_mv.export.lscm import lscm
 from trellis_mv.export.segments import segment_sum
-from trellis_mv.export.uv_quality import chart_stretch, face_stretch
+from trellis_mv.export.pack import pack_charts
+from trellis_mv.export.uv_quality import atlas_quality, chart_stretch, face_stretch
 
 
 @pytest.fixture(autouse=True)
@@ -53,6 +54,8 @@ CASES = [  # (name, mesh, charts, projected, solved, split)
     # a closed tube folds under projection and LSCM alike: cut across its normals, then each half solves
     ("cylinder", lambda: meshes.cylinder(), 4, 2, 2, 1),
     ("sphere", lambda: meshes.sphere(3), 2, 0, 2, 1),
+    # every face faces up, yet from above the ramp covers itself: cut until no piece does
+    ("spiral ramp", meshes.helicoid, 4, 4, 0, 1),
 ]
 
 
@@ -117,6 +120,28 @@ def test_degenerate_faces_neither_fail_a_chart_nor_stop_the_solve():
     charts = parameterize(vertices, faces, chart)
     _check_contract(vertices, faces, charts)
     assert charts.count == 1 and charts.stats["solved"] == 1 and bool(torch.isfinite(charts.uvs).all())
+
+
+def test_a_face_wound_the_other_way_leaves_its_chart_as_a_chart_of_its_own():
+    vertices, faces, chart = meshes.grid(8)
+    faces[40] = faces[40].flip(0)  # no flattening of the grid keeps this face's winding without overlap
+    charts = parameterize(vertices, faces, chart)
+    _check_contract(vertices, faces, charts)
+    assert charts.stats["mended"] == 1 and 1 <= charts.stats["single_faces"] <= 12
+    assert charts.count == 1 + charts.stats["single_faces"] and charts.chart[40] != charts.chart[0]
+    positions = vertices[charts.vmap]
+    # what is left of the grid lies flat without overlap: every vertex's UV angles make at most a turn
+    assert atlas_quality(positions, charts.faces, pack_charts(charts.uvs, charts.faces, charts.chart, 256, 2), 256)[
+        "overlap_share"] == 0.0
+
+
+def test_the_last_round_keeps_a_chart_that_is_only_too_stretched():
+    vertices, faces, chart = meshes.sphere(3, above=0.0)
+    strict = Limits(l2=1.01)
+    assert parameterize(vertices, faces, chart, strict).stats["split"] >= 1  # with rounds to spare, it is cut
+    last = parameterize(vertices, faces, chart, strict, rounds=1)
+    _check_contract(vertices, faces, last)
+    assert (last.count, last.stats["mended"], last.stats["single_faces"]) == (1, 1, 0)
 
 
 @pytest.mark.parametrize(("rounds", "single_faces"), [(0, 1280), (1, 1280)])

@@ -58,6 +58,7 @@ MESHES = [  # (name, mesh, stretch: the atlas's L2 mean at most)
     ("cube", meshes.cube, 1.0001),
     ("cylinder", meshes.cylinder, 1.0001),
     ("sphere", lambda: meshes.sphere(3), 1.09),
+    ("spiral ramp", meshes.helicoid, 1.0001),
     ("bumpy sphere", lambda: meshes.bumpy_sphere(5, cells=2), 1.02),
 ]
 

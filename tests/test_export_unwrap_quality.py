@@ -9,7 +9,14 @@ import torch
 from unwrap_meshes import cube
 
 from trellis_mv.export.segments import components, edge_neighbours
-from trellis_mv.export.uv_quality import atlas_quality, chart_stretch, face_stretch, seam_length, vertex_charts
+from trellis_mv.export.uv_quality import (
+    atlas_quality,
+    chart_stretch,
+    face_stretch,
+    overlapping_charts,
+    seam_length,
+    vertex_charts,
+)
 
 TRIANGLE = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]])
 ONE = torch.tensor([[0, 1, 2]])
@@ -105,3 +112,12 @@ def test_atlas_quality_counts_overlap_and_a_face_turned_over():
     turned = faces.clone()
     turned[0] = turned[0].flip(0)
     assert atlas_quality(positions, turned, uvs, 60)["flipped_faces"] == 1
+
+
+def test_overlapping_charts_finds_a_chart_drawn_over_itself():
+    square = [[0.0, 0], [1, 0], [1, 1], [0, 1]]
+    triangle = [[0.0, 0], [2, 0], [0, 2]]
+    uvs = torch.tensor(square + triangle + [[0.5, 0.5], [2.5, 0.5], [0.5, 2.5]] + triangle)  # chart 1: two triangles, one over the other
+    faces = torch.tensor([[0, 1, 2], [0, 2, 3], [4, 5, 6], [7, 8, 9], [10, 11, 12]])
+    vertex_chart = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2])
+    assert overlapping_charts(uvs, faces, vertex_chart, 3).tolist() == [False, True, False]

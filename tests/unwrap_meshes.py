@@ -90,3 +90,14 @@ def annulus(n: int = 32) -> Mesh:
     k, nxt = torch.arange(n), (torch.arange(n) + 1) % n
     faces = torch.cat([torch.stack([k, n + k, n + nxt], 1), torch.stack([k, n + nxt, nxt], 1)])
     return _mesh(vertices, faces, torch.zeros(len(faces), dtype=torch.long))
+
+
+def helicoid(turns: float = 1.5, steps: int = 144, pitch: float = 0.1) -> Mesh:
+    """A spiral ramp (radii 1 to 1.5, rising ``pitch`` per turn) as one chart: every face faces up, yet
+    seen from above it covers itself after one turn, so its planar projection overlaps without a flip."""
+    angle = torch.linspace(0, 2 * math.pi * turns, steps + 1, dtype=torch.float64)
+    rings = [torch.stack([r * torch.cos(angle), r * torch.sin(angle), pitch * angle / (2 * math.pi)], dim=1) for r in (1.0, 1.5)]
+    k = torch.arange(steps)
+    outer = k + steps + 1
+    faces = torch.cat([torch.stack([k, outer, outer + 1], 1), torch.stack([k, outer + 1, k + 1], 1)])
+    return _mesh(torch.cat(rings), faces, torch.zeros(len(faces), dtype=torch.long))

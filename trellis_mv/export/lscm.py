@@ -24,7 +24,7 @@ from .segments import segment_sum
 __all__ = ["CHECK_EVERY", "MAX_ITERATIONS", "TOLERANCE", "lscm"]
 
 TOLERANCE = 1e-4  # preconditioned residual relative to the start's, per chart
-MAX_ITERATIONS = 3000
+MAX_ITERATIONS = 1000  # a chart still short of it is checked as it is, and split if it fails
 CHECK_EVERY = 25
 
 
@@ -38,17 +38,19 @@ def lscm(positions: torch.Tensor, faces: torch.Tensor, chart: torch.Tensor, coun
     and keep their place, so the result has the start's position, rotation and rough scale.
     """
     coefficients = _coefficients(positions, faces, solved)
-    diagonal = segment_sum(coefficients.square().sum(-1).reshape(-1), faces.reshape(-1), positions.shape[0])
+    diagonal = segment_sum(coefficients.abs().square().reshape(-1), faces.reshape(-1), positions.shape[0])
     free = (diagonal > 0) & ~_pins(start[:, 0], chart, count)
-    inverse = torch.where(free, 1 / diagonal.clamp_min(torch.finfo(diagonal.dtype).tiny), 0.0)[:, None]
+    inverse = torch.where(free, 1 / diagonal.clamp_min(torch.finfo(diagonal.dtype).tiny), 0.0)
 
     def normal_matrix(x: torch.Tensor) -> torch.Tensor:
-        return _adjoint(coefficients, faces, _residual(coefficients, faces, x), x.shape[0]) * free[:, None]
+        residual = (coefficients * x[faces]).sum(1)
+        corners = torch.view_as_real(coefficients.conj() * residual[:, None]).reshape(-1, 2)
+        return torch.view_as_complex(segment_sum(corners, faces.reshape(-1), x.shape[0])) * free
 
     def per_chart(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return segment_sum((a * b).sum(1), chart, count)
+        return segment_sum((a.conj() * b).real, chart, count)
 
-    x = start.float().clone()
+    x = torch.view_as_complex(start.float().contiguous())
     r = -normal_matrix(x)
     z = inverse * r
     p = z
@@ -57,21 +59,21 @@ def lscm(positions: torch.Tensor, faces: torch.Tensor, chart: torch.Tensor, coun
     for iteration in range(1, MAX_ITERATIONS + 1):
         q = normal_matrix(p)
         pq = per_chart(p, q)
-        alpha = torch.where(pq > 0, rz / pq.clamp_min(torch.finfo(pq.dtype).tiny), 0.0)[chart, None]
+        alpha = torch.where(pq > 0, rz / pq.clamp_min(torch.finfo(pq.dtype).tiny), 0.0)[chart]
         x = x + alpha * p
         r = r - alpha * q
         z = inverse * r
         rz_next = per_chart(r, z)
-        beta = torch.where(rz > 0, rz_next / rz.clamp_min(torch.finfo(rz.dtype).tiny), 0.0)[chart, None]
+        beta = torch.where(rz > 0, rz_next / rz.clamp_min(torch.finfo(rz.dtype).tiny), 0.0)[chart]
         p = z + beta * p
         rz = rz_next
         if iteration % CHECK_EVERY == 0 and bool((rz <= goal).all()):
             break
-    return x, iteration
+    return torch.view_as_real(x).clone(), iteration
 
 
 def _coefficients(positions: torch.Tensor, faces: torch.Tensor, solved: torch.Tensor) -> torch.Tensor:
-    """``D`` per face and corner ``(F, 3, 2)`` (real, imaginary), float32, from float64 geometry."""
+    """``D`` per face and corner ``(F, 3)``, complex64, from float64 geometry."""
     corners = positions.double()[faces]
     first = corners[:, 1] - corners[:, 0]
     normal = torch.linalg.cross(first, corners[:, 2] - corners[:, 0])
@@ -81,24 +83,8 @@ def _coefficients(positions: torch.Tensor, faces: torch.Tensor, solved: torch.Te
     e1 = first / first.norm(dim=1, keepdim=True).clamp_min(torch.finfo(first.dtype).tiny)
     e2 = torch.linalg.cross(normal / safe[:, None], e1)
     opposite = corners.roll(-2, dims=1) - corners.roll(-1, dims=1)  # corner j: P[j+2] - P[j+1]
-    local = torch.stack([(opposite * e1[:, None]).sum(-1), (opposite * e2[:, None]).sum(-1)], dim=-1)
-    weight = torch.where(keep, 1 / (2 * (safe / 2).sqrt()), 0.0)
-    return (local * weight[:, None, None]).float()
-
-
-def _residual(coefficients: torch.Tensor, faces: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``A x``: per face, the complex sum of D_j·U_j as (real, imaginary) ``(F, 2)``."""
-    u, v = x[faces].unbind(-1)
-    dx, dy = coefficients.unbind(-1)
-    return torch.stack([(dx * u - dy * v).sum(1), (dy * u + dx * v).sum(1)], dim=1)
-
-
-def _adjoint(coefficients: torch.Tensor, faces: torch.Tensor, residual: torch.Tensor, count: int) -> torch.Tensor:
-    """``Aᴴ r``: conj(D_j)·r scattered back onto each corner's vertex ``(N, 2)``."""
-    dx, dy = coefficients.unbind(-1)
-    rx, ry = residual[:, None, 0], residual[:, None, 1]
-    corner = torch.stack([dx * rx + dy * ry, dx * ry - dy * rx], dim=-1)
-    return segment_sum(corner.reshape(-1, 2), faces.reshape(-1), count)
+    weight = torch.where(keep, 1 / (2 * (safe / 2).sqrt()), 0.0)[:, None]
+    return torch.complex((opposite * e1[:, None]).sum(-1) * weight, (opposite * e2[:, None]).sum(-1) * weight).to(torch.complex64)
 
 
 def _pins(u: torch.Tensor, chart: torch.Tensor, count: int) -> torch.Tensor:

@@ -18,12 +18,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import torch
 
 from ..raster import texel_counts
 from .segments import components, compact, segment_sum
 
-__all__ = ["FaceStretch", "atlas_quality", "chart_stretch", "face_stretch", "seam_length", "vertex_charts"]
+__all__ = ["FaceStretch", "atlas_quality", "chart_stretch", "face_stretch", "overlapping_charts", "seam_length",
+           "vertex_charts"]
+
+# Texels across each chart's tile in ``overlapping_charts``, and how many of them may be covered twice
+# (a texel centre exactly on a corner that several faces share can count twice).
+TILE = 64
+OVERLAP_TEXELS = 1
 
 
 @dataclass(frozen=True)
@@ -54,24 +62,43 @@ def face_stretch(vertices: torch.Tensor, uvs: torch.Tensor, faces: torch.Tensor)
     return FaceStretch(area=area, uv_area=uv_area, l2=l2, linf=linf)
 
 
-def chart_stretch(stretch: FaceStretch, chart: torch.Tensor, count: int, counted: torch.Tensor,
-                  peaks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per chart: Sander's L2 norm and the largest face L∞, both at the chart's own scale (UV area = surface area).
+def chart_stretch(stretch: FaceStretch, chart: torch.Tensor, count: int, counted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sander's L2 norm per chart, and each face's L∞, both at its chart's own scale (UV area = surface area).
 
-    Only faces marked in ``counted`` take part (e.g. not the degenerate ones), and in the L∞ only those
-    also marked in ``peaks`` (e.g. not slivers, which a conformal map may stretch at no cost to the
-    texture); a face with zero UV area makes its chart's numbers infinite.
+    Only faces marked in ``counted`` take part in a chart's scale and norm (e.g. not the degenerate
+    ones); a counted face with zero UV area makes its chart's numbers infinite.
     """
     tiny = torch.finfo(stretch.area.dtype).tiny
-    area = torch.where(counted, stretch.area, 0.0)
-    surface = segment_sum(area, chart, count).clamp_min(tiny)
+    surface = segment_sum(torch.where(counted, stretch.area, 0.0), chart, count).clamp_min(tiny)
     uv = segment_sum(torch.where(counted, stretch.uv_area.abs(), 0.0), chart, count)
     scale = (uv / surface).sqrt()
     l2 = (segment_sum(torch.where(counted, stretch.l2.square() * stretch.area, 0.0), chart, count) / surface).sqrt() * scale
-    peaks = counted if peaks is None else counted & peaks
-    worst = torch.zeros(count, dtype=area.dtype, device=area.device).scatter_reduce(
-        0, chart, torch.where(peaks, stretch.linf, 0.0), reduce="amax")
-    return torch.where(surface > tiny, l2, 1.0), worst * scale
+    return torch.where(surface > tiny, l2, 1.0), stretch.linf * scale[chart]
+
+
+def overlapping_charts(uvs: torch.Tensor, faces: torch.Tensor, vertex_chart: torch.Tensor, count: int) -> torch.Tensor:
+    """Per chart: whether its ``faces`` cover a texel twice when the chart is drawn alone, ``TILE`` texels across.
+
+    Every chart gets a tile of its own in one grid, so one ``raster.texel_counts`` call sees them all.
+    A flipped face overlaps its neighbours by definition; among unflipped ones this finds a fan that
+    turns more than once around a vertex, and a chart's boundary running over itself. ``vertex_chart``
+    is each vertex's chart; no vertex is shared by two charts.
+    """
+    def extreme(reduce: str, start: float) -> torch.Tensor:
+        out = torch.full((count, 2), start, dtype=uvs.dtype, device=uvs.device)
+        return out.scatter_reduce(0, vertex_chart[:, None].expand(-1, 2), uvs, reduce)
+
+    low, high = extreme("amin", math.inf), extreme("amax", -math.inf)
+    across = math.ceil(math.sqrt(count))
+    index = torch.arange(count, device=uvs.device)
+    tile = torch.stack([index % across, torch.div(index, across, rounding_mode="floor")], dim=1)
+    extent = (high - low).amax(dim=1).clamp_min(torch.finfo(uvs.dtype).tiny)
+    # off the texel grid by an irrational step, so that regular meshes do not put vertices on texel centres
+    placed = (uvs - low[vertex_chart]) / extent[vertex_chart, None] * (TILE - 3) + 1 / math.pi + 1
+    counts = texel_counts((placed + tile[vertex_chart] * TILE) / (across * TILE), faces, across * TILE)
+    rows, columns = (counts > 1).nonzero(as_tuple=True)
+    chart = torch.div(rows, TILE, rounding_mode="floor") * across + torch.div(columns, TILE, rounding_mode="floor")
+    return torch.bincount(chart, minlength=count) > OVERLAP_TEXELS
 
 
 def vertex_charts(faces: torch.Tensor, vertex_count: int) -> tuple[torch.Tensor, int]:
