@@ -12,14 +12,23 @@ conjugate gradients on the normal equations ``AᴴA x = 0`` (pins fixed, Jacobi 
 with one step length per chart: every chart is its own independent solve inside one batch, so a
 large chart does not slow the convergence of a small one. The start is the caller's guess (the
 planar projection), which holds the pins; convergence is checked every ``CHECK_EVERY`` iterations
-(a check waits for the GPU).
+(a check waits for the GPU). On CUDA those iterations are captured once as a CUDA graph and
+replayed: an iteration is about thirty small kernels, whose launches from Python would otherwise
+cost more than the work (torch.cuda.graphs, "CUDA Graphs" in PyTorch's notes on CUDA semantics).
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
 import torch
 
 from .segments import segment_sum
+
+log = logging.getLogger(__name__)
 
 __all__ = ["CHECK_EVERY", "MAX_ITERATIONS", "TOLERANCE", "lscm"]
 
@@ -41,35 +50,90 @@ def lscm(positions: torch.Tensor, faces: torch.Tensor, chart: torch.Tensor, coun
     diagonal = segment_sum(coefficients.abs().square().reshape(-1), faces.reshape(-1), positions.shape[0])
     free = (diagonal > 0) & ~_pins(start[:, 0], chart, count)
     inverse = torch.where(free, 1 / diagonal.clamp_min(torch.finfo(diagonal.dtype).tiny), 0.0)
-
-    def normal_matrix(x: torch.Tensor) -> torch.Tensor:
-        residual = (coefficients * x[faces]).sum(1)
-        corners = torch.view_as_real(coefficients.conj() * residual[:, None]).reshape(-1, 2)
-        return torch.view_as_complex(segment_sum(corners, faces.reshape(-1), x.shape[0])) * free
-
-    def per_chart(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return segment_sum((a.conj() * b).real, chart, count)
-
-    x = torch.view_as_complex(start.float().contiguous())
-    r = -normal_matrix(x)
+    system = _System(coefficients, faces, free, inverse, chart, count)
+    x = torch.view_as_complex(start.float().contiguous()).clone()
+    r = -system.normal_matrix(x)
     z = inverse * r
-    p = z
-    rz = per_chart(r, z)
-    goal = rz * TOLERANCE**2
-    for iteration in range(1, MAX_ITERATIONS + 1):
-        q = normal_matrix(p)
-        pq = per_chart(p, q)
-        alpha = torch.where(pq > 0, rz / pq.clamp_min(torch.finfo(pq.dtype).tiny), 0.0)[chart]
-        x = x + alpha * p
-        r = r - alpha * q
-        z = inverse * r
-        rz_next = per_chart(r, z)
-        beta = torch.where(rz > 0, rz_next / rz.clamp_min(torch.finfo(rz.dtype).tiny), 0.0)[chart]
-        p = z + beta * p
-        rz = rz_next
-        if iteration % CHECK_EVERY == 0 and bool((rz <= goal).all()):
-            break
-    return torch.view_as_real(x).clone(), iteration
+    state = _State(x=x, r=r, p=z.clone(), rz=system.per_chart(r, z))
+    goal = state.rz * TOLERANCE**2
+    iterations, step = 0, partial(_iterate, system, state, CHECK_EVERY)
+    if x.is_cuda:
+        try:
+            step = _replayable(step)
+        except RuntimeError as error:  # a capture refused by this torch or driver costs speed, not the job
+            log.warning("lscm: CUDA graph capture failed, iterating from Python: %s", error)
+        iterations = CHECK_EVERY  # the capture's warm-up ran one round of iterations
+    while iterations < MAX_ITERATIONS and not bool((state.rz <= goal).all()):
+        step()
+        iterations += CHECK_EVERY
+    return torch.view_as_real(state.x).clone(), iterations
+
+
+@dataclass(frozen=True)
+class _System:
+    """``AᴴA`` restricted to the free vertices, the Jacobi preconditioner, and per-chart inner products."""
+
+    coefficients: torch.Tensor  # (F, 3) complex: D per face and corner
+    faces: torch.Tensor
+    free: torch.Tensor  # (N,) bool: neither pinned nor without a face that counts
+    inverse: torch.Tensor  # (N,) 1 / diagonal of AᴴA on free vertices, else 0
+    chart: torch.Tensor
+    count: int
+
+    def normal_matrix(self, x: torch.Tensor) -> torch.Tensor:
+        """``AᴴA x`` on the free vertices: A is a gather, Aᴴ a scatter-add."""
+        residual = (self.coefficients * x[self.faces]).sum(1)
+        corners = torch.view_as_real(self.coefficients.conj() * residual[:, None]).reshape(-1, 2)
+        return torch.view_as_complex(segment_sum(corners, self.faces.reshape(-1), x.shape[0])) * self.free
+
+    def per_chart(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """The real inner product of two complex vectors, chart by chart."""
+        return segment_sum((a.conj() * b).real, self.chart, self.count)
+
+
+@dataclass(frozen=True)
+class _State:
+    """Conjugate gradients' vectors, updated in place (a CUDA graph replays on fixed memory)."""
+
+    x: torch.Tensor
+    r: torch.Tensor
+    p: torch.Tensor
+    rz: torch.Tensor  # (C,) preconditioned residual, per chart
+
+
+def _iterate(system: _System, state: _State, count: int) -> None:
+    """``count`` iterations of preconditioned conjugate gradients, one step length per chart."""
+    for _ in range(count):
+        q = system.normal_matrix(state.p)
+        alpha = _ratio(state.rz, system.per_chart(state.p, q))[system.chart]
+        state.x.add_(alpha * state.p)
+        state.r.sub_(alpha * q)
+        z = system.inverse * state.r
+        rz = system.per_chart(state.r, z)
+        state.p.mul_(_ratio(rz, state.rz)[system.chart]).add_(z)
+        state.rz.copy_(rz)
+
+
+def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    """``numerator / denominator``, 0 where the denominator is not positive (a chart already solved)."""
+    return torch.where(denominator > 0, numerator / denominator.clamp_min(torch.finfo(denominator.dtype).tiny), 0.0)
+
+
+def _replayable(run: Callable[[], None]) -> Callable[[], None]:
+    """``run`` (in-place work on fixed tensors) captured as a CUDA graph; returns its replay.
+
+    As torch.cuda.graphs asks, ``run`` first runs once on a side stream (its work is real and kept),
+    then is captured; capturing executes nothing.
+    """
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        run()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run()
+    return graph.replay
 
 
 def _coefficients(positions: torch.Tensor, faces: torch.Tensor, solved: torch.Tensor) -> torch.Tensor:
