@@ -9,22 +9,24 @@ then a quality check that sends bad charts back to be split):
    vertex is two charts) and each (chart, vertex) pair becomes a vertex of its own;
 2. project: each chart onto its best-fit plane (area-weighted PCA of the surface; the normal turned
    towards the area-weighted mean normal, or that mean normal where PCA's lies across it);
-3. check (``Limits``): no folded face (flipped, or overlapping its neighbours around a vertex), Sander's L2 stretch of the chart within bound, and faces whose
-   L∞ exceeds its bound at most a small share of the chart's area (a worst-face bound would fail
-   charts for slivers, which LSCM stretches at will and which hold no texture to speak of);
-   degenerate faces (``clean.degenerate_faces``) are dropped later and not checked;
+3. check (``Limits``): no folded face (flipped, or overlapping its neighbours around a vertex),
+   Sander's L2 stretch of the chart within bound, and faces whose L∞ exceeds its bound at most a
+   small share of the chart's area (a worst-face bound would fail charts for slivers, which LSCM
+   stretches at will and which hold no texture to speak of); degenerate faces
+   (``clean.degenerate_faces``) are dropped later and not checked;
 4. solve: the charts that fail get LSCM in one batch (``lscm``), started from the projection;
-5. check again. A chart whose only fault is a few folded faces (``Limits.mend``: folds in the
-   surface itself, which no flattening can unfold, a face wound against its neighbours, or LSCM's
-   own on bad triangles) lets them go as charts of their own; any other that fails is cut in two across its widest spread (of normals when they
-   spread wide, a tube or a cap; else of positions) for the next round.
+5. check again, now also whether a chart covers itself (``uv_quality.overlapping_charts``). A chart
+   whose only fault is a few folded faces (``Limits.mend``: folds in the surface itself, which no
+   flattening can unfold, a face wound against its neighbours, or LSCM's own on bad triangles) lets
+   them go as charts of their own; any other that fails is cut in two across its widest spread (of
+   normals when they spread wide, a tube or a cap; else of positions) for the next round.
 
 A chart with a hole is no problem for projection or LSCM; a closed band (a tube) folds onto itself
-under both, flips, and is cut across its normals. In the last of ``ROUNDS`` rounds stretch no longer
-fails a chart (a stretched chart is better than its faces scattered one by one); the faces of charts
-that still have many folds become one chart per face, laid out in its own plane: a single triangle
-never fails. Each chart's
-UVs are scaled so that its UV area equals its surface area (uniform texel density), in the mesh's unit.
+under both, flips, and is cut across its normals; a spiral ramp covers itself, and is cut until no
+piece does. In the last of ``ROUNDS`` rounds neither stretch nor covering itself fails a chart any
+more (either is better than its faces scattered one by one); the faces of charts that still have many folds become
+one chart per face, laid out in its own plane: a single triangle never fails. Each chart's UVs are
+scaled so that its UV area equals its surface area (uniform texel density), in the mesh's unit.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ quadratic in chart size (87% of its CPU time). o_voxel's clusters stop only at a
 one can hold much of the mesh: on a 176k-face stand-in its largest cluster (73.6k faces) alone took
 24.7 s. Capping clusters at the area of 2000 mean faces (CuMesh's own area penalty: cone half angle +
 penalty x area must stay under 90°) and xatlas's charts at 200 cut that unwrap from 29.4 to 4.5 s of
-CPU (measured on the CPU), for 9% more vertices and 62% instead of 74% of the atlas used. On the H200
+CPU, for 9% more vertices and 62% instead of 74% of the atlas used. On the H200
 it still took 9-10 s of a default job (issue 18). xatlas's packing options barely mattered there
 (default 0.4 s; at 2048² 1.0 s; brute force 3.1 s).
 
@@ -34,7 +34,8 @@ from .charts import Limits, parameterize
 from .clean import UnwrappedMesh, mean_face_area, tidy_unwrapped
 from .pack import pack_charts
 
-__all__ = ["CHART_FACES", "CLUSTER_FACES", "PADDING", "Clustering", "UnwrapMethod", "XATLAS_CLUSTERING", "cluster", "unwrap", "unwrap_xatlas"]
+__all__ = ["CHART_FACES", "CLUSTER_FACES", "PADDING", "XATLAS_CLUSTERING", "Clustering", "UnwrapMethod", "cluster", "unwrap",
+           "unwrap_xatlas"]
 
 log = logging.getLogger(__name__)
 
