@@ -66,7 +66,7 @@ RUN /opt/builder/install_python.sh weights /opt/weights/venv
 COPY --from=pins /pins/weights.env /opt/weights/versions.env
 COPY builder/pins.py builder/download_weights.py builder/weights_manifest.json builder/bake_layer.sh /opt/weights/
 
-# ---- build: FlexGEMM, CuMesh, nvdiffrast and o_voxel compiled for the variant's GPU generations
+# ---- build: FlexGEMM, CuMesh and o_voxel compiled for the variant's GPU generations
 # hadolint ignore=DL3006
 FROM cuda-devel-${VARIANT} AS build
 ARG VARIANT

@@ -38,6 +38,7 @@ from trellis_mv.errors import StartupError
 from trellis_mv.factory import build_generator
 from trellis_mv.progress import OrderedSender, throttled
 from trellis_mv.storage import S3Store
+from trellis_mv.threads import use_cpu_budget
 from trellis_mv.worker import run_job
 
 log = logging.getLogger("trellis_mv.handler")
@@ -53,6 +54,7 @@ def build_handler(settings: Settings, *, send_progress: bool) -> Handler:
     With ``send_progress`` (the hosted mode only: RunPod's job API exists nowhere else), each job's
     progress goes to the job API throttled and in order, all of it before the answer.
     """
+    use_cpu_budget(settings.cpu_threads)
     generator = build_generator(settings)
     store = S3Store.from_settings(settings)
 

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# Build TRELLIS.2's four native extensions as wheels against the torch and CUDA toolkit found.
+# Build TRELLIS.2's three native extensions as wheels against the torch and CUDA toolkit found.
 #
 #   builder/build_extensions.sh SRC WHEELS
 #
-# SRC is the layout fetch_sources.sh writes. The four packages build in parallel; each wheel's
+# SRC is the layout fetch_sources.sh writes; o_voxel is built without the import of its postprocess
+# module (trim_o_voxel in lib.sh says why). The packages build in parallel; each wheel's
 # shared objects are stripped of debug info (o_voxel goes from 18 MB to under 1 MB) and the wheel
 # is repacked with a fresh RECORD. Prints one "name seconds" line per package. WHEELS also gets
 # build-info.json, the architecture list the wheels were compiled for: the image keeps it at
 # /opt/trellis-mv/build-info.json, where the worker's start-up check reads it.
 # Environment: PYTHON (default python3), TORCH_CUDA_ARCH_LIST (default from versions.env),
 # MAX_JOBS (compiler jobs per package; default a quarter of the cores), PACKAGES (a space-separated
-# subset of "nvdiffrast flex_gemm o_voxel cumesh" to build; default all four).
+# subset of "flex_gemm o_voxel cumesh" and the extra names to build; default all of them),
+# EXTRA_PACKAGES (NAME=DIR pairs under SRC built beside the image's three: the GPU test harness
+# builds what it compares against this way, tests/gpu/device_run.sh; the image builds none).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -43,10 +46,21 @@ build() {
   echo "$name $(( SECONDS - start )) s"
 }
 
-declare -A dirs=([nvdiffrast]=nvdiffrast [flex_gemm]=FlexGEMM [o_voxel]=TRELLIS.2/o-voxel [cumesh]=CuMesh)
-pids=()
-for name in ${PACKAGES:-nvdiffrast flex_gemm o_voxel cumesh}; do
+declare -A dirs=([flex_gemm]=FlexGEMM [o_voxel]=TRELLIS.2/o-voxel [cumesh]=CuMesh)
+names="flex_gemm o_voxel cumesh"
+for extra in ${EXTRA_PACKAGES:-}; do
+  dirs[${extra%%=*}]=${extra#*=}
+  names+=" ${extra%%=*}"
+done
+names=${PACKAGES:-$names}
+for name in $names; do
   [ -n "${dirs[$name]:-}" ] || { echo "build_extensions.sh: unknown package '$name'" >&2; exit 2; }
+done
+if [[ " $names " == *" o_voxel "* ]]; then
+  trim_o_voxel "$src/TRELLIS.2/o-voxel"
+fi
+pids=()
+for name in $names; do
   build "$name" "$src/${dirs[$name]}" & pids+=($!)
 done
 failed=0

@@ -6,7 +6,7 @@
 --python      torch, torchvision, transformers, xformers and flash-attn at the pins of versions.env
               and variants/$VARIANT.env, torch built for the variant's CUDA and with the C++ ABI of
               the flash-attn wheel, one Pillow build with WebP, and ``pip check``.
---extensions  flex_gemm, cumesh, o_voxel, nvdiffrast and trellis2 are installed. Found with
+--extensions  flex_gemm, cumesh, o_voxel and trellis2 are installed. Found with
               ``importlib.util.find_spec``, not imported: importing o_voxel needs libcuda, which a
               build has no GPU driver to provide. The start-up checks import them.
 --toolchain   a C extension compiles and imports the way Triton builds its launcher at the first
@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pins import read_versions  # noqa: E402  (the versions reader, next to this file)
 
-EXTENSIONS = ("flex_gemm", "cumesh", "o_voxel", "nvdiffrast", "trellis2")
+EXTENSIONS = ("flex_gemm", "cumesh", "o_voxel", "trellis2")
 
 
 def python_problems(pins: dict[str, str]) -> list[str]:

@@ -30,3 +30,34 @@ _load_file() {
     fi
   done <"$1"
 }
+
+# git_checkout REPO COMMIT DIR: a shallow fetch of one commit, no history. A DIR already at COMMIT is
+# left alone, so a fetch is idempotent.
+git_checkout() {
+  local repo=$1 commit=$2 dir=$3
+  if [ -d "$dir/.git" ] && [ "$(git -C "$dir" rev-parse HEAD)" = "$commit" ]; then
+    return 0
+  fi
+  rm -rf "$dir"
+  git init -q "$dir"
+  git -C "$dir" remote add origin "$repo"
+  git -C "$dir" fetch -q --depth 1 origin "$commit"
+  git -C "$dir" checkout -q FETCH_HEAD
+}
+
+# trim_o_voxel DIR: o_voxel (DIR is TRELLIS.2's o-voxel/) without the import of its postprocess
+# module. o_voxel/__init__.py imports postprocess, o_voxel's own GLB export, which trellis-mv
+# replaces (trellis_mv/export/) and which imports NVIDIA's rasterizer, licensed for research and
+# evaluation only, at its top; so without this every `import o_voxel`, and trellis2's shape decoder
+# does one, would need that rasterizer installed. The module file stays: where the rasterizer is
+# installed (the GPU test harness) `import o_voxel.postprocess` still works for comparisons.
+# Idempotent; fails when __init__.py no longer reads as expected (a new TRELLIS2_COMMIT).
+trim_o_voxel() {
+  local init=$1/o_voxel/__init__.py
+  [ -r "$init" ] || { echo "trim_o_voxel: no $init" >&2; return 1; }
+  sed -i '/^    postprocess,$/d' "$init"
+  if grep -q postprocess "$init" || ! grep -q '^    convert,$' "$init"; then
+    echo "trim_o_voxel: $init is not the one this step knows; check it at TRELLIS2_COMMIT" >&2
+    return 1
+  fi
+}

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import struct
@@ -92,6 +93,66 @@ def test_draco_keeps_the_mesh():
     for name, tolerance in (("POSITION", 1e-4), ("TEXCOORD_0", 1e-4), ("NORMAL", 5e-3)):
         np.testing.assert_allclose(got[name], want[name][match][rows, corners], atol=tolerance)
     assert {tuple(row) for row in corners.tolist()} <= {(0, 1, 2), (1, 2, 0), (2, 0, 1)}
+
+
+def small(vertices, faces) -> TexturedMesh:
+    """A textured mesh from a few hand-placed vertices: planar UVs, area-weighted normals, 16² noise textures."""
+    vertices, faces = np.asarray(vertices, np.float32), np.asarray(faces)
+    uvs = (vertices[:, :2] - vertices[:, :2].min(0)) / np.ptp(vertices[:, :2], 0)
+    normals = vertex_normals(torch.from_numpy(vertices), torch.from_numpy(faces)).numpy()
+    base, metallic_roughness = encode_images([np.full((16, 16, 3), 128, np.uint8)] * 2, "webp")
+    return TexturedMesh(vertices=vertices, faces=faces, normals=normals, uvs=uvs.astype(np.float32),
+                        base_color=base, metallic_roughness=metallic_roughness, image_format="webp")
+
+
+def twice(mesh: TexturedMesh) -> TexturedMesh:
+    """Every vertex twice, identical; every other face uses the second copies, so every vertex is used."""
+    faces = mesh.faces + len(mesh.vertices) * (np.arange(len(mesh.faces)) % 2)[:, None]
+    return dataclasses.replace(mesh, vertices=np.concatenate([mesh.vertices] * 2), normals=np.concatenate([mesh.normals] * 2),
+                               uvs=np.concatenate([mesh.uvs] * 2), faces=faces)
+
+
+_SQUARE = [[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0.5, 0.5, 0.2]]
+_FAN = [[0, 1, 4], [1, 2, 4], [2, 3, 4], [3, 0, 4]]
+# Meshes whose points or faces Draco's encoder changes, and how: the accessors must state what a
+# decoder returns, not what went in. (name, mesh, change in points, change in indices)
+CHANGED_BY_DRACO = [
+    ("identical points merge", lambda: twice(small(_SQUARE, _FAN)), "fewer", "same"),
+    ("a vertex joining two fans is split", lambda: small(
+        _SQUARE + [[1, 1, 0.5], [2, 1, 0], [2, 2, 0], [1, 2, 0]], _FAN + [[2, 5, 6], [2, 6, 7], [2, 7, 8]]), "more", "same"),
+    ("an edge of three faces is split", lambda: small(
+        [[0, 0, 0], [1, 0, 0], [0.5, 1, 0], [0.5, -1, 0], [0.5, 0, 1]], [[0, 1, 2], [1, 0, 3], [0, 1, 4]]), "more", "same"),
+    ("an unused vertex is dropped", lambda: small(_SQUARE + [[5, 5, 5]], _FAN), "fewer", "same"),
+    ("a face with a repeated corner is dropped", lambda: small(_SQUARE, _FAN + [[0, 0, 1]]), "same", "fewer"),
+]
+
+
+def _change(after: int, before: int) -> str:
+    return "fewer" if after < before else "more" if after > before else "same"
+
+
+@pytest.mark.parametrize(("name", "make", "points", "indices"), CHANGED_BY_DRACO, ids=[case[0] for case in CHANGED_BY_DRACO])
+def test_draco_accessors_state_what_the_decoder_returns(name, make, points, indices, valid_glb, tmp_path):
+    """The counts come from decoding the encoded data once: DracoPy does not report the encoder's
+    ``num_encoded_points``, and Draco merges, splits and drops points and faces as these cases show."""
+    mesh = make()
+    data = write_glb(mesh, "draco")
+    assert valid_glb(data)["issues"]["numErrors"] == 0
+    document = gltf_json(data)
+    primitive = document["meshes"][0]["primitives"][0]
+    stated = {name: document["accessors"][index]["count"] for name, index in primitive["attributes"].items()}
+    [read] = read_glb(data, tmp_path)["primitives"]  # Google's decoder, through glTF-Transform
+    assert stated == dict.fromkeys(["POSITION", "NORMAL", "TEXCOORD_0"], read["vertices"])
+    assert document["accessors"][primitive["indices"]]["count"] == read["indices"]
+    assert (_change(read["vertices"], len(mesh.vertices)), _change(read["indices"], mesh.faces.size)) == (points, indices)
+
+
+def test_a_draco_primitive_encoded_ahead_writes_the_same_file():
+    from trellis_mv.export.compress import draco_encode
+
+    mesh = textured()
+    ahead = draco_encode(mesh.vertices, mesh.faces, mesh.normals, mesh.uvs)
+    assert write_glb(mesh, "draco", draco=ahead) == write_glb(mesh, "draco")
 
 
 def test_images_are_stored_as_encoded():

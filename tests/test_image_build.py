@@ -252,7 +252,7 @@ def test_shellcheck_builder() -> None:
 SCRIPTS = sorted(path.name for path in BUILDER.glob("*.sh") if path.name != "lib.sh")  # lib.sh is sourced
 
 
-@pytest.mark.parametrize("script", [*SCRIPTS, "check_image.py", "download_weights.py", "lock.py", "pins.py"])
+@pytest.mark.parametrize("script", [*SCRIPTS, "check_image.py", "download_weights.py", "licences.py", "lock.py", "pins.py"])
 def test_builder_scripts_are_strict_executables(script: str) -> None:
     path = BUILDER / script
     assert path.stat().st_mode & stat.S_IXUSR
@@ -269,17 +269,19 @@ def test_builder_scripts_are_strict_executables(script: str) -> None:
 ])
 def test_lib_reads_the_variant_and_lets_the_environment_override_a_pin(env: dict, expected: str) -> None:
     code = ('source builder/lib.sh; load_versions; '
-            'echo "$VARIANT|$TORCH_CUDA_ARCH_LIST|$TORCH_VERSION|$NVDIFFRAST_COMMIT"')
+            'echo "$VARIANT|$TORCH_CUDA_ARCH_LIST|$TORCH_VERSION|$CUMESH_COMMIT"')
     done = subprocess.run(["bash", "-euo", "pipefail", "-c", code], cwd=ROOT, capture_output=True, text=True,
                           env={"PATH": "/usr/bin:/bin", **env}, timeout=30, check=True)
-    assert done.stdout.strip() == f"{expected}|{PINS['NVDIFFRAST_COMMIT']}"
+    assert done.stdout.strip() == f"{expected}|{PINS['CUMESH_COMMIT']}"
     python = pins.read_versions(BUILDER, env)
     assert f"{python['VARIANT']}|{python['TORCH_CUDA_ARCH_LIST']}|{python['TORCH_VERSION']}" == expected
 
 
-def test_read_versions_parses_quotes_comments_and_overrides() -> None:
+def test_read_versions_parses_quotes_comments_and_overrides(tmp_path: Path) -> None:
     assert PINS["TORCH_CUDA_ARCH_LIST"] == "8.0 8.6 8.9 9.0"
-    assert re.fullmatch(r"[0-9a-f]{40}", PINS["NVDIFFRAST_COMMIT"])  # its "# tag v0.4.0" comment dropped
+    pinned = tmp_path / "versions.env"
+    pinned.write_text('# a comment\nX_COMMIT=253ac4fc  # tag v0.4.0\nLIST="a b"\nX_COMMIT=second\n', encoding="utf-8")
+    assert pins.parse_env_file(pinned) == {"X_COMMIT": "253ac4fc", "LIST": "a b"}
     assert pins.read_versions(BUILDER, {"DINOV3_REVISION": "main"})["DINOV3_REVISION"] == "main"
     for name, value in PINS.items():
         if name.endswith("_REVISION"):
@@ -350,3 +352,38 @@ def test_an_unpinned_or_unlisted_checkpoint_is_refused(change, message: str) -> 
     change(pipeline)
     with pytest.raises(SystemExit, match=message):
         download_weights.plan(pipeline, PINS, MANIFEST, Path("/models"))
+
+
+O_VOXEL_INIT = "from . import (\n    convert,\n    io,\n    postprocess,\n    rasterize,\n    serialize\n)"
+
+
+@pytest.mark.parametrize(("init", "code", "left"), [
+    (O_VOXEL_INIT, 0, O_VOXEL_INIT.replace("    postprocess,\n", "")),
+    (O_VOXEL_INIT.replace("    postprocess,\n", ""), 0, O_VOXEL_INIT.replace("    postprocess,\n", "")),  # idempotent
+    ("from . import convert, postprocess\n", 1, "from . import convert, postprocess\n"),  # a layout it does not know
+])
+def test_o_voxel_is_built_without_importing_its_postprocess_module(tmp_path: Path, init: str, code: int, left: str) -> None:
+    """o_voxel's postprocess imports NVIDIA's research-only rasterizer at its top; the image has none."""
+    package = tmp_path / "o-voxel" / "o_voxel"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(init, encoding="utf-8")
+    (package / "postprocess.py").write_text("import this_rasterizer\n", encoding="utf-8")
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", f'source builder/lib.sh; trim_o_voxel "{tmp_path}/o-voxel"'],
+                          cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.returncode == code, done.stderr
+    assert (package / "__init__.py").read_text(encoding="utf-8") == left
+    assert (package / "postprocess.py").is_file()  # kept for the GPU harness's comparisons
+    build = (BUILDER / "build_extensions.sh").read_text(encoding="utf-8")
+    assert 'trim_o_voxel "$src/TRELLIS.2/o-voxel"' in build
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"PACKAGES": "nvdiffrast"}, "build_extensions.sh: unknown package 'nvdiffrast'"),
+    ({"PACKAGES": "flex_gemm extra", "EXTRA_PACKAGES": "other=Other"}, "build_extensions.sh: unknown package 'extra'"),
+])
+def test_the_image_builds_three_extensions_and_only_a_caller_adds_more(tmp_path: Path, env: dict, message: str) -> None:
+    done = subprocess.run([str(BUILDER / "build_extensions.sh"), str(tmp_path), str(tmp_path / "wheels")],
+                          capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin", **env})
+    assert (done.returncode, done.stderr.strip()) == (2, message)
+    script = (BUILDER / "build_extensions.sh").read_text(encoding="utf-8")
+    assert 'names="flex_gemm o_voxel cumesh"' in script

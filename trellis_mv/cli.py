@@ -39,6 +39,7 @@ from .errors import StartupError
 from .factory import build_generator
 from .generator import STAGES
 from .schema import JobInput
+from .threads import use_cpu_budget
 from .worker import run_job
 
 __all__ = ["COMMAND_FIELDS", "Flag", "ProgressBars", "flags", "job_input", "main", "parser"]
@@ -99,6 +100,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ)
         settings = dataclasses.replace(Settings.from_env(env), max_base64_glb_bytes=_UNLIMITED)
         logging.basicConfig(level=settings.log_level if args.verbose else logging.WARNING,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        use_cpu_budget(settings.cpu_threads)
         generator = build_generator(settings)
     except StartupError as error:
         print(f"error: {error}", file=sys.stderr)

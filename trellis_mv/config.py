@@ -83,6 +83,11 @@ class Settings:
         "most model passes batched together in one denoising step (unset: all views at once)", minimum=1,
     )
     # Process
+    cpu_threads: int | None = _setting(
+        None, "TRELLIS_MV_CPU_THREADS",
+        "CPU threads for torch and the GLB encoders (unset: the container's cgroup CPU quota rounded down, "
+        "at most the CPUs the process may run on)", minimum=1,
+    )
     generator: str | None = _setting(
         None, "TRELLIS_MV_GENERATOR",
         "testing/extension hook: 'module:callable' returning a Generator, used instead of TRELLIS.2",

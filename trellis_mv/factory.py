@@ -9,14 +9,18 @@ is needed. trellis2 is imported only on the CUDA branch.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Callable
 
 from .config import Settings
 from .errors import StartupError
 from .generator import GenerationRequest, GenerationResult, Generator, ProgressFn
+from .licences import startup_line
 from .startup import run_checks
 
 __all__ = ["STANDIN", "CudaRequired", "build_generator"]
+
+log = logging.getLogger(__name__)
 
 # The packaged CPU stand-in (a textured sphere, not a reconstruction): try the worker without a GPU.
 STANDIN = "trellis_mv.standin:create"
@@ -24,6 +28,8 @@ STANDIN = "trellis_mv.standin:create"
 
 class CudaRequired:
     """The generator of a worker without a GPU: validation still answers, generation says what is missing."""
+
+    components: tuple[str, ...] = ()
 
     def __init__(self, reason: str):
         self.reason = reason
@@ -37,9 +43,22 @@ class CudaRequired:
 
 
 def build_generator(settings: Settings) -> Generator:
-    """The configured generator, TRELLIS.2 on CUDA (after the start-up checks), or ``CudaRequired``."""
+    """The configured generator, TRELLIS.2 on CUDA (after the start-up checks), or ``CudaRequired``.
+
+    Logs one line saying which loaded components forbid commercial use, or that none does.
+    """
+    generator = _build(settings)
+    log.info("%s", startup_line(generator.components))
+    return generator
+
+
+def _build(settings: Settings) -> Generator:
     if settings.generator:
-        return _load_factory(settings.generator)(settings)
+        generator = _load_factory(settings.generator)(settings)
+        if not isinstance(getattr(generator, "components", None), tuple):
+            raise StartupError(f"TRELLIS_MV_GENERATOR: {settings.generator} returned a generator without a "
+                               "'components' tuple (the weights it loaded; () for none): see trellis_mv.generator")
+        return generator
     import torch
 
     if not torch.cuda.is_available():

@@ -78,6 +78,8 @@ class GenerationResult:
     readable lines about anything done other than asked; both reach the answer. ``views`` are the
     images as the model saw them, one per request image, RGBA: TRELLIS.2's preprocessed crops, whose
     alpha is the foreground the per-view self-check (``views_fit``) compares the result with.
+    ``components`` are the loaded weights this job ran (Hugging Face repositories): the answer warns
+    about any whose licence forbids commercial use (``trellis_mv.licences``).
     """
 
     mesh: Any
@@ -86,10 +88,18 @@ class GenerationResult:
     resolution: int | None = None
     warnings: list[str] = field(default_factory=list)
     views: tuple[Image.Image, ...] = ()
+    components: tuple[str, ...] = ()
 
 
 class Generator(Protocol):
-    """Anything that turns a request into a mesh; the worker owns validation, export and storage."""
+    """Anything that turns a request into a mesh; the worker owns validation, export and storage.
+
+    ``components`` are the weights it loaded, as Hugging Face repositories (or a folder's name where
+    the repository is unknown): the worker's start-up log names those whose licence forbids
+    commercial use (``trellis_mv.licences``).
+    """
+
+    components: tuple[str, ...]
 
     def generate(self, request: GenerationRequest, progress: ProgressFn | None = None) -> GenerationResult:
         """Run the three stages for all views of ``request`` and return the decoded mesh."""

@@ -59,6 +59,8 @@ class StandInGenerator:
     to see ``1536_cascade`` run at a lower resolution with a warning, as TRELLIS.2 does for large shapes.
     """
 
+    components: tuple[str, ...] = ()  # no weights: tiny random flows
+
     def __init__(self, max_batch: int | None = None, *, max_tokens: int = MAX_NUM_TOKENS):
         self.max_batch = max_batch
         self.max_tokens = max_tokens

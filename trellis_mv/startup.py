@@ -7,7 +7,7 @@ Four checks, each a plain function that raises ``StartupError`` naming what is m
   outside the image, where nothing is recorded, any), and a tiny kernel returns the right sum.
 - ``check_toolchain`` (``trellis_mv.toolchain``): a C extension compiles and imports the way Triton
   builds its launcher at the first kernel launch.
-- ``check_extensions``: flex_gemm, cumesh, o_voxel, nvdiffrast and trellis2 import, and so does one
+- ``check_extensions``: flex_gemm, cumesh, o_voxel and trellis2 import, and so does one
   sparse-attention backend (flash_attn, else xformers).
 - ``check_weights``: every repository is found (``trellis_mv.weights``: baked, a RunPod cached model
   or TRELLIS_MV_MODEL_DIR, each named with its revision); ``pipeline.json`` parses; every checkpoint
@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 # for. The wheels carry machine code for these and no PTX, so a GPU runs them only within the same
 # major version.
 BUILD_INFO = Path("/opt/trellis-mv/build-info.json")
-EXTENSIONS = ("flex_gemm", "cumesh", "o_voxel", "nvdiffrast.torch", "trellis2")
+EXTENSIONS = ("flex_gemm", "cumesh", "o_voxel", "trellis2")
 # trellis2's sparse attention accepts these (SPARSE_ATTN_BACKEND); the first that imports is used.
 ATTENTION_BACKENDS = ("flash_attn", "xformers")
 _MAX_HEADER = 100 * 2**20  # safetensors caps its JSON header at 100 MB

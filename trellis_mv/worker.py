@@ -31,6 +31,7 @@ from .config import Settings
 from .errors import StartupError, UserError, WorkerError
 from .export import export_glb
 from .generator import Generator, ProgressFn
+from .licences import job_warnings
 from .preview import make_preview
 from .timing import timed
 
@@ -90,7 +91,8 @@ def run_job(
         return _internal_error(job_id, error)
     timings["total"] = round(time.perf_counter() - started, 3)
     log.info("job %s done: %d views, %d faces, %d bytes, %.1f s", job_id, len(views), glb.faces, len(glb.data), timings["total"])
-    for warning in result.warnings:
+    warnings = [*result.warnings, *job_warnings(result.components)]
+    for warning in warnings:
         log.warning("job %s: %s", job_id, warning)
     answer = {
         "glb": stored,
@@ -99,7 +101,7 @@ def run_job(
         "mode": request.mode,
         "pipeline_type": request.pipeline_type,
         "resolution": result.resolution,
-        "warnings": result.warnings,
+        "warnings": warnings,
         "mesh": {"vertices": glb.vertices, "faces": glb.faces},
         "timings": {**result.timings, **timings, **{f"export_{name}": value for name, value in glb.timings.items()},
                     **(preview.timings if preview else {})},

@@ -6,7 +6,8 @@
 # PHASES, a comma list; they run in this order, whatever the order given:
 #   build      compile the extensions .cache/wheels/ lacks for this GPU (builder/build_extensions.sh;
 #              all four about 5 min, cumesh the longest) into $OUT/wheels/; copy them to
-#              .cache/wheels/ for the next runs
+#              .cache/wheels/ for the next runs. Four: the image's three (flex_gemm, o_voxel,
+#              cumesh) and, for the harness alone, nvdiffrast (HARNESS_ONLY below)
 #   autotune   FlexGEMM entries for this GPU: builder/autotune_flexgemm.py tune $AUTOTUNE_ARGS
 #   coldstart  handler.py from launch to ready on 16 GB of weights: benchmarks/cold_start.py $COLDSTART_ARGS
 #   firstjob   a fresh process's first job vs its second: benchmarks/first_job.py $FIRSTJOB_ARGS
@@ -16,10 +17,10 @@
 # SECONDS (default 560) is the whole run's budget: each phase may use what the earlier ones left.
 #
 # Needs, carried in the working tree (tests/gpu/prepare_cache.sh writes the first three):
-#   .cache/src.tgz         the sources builder/fetch_sources.sh lays out (TRELLIS.2, CuMesh, FlexGEMM, nvdiffrast)
+#   .cache/src.tgz         the sources builder/fetch_sources.sh lays out (TRELLIS.2, CuMesh, FlexGEMM) and nvdiffrast
 #   .cache/pywheels/*.whl  pure-Python packages the machine lacks
 #   .cache/commit          the commit this tree is (a copy has no .git); TRELLIS_MV_COMMIT overrides it
-#   .cache/wheels/*.whl    the four extensions, from the `build` phase of an earlier run; only those four:
+#   .cache/wheels/*.whl    the four extension wheels, from the `build` phase of an earlier run; only those:
 #                          a trellis2 wheel would shadow the source checkout the tests import
 # FlexGEMM reads one cache file: FlexGEMM's own, our builder/flex_gemm_autotune/*.json and, if present,
 # .cache/flex_gemm_autotune.json (an earlier run's), merged; the autotune phase's entries are merged in.
@@ -79,15 +80,26 @@ json.dump({"commit": os.environ["TRELLIS_MV_COMMIT"], "date": datetime.datetime.
 EOF
 cat "$run/env.json"
 
+# The image's extensions, and what only the harness builds: NVIDIA's rasterizer, research-only by
+# its licence, which the image never installs; the GPU tests compare our rasterizers and bake with it.
+IMAGE_EXTENSIONS=(flex_gemm o_voxel cumesh)
+HARNESS_ONLY=(nvdiffrast)
 if wanted build; then
+  # An o_voxel wheel from before builder/lib.sh's trim_o_voxel still imports its postprocess module.
+  for wheel in .cache/wheels/o_voxel-*.whl; do
+    if python3 -c 'import sys, zipfile; sys.exit(b"postprocess" not in zipfile.ZipFile(sys.argv[1]).read("o_voxel/__init__.py"))' "$wheel"; then
+      echo "build: $wheel imports o_voxel.postprocess: building o_voxel again" | tee -a "$run/build.log"
+      rm -f "$wheel"
+    fi
+  done
   missing=()
-  for name in nvdiffrast flex_gemm o_voxel cumesh; do
+  for name in "${IMAGE_EXTENSIONS[@]}" "${HARNESS_ONLY[@]}"; do
     compgen -G ".cache/wheels/$name-*.whl" >/dev/null || missing+=("$name")
   done
   start=$SECONDS
   if [ ${#missing[@]} -gt 0 ]; then
-    PACKAGES="${missing[*]}" TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-6} \
-      builder/build_extensions.sh /tmp/src "$out/wheels" 2>&1 | tee "$run/build.log" || { pack; exit 1; }
+    PACKAGES="${missing[*]}" EXTRA_PACKAGES="nvdiffrast=nvdiffrast" TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} \
+      MAX_JOBS=${MAX_JOBS:-6} builder/build_extensions.sh /tmp/src "$out/wheels" 2>&1 | tee "$run/build.log" || { pack; exit 1; }
     rm -rf "$out/wheels/logs"
   fi
   echo "build: ${missing[*]:-nothing missing} in $(( SECONDS - start )) s wall" | tee -a "$run/build.log"
@@ -109,8 +121,11 @@ caches=(/tmp/src/FlexGEMM/autotune_cache.json builder/flex_gemm_autotune/*.json)
 [ -f .cache/flex_gemm_autotune.json ] && caches+=(.cache/flex_gemm_autotune.json)
 python3 builder/autotune_flexgemm.py merge "$FLEX_GEMM_AUTOTUNE_CACHE_PATH" "${caches[@]}" || exit 1
 echo "FlexGEMM cache from: ${caches[*]}"
-python3 -c 'import flex_gemm, cumesh, o_voxel, nvdiffrast.torch as dr; dr.RasterizeCudaContext(); print("extensions import")' \
+# The image's extensions import without the harness-only ones (o_voxel, trimmed, no longer pulls
+# the rasterizer in); then the harness's own for the comparison tests.
+python3 -c 'import sys, flex_gemm, cumesh, o_voxel; assert "nvdiffrast" not in sys.modules, "o_voxel imported nvdiffrast"; print("extensions import")' \
   || exit 1
+python3 -c 'import nvdiffrast.torch as dr; dr.RasterizeCudaContext(); print("harness-only nvdiffrast imports")' || exit 1
 
 if wanted autotune || wanted firstjob; then
   # partial random weights (seconds to write; the load path and shapes are those of full ones)

@@ -5,14 +5,15 @@
 #
 # Writes, in the repository's git-ignored .cache/:
 #   src.tgz      TRELLIS.2 (trellis2/, o-voxel/ with Eigen, configs/), CuMesh (with cubvh and its
-#                Eigen), FlexGEMM and nvdiffrast at the commits of builder/versions.env: the tree
-#                builder/fetch_sources.sh writes, which builder/build_extensions.sh reads.
+#                Eigen) and FlexGEMM at the commits of builder/versions.env: the tree
+#                builder/fetch_sources.sh writes, which builder/build_extensions.sh reads; plus, for
+#                the harness alone, nvdiffrast at NVDIFFRAST_COMMIT below (see there).
 #   pywheels/    the pure-Python wheels (cp312, manylinux) that the handler path needs and the
 #                device lacks: runpod and its dependencies, pydantic, boto3, trimesh, ...
 #   commit       this checkout's commit (with -dirty for uncommitted changes): the device's copy
 #                has no .git, and results must name the commit they measured. Rewritten every time,
 #                so run this script right before every device call.
-# Then the device builds the four extensions itself (tests/gpu/device_run.sh build) and its wheels
+# Then the device builds the extensions itself (tests/gpu/device_run.sh build) and its wheels
 # come back into .cache/wheels/ (copy them from the run's files): carry them next time.
 #
 # MIRRORS is a folder of bare git mirrors named owner+name/repo (the layout of a session's fetched
@@ -26,11 +27,16 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=builder/lib.sh
 source "$root/builder/lib.sh"
 load_versions "$root/builder"
+# Harness only: NVIDIA's rasterizer, which the GPU tests compare our own rasterizers and bake against
+# (tests/gpu/test_preview.py, test_export_gpu.py). Its licence allows research and evaluation only,
+# so the image never fetches, builds or installs it: this pin lives here, not in builder/.
+NVDIFFRAST_REPO=https://github.com/NVlabs/nvdiffrast.git
+NVDIFFRAST_COMMIT=253ac4fcea7de5f396371124af597e6cc957bfae  # tag v0.4.0
 cache=$root/.cache
 mkdir -p "$cache/pywheels" "$cache/wheels"
 if ls "$cache"/wheels/trellis2-*.whl >/dev/null 2>&1; then
   # trellis2 installed from a wheel shadows the source checkout the GPU tests import (and lacks configs/).
-  echo "prepare_cache.sh: remove $cache/wheels/trellis2-*.whl; only the four extensions belong there" >&2
+  echo "prepare_cache.sh: remove $cache/wheels/trellis2-*.whl; only the extension wheels (the image's three and nvdiffrast) belong there" >&2
   exit 1
 fi
 
@@ -57,6 +63,7 @@ if [ ! -f "$cache/src.tgz" ]; then
     archive "$m/NVlabs+nvdiffrast/repo" "$NVDIFFRAST_COMMIT" "$src/nvdiffrast" setup.py pyproject.toml MANIFEST.in csrc nvdiffrast README.md LICENSE.txt
   else
     "$root/builder/fetch_sources.sh" "$src"
+    git_checkout "$NVDIFFRAST_REPO" "$NVDIFFRAST_COMMIT" "$src/nvdiffrast"
     find "$src" -name .git -prune -exec rm -rf {} +
   fi
   tar -czf "$cache/src.tgz" -C "$work" src

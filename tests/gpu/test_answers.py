@@ -3,6 +3,7 @@
 The random sparse-structure decoder answers a spherical shell (``ShellOccupancy``). At its default
 radius the 1536 pass is over the cascade's 49,152-token limit and the cascade lowers the resolution:
 the answer says which, with a warning. With radius 0.2 the 1536 pass fits and really runs at 1536.
+Either answer also carries the licence warning of CuMesh's cuBVH, which every GPU export runs.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import time
 
 import pytest
 from jobs import glb_of, gpu_handler, job
+
+from trellis_mv import licences
 
 
 @pytest.mark.timeout(600)  # new token counts: FlexGEMM tunes its kernels again
@@ -28,10 +31,14 @@ def test_1536_cascade_answers_the_resolution_it_ran_at(pipeline_bf16, out_dir, r
                                              "seconds": round(seconds, 2), "mesh": answer["mesh"],
                                              "timings": answer["timings"]})
     assert answer["pipeline_type"] == "1536_cascade"
+    # Every GPU export runs CuMesh's cuBVH, which is not for commercial use: the answer says so.
+    licence = [warning for warning in answer["warnings"] if warning.startswith(licences.WARNING_PREFIX)]
+    assert licence == licences.job_warnings(()) and licences.NON_COMMERCIAL["cumesh._cubvh"] in licence[0]
+    cascade = [warning for warning in answer["warnings"] if warning not in licence]
     if runs_at_1536:
-        assert (answer["resolution"], answer["warnings"]) == (1536, [])
+        assert (answer["resolution"], cascade) == (1536, [])
     else:
         assert answer["resolution"] in (1408, 1280, 1152, 1024)
-        (warning,) = answer["warnings"]
+        (warning,) = cascade
         assert warning.startswith(f"pipeline_type 1536_cascade ran at resolution {answer['resolution']}, not 1536: "
                                   "the shape has ")

@@ -11,7 +11,9 @@ TRELLIS.2's example (``remesh_band=1, remesh_project=0``), as separate calls so 
   through the BVH, read the attribute volume there (FlexGEMM's ``grid_sample_3d``).
 
 What differs, and why (xatlas measured on the CPU; tests/gpu/test_export_gpu.py records every phase
-on the GPU, and simplify after remeshing at 512 against 1024):
+on the GPU, simplify after remeshing with CuMesh's first thresholds 1e-8 to 1e-6 and at 256 against
+512, with the result's distance to the decoded surface, and whether cuBVH's CPU build lets other
+threads run):
 
 - ``REMESH_RESOLUTION``: dual contouring at 512 rather than at the grid's 1024 gives about a quarter
   of the faces (5.0 M at 1024 on the H200). Every ``simplify_step`` is linear in faces and a 6x

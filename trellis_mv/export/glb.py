@@ -18,7 +18,7 @@ from typing import Literal
 
 import numpy as np
 
-from .compress import draco_encode
+from .compress import DracoPrimitive, draco_encode
 
 __all__ = ["Compression", "TexturedMesh", "write_glb"]
 
@@ -50,10 +50,17 @@ class TexturedMesh:
     double_sided: bool = False
 
 
-def write_glb(mesh: TexturedMesh, compression: Compression = "draco") -> bytes:
-    """Serialize ``mesh`` as a binary glTF 2.0 file, its geometry Draco-compressed or as float32."""
+def write_glb(mesh: TexturedMesh, compression: Compression = "draco", *, draco: DracoPrimitive | None = None) -> bytes:
+    """Serialize ``mesh`` as a binary glTF 2.0 file, its geometry Draco-compressed or as float32.
+
+    ``draco``: ``compress.draco_encode`` of the mesh's geometry when it is already done (the export
+    starts it while the GPU bakes); encoded here otherwise.
+    """
     body = _Body()
-    primitive = body.draco_primitive(mesh) if compression == "draco" else body.plain_primitive(mesh)
+    if compression == "draco":
+        primitive = body.draco_primitive(draco or draco_encode(mesh.vertices, mesh.faces, mesh.normals, mesh.uvs))
+    else:
+        primitive = body.plain_primitive(mesh)
     pbr: dict = {"metallicFactor": mesh.metallic, "roughnessFactor": mesh.roughness}
     pbr["baseColorTexture"] = {"index": body.texture(mesh.base_color, mesh.image_format)}
     if mesh.metallic_roughness is not None:
@@ -113,10 +120,9 @@ class _Body:
         index = self.accessor(_index_accessor(len(indices), wide), indices, _ELEMENT_ARRAY_BUFFER)
         return {"attributes": attributes, "indices": index, "material": 0, "mode": _TRIANGLES}
 
-    def draco_primitive(self, mesh: TexturedMesh) -> dict:
+    def draco_primitive(self, draco: DracoPrimitive) -> dict:
         # KHR_draco_mesh_compression: the accessors state counts and bounds but point at no data;
         # the extension's buffer view holds everything, decoded by the viewer.
-        draco = draco_encode(mesh.vertices, mesh.faces, mesh.normals, mesh.uvs)
         count = draco.vertex_count
         bounds = {"min": draco.position_min, "max": draco.position_max}
         kinds = {"POSITION": "VEC3", "NORMAL": "VEC3", "TEXCOORD_0": "VEC2"}

@@ -9,13 +9,20 @@ through the same normals, encoding and writing, so CI runs everything after the 
 Phases and their timing keys: clean (fill holes; for a trimesh: normals), bvh, remesh, simplify,
 unwrap (charts, atlas, degenerate faces, normals; with ``glb.unwrap: "fast"`` also its steps
 unwrap_cluster, unwrap_charts, unwrap_pack), bake (rasterize, project, sample), pad (push-pull
-and packing), encode (both textures at once), write (Draco and the GLB). Each is timed by
+and packing), encode (both textures at once), write (the Draco data, then the GLB). Each is timed by
 ``trellis_mv.timing.timed``, which waits for CUDA work at both ends so that a phase's time is its own.
+
+The geometry is final after the unwrap, before any texel is baked: its Draco encoding (about 1 s of
+CPU for the default 200k faces, the GIL released inside DracoPy) starts then on a worker thread and
+runs while the GPU bakes and the textures encode; ``write`` only waits for what is left of it. The
+export's threads are as many as torch was given at start (``trellis_mv.threads``: the container's CPU
+quota), at most one for the geometry and one per texture.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, ContextManager, Literal
@@ -26,6 +33,7 @@ import trimesh
 
 from . import bake
 from .clean import UnwrappedMesh, vertex_normals, y_up
+from .compress import DracoPrimitive, draco_encode
 from .glb import Compression, TexturedMesh, write_glb
 from ..timing import timed
 from .texture import encode_images, texture_images
@@ -69,24 +77,39 @@ def export_glb(mesh: Any, options: GlbOptions) -> ExportedGlb:
     """Turn a generator's mesh (a trellis2 ``MeshWithVoxel`` or a textured trimesh) into GLB bytes."""
     timings: dict[str, float] = {}
     phase = partial(timed, timings)
-    if isinstance(mesh, trimesh.Trimesh):
-        with phase("clean"):
-            geometry, images = _from_trimesh(mesh)
-    else:
-        geometry, images = _bake(mesh, options, phase)
-    with phase("encode"):
-        encoded = encode_images(images, options.texture_format)
-    with phase("write"):
-        metallic_roughness = encoded[1] if len(encoded) > 1 else None
-        textured = TexturedMesh(**geometry, base_color=encoded[0], metallic_roughness=metallic_roughness,
-                                image_format=options.texture_format)
-        data = write_glb(textured, options.compression)
+    with ThreadPoolExecutor(max_workers=_export_threads(), thread_name_prefix="export") as pool:
+        if isinstance(mesh, trimesh.Trimesh):
+            with phase("clean"):
+                geometry, images = _from_trimesh(mesh)
+            draco = _encode_geometry(pool, geometry, options.compression)
+        else:
+            geometry, images, draco = _bake(mesh, options, phase, pool)
+        with phase("encode"):
+            encoded = encode_images(images, options.texture_format, pool)
+        with phase("write"):
+            metallic_roughness = encoded[1] if len(encoded) > 1 else None
+            textured = TexturedMesh(**geometry, base_color=encoded[0], metallic_roughness=metallic_roughness,
+                                    image_format=options.texture_format)
+            data = write_glb(textured, options.compression, draco=draco.result() if draco else None)
     log.info("export: %d vertices, %d faces, %d bytes; %s", len(textured.vertices), len(textured.faces), len(data), timings)
     return ExportedGlb(data=data, vertices=len(textured.vertices), faces=len(textured.faces), mesh=textured,
                        timings=timings)
 
 
-def _bake(mesh: Any, options: GlbOptions, phase: Phase) -> tuple[dict[str, Any], list[np.ndarray]]:
+def _export_threads() -> int:
+    """Threads for the export's CPU work: torch's count (the CPU budget set at start), at most 3 (geometry, two textures)."""
+    return max(1, min(torch.get_num_threads(), 3))
+
+
+def _encode_geometry(pool: Executor, geometry: dict[str, Any], compression: Compression) -> Future[DracoPrimitive] | None:
+    """Start the Draco encoding of the final geometry on ``pool``; None when the GLB stores plain float32."""
+    if compression != "draco":
+        return None
+    return pool.submit(draco_encode, geometry["vertices"], geometry["faces"], geometry["normals"], geometry["uvs"])
+
+
+def _bake(mesh: Any, options: GlbOptions, phase: Phase, pool: Executor
+          ) -> tuple[dict[str, Any], list[np.ndarray], Future[DracoPrimitive] | None]:
     volume = bake.volume_of(mesh)
     # 1. clean: fill the decoded surface's small holes
     with phase("clean"):
@@ -106,13 +129,15 @@ def _bake(mesh: Any, options: GlbOptions, phase: Phase) -> tuple[dict[str, Any],
     # 4. unwrap: charts, atlas, then no degenerate face and unit normals
     with phase("unwrap"):
         unwrapped = unwrap(cu, options.unwrap, options.texture_size, phase)
+    geometry = {**_gltf_geometry(unwrapped), "double_sided": not options.remesh}
+    draco = _encode_geometry(pool, geometry, options.compression)  # on the CPU while the GPU bakes
     # 5. bake: the attribute volume into texels
     with phase("bake"):
         attrs, mask = bake.bake(unwrapped, surface, bvh, volume, options.texture_size)
     # 6. pad: texels outside the charts, then the two glTF textures
     with phase("pad"):
         images = list(texture_images(attrs, mask, volume.layout))
-    return {**_gltf_geometry(unwrapped), "double_sided": not options.remesh}, images
+    return geometry, images, draco
 
 
 def _gltf_geometry(mesh: UnwrappedMesh) -> dict[str, Any]:

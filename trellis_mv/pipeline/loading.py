@@ -29,7 +29,10 @@ __all__ = ["load_generator", "load_pipeline"]
 
 def load_generator(settings: Settings) -> TrellisGenerator:
     """The worker's generator: the pipeline from ``settings.model_dir`` on the GPU, ready for jobs."""
-    return TrellisGenerator(load_pipeline(settings), max_batch=settings.max_batch)
+    weights = find_weights(settings)
+    components = (weights.model.repo, *weights.named, weights.background.repo)
+    return TrellisGenerator(load_pipeline(settings), max_batch=settings.max_batch, components=components,
+                            background=weights.background.repo)
 
 
 def load_pipeline(settings: Settings, *, background: Any = None) -> Any:

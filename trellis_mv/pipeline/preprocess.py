@@ -12,7 +12,7 @@ from PIL import Image
 from ..errors import UserError
 from .offload import on_gpu
 
-__all__ = ["crop_to_foreground", "preprocess_views"]
+__all__ = ["crop_to_foreground", "preprocess_views", "removes_background"]
 
 
 def preprocess_views(pipe: Any, images: Sequence[Image.Image], remove_background: bool | None) -> list[Image.Image]:
@@ -22,19 +22,25 @@ def preprocess_views(pipe: Any, images: Sequence[Image.Image], remove_background
     the request says so) go through the background remover, which low-VRAM mode holds on the GPU
     once for all of them; then the square crop around the foreground (RGBA, see ``crop_to_foreground``).
     """
-    choice = remove_background
     shrunk, remove = [], []
     for image in images:
-        has_alpha = image.mode == "RGBA" and not np.all(np.asarray(image)[:, :, 3] == 255)
+        remove.append(removes_background(image, remove_background))
         scale = min(1, 1024 / max(image.size))
         if scale < 1:
             image = image.resize((int(image.width * scale), int(image.height * scale)), Image.Resampling.LANCZOS)
         shrunk.append(image)
-        remove.append(choice if choice is not None else not has_alpha)
     remover = pipe.rembg_model
     with on_gpu(pipe, remover) if any(remove) else nullcontext():
         cut = [remover(image.convert("RGB")) if r else image.convert("RGBA") for image, r in zip(shrunk, remove)]
     return [crop_to_foreground(image, index) for index, image in enumerate(cut)]
+
+
+def removes_background(image: Image.Image, remove_background: bool | None) -> bool:
+    """Whether a view goes through the background remover: as the request says, else when it has no real alpha."""
+    if remove_background is not None:
+        return remove_background
+    has_alpha = image.mode == "RGBA" and not np.all(np.asarray(image)[:, :, 3] == 255)
+    return not has_alpha
 
 
 def crop_to_foreground(image: Image.Image, index: int) -> Image.Image:

@@ -21,7 +21,7 @@ from ..errors import UserError
 from ..generator import GenerationRequest, GenerationResult, ProgressFn
 from ..timing import timed
 from . import stages
-from .preprocess import preprocess_views
+from .preprocess import preprocess_views, removes_background
 
 __all__ = ["Latents", "TrellisGenerator"]
 
@@ -34,11 +34,18 @@ _TEX_MODEL = {"512": "tex_slat_flow_model_512", "1024": "tex_slat_flow_model_102
 
 
 class TrellisGenerator:
-    """``Generator`` on a loaded ``Trellis2ImageTo3DPipeline``; the pipeline is never changed per job."""
+    """``Generator`` on a loaded ``Trellis2ImageTo3DPipeline``; the pipeline is never changed per job.
 
-    def __init__(self, pipeline: Any, *, max_batch: int | None = None):
+    ``components`` are the repositories its weights came from and ``background`` the remover's among
+    them: a job reports the remover as run only when one of its views went through it.
+    """
+
+    def __init__(self, pipeline: Any, *, max_batch: int | None = None, components: tuple[str, ...] = (),
+                 background: str | None = None):
         self.pipeline = pipeline
         self.max_batch = max_batch
+        self.components = components
+        self.background = background
 
     def generate(self, request: GenerationRequest, progress: ProgressFn | None = None) -> GenerationResult:
         """Run ``run``'s steps for all views of ``request``; CUDA OOM propagates as ``torch.cuda.OutOfMemoryError``."""
@@ -48,8 +55,10 @@ class TrellisGenerator:
         with timed(timings, "decode_mesh", digits=4):
             mesh = self.pipeline.decode_latent(latents.shape_slat, latents.tex_slat, latents.resolution)[0]
         stats = {**latents.stats, "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3)}
+        removed = any(removes_background(image, request.remove_background) for image in request.images)
+        ran = tuple(name for name in self.components if removed or name != self.background)
         return GenerationResult(mesh=mesh, timings=timings, stats=stats, resolution=latents.resolution,
-                                warnings=latents.warnings, views=latents.views)
+                                warnings=latents.warnings, views=latents.views, components=ran)
 
     def sample_latents(self, request: GenerationRequest, progress: ProgressFn | None = None) -> Latents:
         """Everything before decoding: preprocess, condition, and the three sampled latents (``run(..., return_latent=True)``)."""
