@@ -18,28 +18,30 @@ The generator is chosen once: ``TRELLIS_MV_GENERATOR="module:callable"`` (the ca
 ``Settings`` and returns a ``Generator``; ``trellis_mv.standin:create`` is a CPU stand-in that makes
 a textured sphere), else TRELLIS.2 when CUDA is available, else a generator that answers every valid
 job that a CUDA GPU is needed.
+
+Only the standard library and three small modules are imported at the top: ``main`` begins
+TRELLIS.2's head start (``trellis_mv.headstart``: the weights read into memory, the GPU kernels
+compiling) before it imports runpod, torch and the worker, which took 7.5 s of a fresh worker's
+start on the H200; runpod (whose import waits on a CPU-info subprocess) is imported on a thread
+meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import importlib
 import json
 import logging
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import runpod
-
 from trellis_mv.config import Settings
 from trellis_mv.errors import StartupError
-from trellis_mv.factory import build_generator
-from trellis_mv.progress import OrderedSender, throttled
-from trellis_mv.storage import S3Store
-from trellis_mv.threads import use_cpu_budget
-from trellis_mv.worker import run_job
+from trellis_mv.headstart import HeadStart, begin
 
 log = logging.getLogger("trellis_mv.handler")
 
@@ -48,14 +50,21 @@ Handler = Callable[[dict[str, Any]], dict[str, Any]]
 QUIET_RUNPOD_LOG_LEVEL = "WARN"
 
 
-def build_handler(settings: Settings, *, send_progress: bool) -> Handler:
+def build_handler(settings: Settings, *, send_progress: bool, head: HeadStart | None = None) -> Handler:
     """Everything a job needs, built once before the first job; the returned function runs one job.
 
     With ``send_progress`` (the hosted mode only: RunPod's job API exists nowhere else), each job's
-    progress goes to the job API throttled and in order, all of it before the answer.
+    progress goes to the job API throttled and in order, all of it before the answer. ``head`` is
+    what :func:`main` began (``trellis_mv.headstart``); the generator's factory begins it otherwise.
     """
+    from trellis_mv.factory import build_generator
+    from trellis_mv.progress import OrderedSender, throttled
+    from trellis_mv.storage import S3Store
+    from trellis_mv.threads import use_cpu_budget
+    from trellis_mv.worker import run_job
+
     use_cpu_budget(settings.cpu_threads)
-    generator = build_generator(settings)
+    generator = build_generator(settings, head)
     store = S3Store.from_settings(settings)
 
     def handler(job: dict[str, Any]) -> dict[str, Any]:
@@ -134,7 +143,8 @@ def runpod_mode(argv: list[str], env: Mapping[str, str]) -> str:
 
 def configure_logging(level: str) -> None:
     """Our loggers at ``level``; every other library's at WARNING, so no library logs a payload."""
-    # force: importing runpod (its rp_upload) already configured the root logger its own way.
+    # force: importing runpod (its rp_upload, on a thread since main began) may have configured the root logger
+    # first; when it comes second its basicConfig finds ours and does nothing.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     logging.getLogger("trellis_mv").setLevel(level)
 
@@ -144,15 +154,19 @@ def main() -> None:
     args, glb_out = take_glb_out(read_test_input_file(sys.argv))
     sys.argv = quiet_runpod(args, os.environ)
     mode = runpod_mode(sys.argv, os.environ)
+    importing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-runpod")
+    runpod = importing.submit(importlib.import_module, "runpod")
+    importing.shutdown(wait=False)
     try:
         settings = Settings.from_env(os.environ)
         configure_logging(settings.log_level)
-        handler = build_handler(settings, send_progress=mode == "hosted")
+        head = begin(settings)
+        handler = build_handler(settings, send_progress=mode == "hosted", head=head)
     except StartupError as error:
         logging.basicConfig()
         log.critical("cannot start: %s", error, exc_info=error.__cause__)
         sys.exit(1)
-    runpod.serverless.start({"handler": writing_glb_files(handler, glb_out) if mode == "local" else handler})
+    runpod.result().serverless.start({"handler": writing_glb_files(handler, glb_out) if mode == "local" else handler})
 
 
 async def _post_progress(job: dict[str, Any], update: dict[str, Any]) -> None:

@@ -8,7 +8,8 @@ measured the same key of a part, e.g. one GPU test's record): ``results.tgz`` (e
 ``first_job.json``, ``cold_start.json``, ``env.json``, the logs) and the ``glbs.tgz.NN`` parts,
 which go through the Khronos validator here (benchmarks/validate_glbs.py; needs ``npm ci``).
 What the run did not measure is kept from the current benchmarks/results.json; each section of
-BENCHMARKS.md names the run it comes from.
+BENCHMARKS.md names the run it comes from, and ``sources`` in results.json gives each part's device
+call (date, GPU, commit): a figure comes from one part of one call, never from two.
 """
 
 from __future__ import annotations
@@ -21,23 +22,36 @@ from pathlib import Path
 from typing import Any
 
 import first_job
+import ratios
 import run
 import unwrap_report
 import validate_glbs
 
 ROOT = Path(__file__).resolve().parent.parent
-# issue 11's keys: (goal, what it is); a goal given as a key name is that key's value
+# issues 11 and 19's keys: (comparison, goal, what it is); a goal given as a key name is that key's value;
+# "each <=" holds a mapping (per pipeline type) to the goal, "is" a boolean.
 DEVICE_GOALS = {
-    "default_glb_validator_errors": (0, "Khronos validator errors, summed over the default-request GLBs"),
-    "glb_bytes_1024_cascade_default": (8_000_000, "bytes of the default GLB (1024_cascade, 1 view)"),
-    "export_over_generate_1024_cascade": (0.5, "export step / generate step, warm, default request, 1 view"),
-    "first_job_penalty_s": (2.0, "a fresh worker's first job minus its second (our entries shipped, warm-up at start)"),
-    "cold_start_s": ("cold_start_read_bound_s", "launch of handler.py to ready, full-size weights, cold page cache"),
-    "gpu_soak_lost": (0, "jobs of the GPU soak that answered no GLB"),
+    "default_glb_validator_errors": ("<=", 0, "Khronos validator errors, summed over the default-request GLBs"),
+    "glb_bytes_1024_cascade_default": ("<=", 8_000_000, "bytes of the default GLB (1024_cascade, 1 view)"),
+    "export_over_generate_1024_cascade": ("<=", 0.5, "export step / generate step, warm, default request, 1 view"),
+    "first_job_penalty_s": ("<=", 2.0, "a fresh worker's first default job minus its second (our entries, warm-up)"),
+    "first_job_penalty_s_by_pipeline_type": ("each <=", 2.0, "the same per pipeline type, each a fresh worker"),
+    "cold_start_s": ("<=", "cold_start_read_bound_s",
+                     "launch of handler.py to ready, warm-up included, full-size weights, cold page cache"),
+    "gpu_soak_jobs": (">=", 20, "jobs of the GPU soak (pipeline types, 1-4 views, modes)"),
+    "gpu_soak_lost": ("<=", 0, "jobs of the GPU soak that answered no GLB"),
+    "gpu_soak_max_drift_gib": ("<=", 0.5, "GPU memory allocated after a soak job above the baseline, the largest"),
+    "gpu_oom_refresh_worker": ("is", True, "a forced CUDA out-of-memory is answered with refresh_worker"),
+    "gpu_oom_next_job_ok": ("is", True, "the job after it, in the same process, answers a GLB"),
+    "gpu_oom_drift_gib": ("<=", 0.05, "GPU memory the failed job left allocated, before any garbage collection"),
 }
-REPORTED = ("cold_start_read_bound_s", "gpu_soak_jobs", "gpu_soak_max_drift_gib")
+REPORTED = ("cold_start_read_s", "cold_start_read_bound_s")
 FROM_TESTS = ("glb_bytes_1024_cascade_default", "export_over_generate_1024_cascade", "gpu_soak_jobs", "gpu_soak_lost",
-              "gpu_soak_max_drift_gib")
+              "gpu_soak_max_drift_gib", "gpu_oom_refresh_worker", "gpu_oom_next_job_ok", "gpu_oom_drift_gib")
+# the part of a device run each device goal comes from
+PART_OF = {**{key: "tests" for key in (*FROM_TESTS, "default_glb_validator_errors")},
+           "first_job_penalty_s": "first_job", "first_job_penalty_s_by_pipeline_type": "first_job",
+           "cold_start_s": "cold_start"}
 
 
 def read_run(run_dir: Path, scratch: Path) -> dict[str, Any]:
@@ -52,14 +66,19 @@ def read_run(run_dir: Path, scratch: Path) -> dict[str, Any]:
     return {key: json.loads((run_dir / name).read_text()) for key, name in names.items() if (run_dir / name).is_file()}
 
 
-def merge(base: dict[str, Any], found: dict[str, Any], checks: dict[str, Any] | None) -> dict[str, Any]:
-    """The new results.json: the run's parts where it measured them, ``base``'s elsewhere; headline keys on top."""
+def merge(base: dict[str, Any], found: dict[str, Any], checks: dict[str, Any] | None,
+          sources: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The new results.json: the run's parts where it measured them, ``base``'s elsewhere; headline keys on top.
+
+    ``sources`` names the device call (its env.json) each part of ``found`` came from.
+    """
     results = dict(found.get("bench") or base)
     results["gpu_tests"] = dict(found.get("tests") or base.get("gpu_tests", {}))
     for part, key in (("first_job", "first_job"), ("cold_start", "cold_start"), ("env", "device_run")):
         value = found.get(part, base.get(key))
         if value is not None:
             results[key] = value
+    results["sources"] = {**base.get("sources", {}), **(sources or {})}
     tests = results["gpu_tests"]
     if checks is not None:
         tests["glb_validation"] = checks["glbs"]
@@ -69,26 +88,39 @@ def merge(base: dict[str, Any], found: dict[str, Any], checks: dict[str, Any] | 
         if key in tests:
             results[key] = tests[key]
     results.update(unwrap_report.lift(tests))
-    worker = results.get("first_job", {}).get("variants", {}).get(first_job.WORKER_VARIANT, {})
-    if "penalty_s" in worker:
-        results["first_job_penalty_s"] = worker["penalty_s"]
-    for key in ("cold_start_s", "cold_start_read_bound_s"):
+    for key in ("first_job_penalty_s", "first_job_penalty_s_by_pipeline_type"):
+        results.pop(key, None)
+    results.update(first_job_keys(results.get("first_job", {})))
+    for key in ("cold_start_s", "cold_start_read_s", "cold_start_read_bound_s"):
         if key in results.get("cold_start", {}):
             results[key] = results["cold_start"][key]
     if "1" in tests.get("parity_fp32_512_max_abs", {}):
         results["parity_fp32_512_max_abs"] = max(tests["parity_fp32_512_max_abs"]["1"].values())
-    results.update(run.headline(results))
+    ratios.apply_headline(results)
+    for key, part in PART_OF.items():
+        if key in results and part in results["sources"]:
+            results["figures"][key] = {"value": results[key], **results["sources"][part]}
     return results
+
+
+def first_job_keys(first: dict[str, Any]) -> dict[str, Any]:
+    """``first_job_penalty_s`` (and per pipeline type) from first_job.json, as first_job.py writes it now or did."""
+    worker = first.get("variants", {}).get(first_job.WORKER_VARIANT, {})
+    if "penalty_s" in worker:  # before issue 19: one process, 1024_cascade
+        return {"first_job_penalty_s": worker["penalty_s"]}
+    return first_job.penalties(first)
 
 
 def goal_met(results: dict[str, Any], key: str) -> tuple[Any, str]:
     """The goal's value and ``yes``/``no``/``—`` (not measured) for one of :data:`DEVICE_GOALS`."""
-    goal = DEVICE_GOALS[key][0]
+    compare, goal, _what = DEVICE_GOALS[key]
     bound = results.get(goal) if isinstance(goal, str) else goal
     value = results.get(key)
     if value is None or bound is None:
         return bound, "—"
-    return bound, "yes" if value <= bound else "no"
+    met = {"<=": lambda: value <= bound, ">=": lambda: value >= bound, "is": lambda: value is bound,
+           "each <=": lambda: bool(value) and all(v <= bound for v in value.values())}[compare]()
+    return bound, "yes" if met else "no"
 
 
 def render(results: dict[str, Any]) -> str:
@@ -96,11 +128,13 @@ def render(results: dict[str, Any]) -> str:
     env = results.get("device_run", {})
     source = (f"Device run at commit `{env['commit']}`, {env['date']}, on {env['gpu']} (tests/gpu/device_run.sh; "
               "docs/gpu-testing.md)." if env else "No device run has measured these yet (docs/gpu-testing.md).")
-    lines = [run.render(results).rstrip("\n"), "", "## The default job, the first job, cold start (issue 11)", "",
-             source, "", "| key | measured | goal | met | what |", "|---|---|---|---|---|"]
-    for key, (_, what) in DEVICE_GOALS.items():
+    lines = [run.render(results).rstrip("\n"), "", "## The default job, first jobs, cold start, faults (issues 11, 19)",
+             "", source, "", "| key | measured | goal | met | what | device call |", "|---|---|---|---|---|---|"]
+    for key, (compare, _, what) in DEVICE_GOALS.items():
         bound, met = goal_met(results, key)
-        lines.append(f"| `{key}` | {_value(results.get(key))} | ≤ {_value(bound)} | {met} | {what} |")
+        shown = json.dumps(results[key]) if isinstance(results.get(key), dict) else _value(results.get(key))
+        lines.append(f"| `{key}` | {shown} | {_COMPARE[compare]} {_value(bound)} | {met} | {what} | "
+                     f"{_call(results.get('sources', {}).get(PART_OF.get(key, ''), {}))} |")
     lines += [f"- `{key}`: {_value(results.get(key))}" for key in REPORTED]
     lines += _default_section(results) + _first_job_section(results.get("first_job", {}))
     lines += _cold_start_section(results.get("cold_start", {})) + unwrap_report.section(results)
@@ -108,8 +142,15 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_COMPARE = {"<=": "≤", ">=": "≥", "is": "=", "each <=": "each ≤"}
+
+
 def _value(value: Any) -> str:
     return "not measured" if value is None else str(value)
+
+
+def _call(env: dict[str, Any]) -> str:
+    return f"{env.get('date')}, `{env.get('commit')}`" if env else "—"
 
 
 def _verdict(check: dict[str, Any] | None) -> str:
@@ -141,15 +182,24 @@ def _first_job_section(first: dict[str, Any]) -> list[str]:
         return []
     lines = ["", "### First job vs second (benchmarks/first_job.py, a fresh process each, seconds)", "",
              f"Jobs: one photo, default generation, `glb` {json.dumps(first.get('glb'))}.", "",
-             "| variant | FlexGEMM entries | load | warm-up | first job | second job | penalty | first generate | "
-             "second generate | first export | second export |", "|" + "---|" * 11]
-    for name, v in first["variants"].items():
-        if "first" not in v:
-            lines.append(f"| {name} | {json.dumps(v)} |" + " |" * 9)
-            continue
-        a, b = v["first"]["timings"], v["second"]["timings"]
-        lines.append(f"| {name} | {v['flexgemm_entries']} | {v['load_s']} | {v.get('warmup_s', '—')} | {a['total']} | "
-                     f"{b['total']} | {v['penalty_s']} | {a['generate']} | {b['generate']} | {a['export']} | {b['export']} |")
+             "| variant | pipeline | FlexGEMM entries | load | warm-up | first job | second job | penalty | "
+             "first generate | second generate | first export | second export |", "|" + "---|" * 12]
+    for name, runs in first["variants"].items():
+        # before issue 19 a variant was one 1024_cascade process; now one process per pipeline type
+        for kind, v in ({"1024_cascade": runs}.items() if "penalty_s" in runs else runs.items()):
+            if "first" not in v:
+                lines.append(f"| {name} | {kind} | {json.dumps(v)} |" + " |" * 9)
+                continue
+            a, b = v["first"]["timings"], v["second"]["timings"]
+            lines.append(f"| {name} | {kind} | {v['flexgemm_entries']} | {v['load_s']} | {v.get('warmup_s', '—')} | "
+                         f"{a['total']} | {b['total']} | {v['penalty_s']} | {a['generate']} | {b['generate']} | "
+                         f"{a['export']} | {b['export']} |")
+    warm = {kind: v["warmup"] for kind, v in first["variants"].get(first_job.WORKER_VARIANT, {}).items()
+            if isinstance(v, dict) and isinstance(v.get("warmup"), dict)}
+    if warm:
+        lines += ["", "The warm-up's parts in those processes (seconds; `kernels` is the wait for the compiling "
+                  "children, who started before the load):", ""]
+        lines += [f"- {kind}: {json.dumps(parts)}" for kind, parts in warm.items()]
     return lines
 
 
@@ -162,7 +212,8 @@ def _cold_start_section(cold: dict[str, Any]) -> list[str]:
              f"written in {cold.get('write_weights_s')} s. Read once after dropping the page cache: "
              f"{cold.get('read_sequential_gb_per_s')} GB/s one file after another, {cold.get('read_parallel_gb_per_s')} GB/s "
              f"with the loader's read-ahead. Page cache before the launch: {json.dumps(cold.get('page_cache_before_launch'))}.", "",
-             f"Launch to ready: {cold.get('cold_start_s')} s against a read bound of {cold.get('cold_start_read_bound_s')} s; "
+             f"Launch to ready: {cold.get('cold_start_s')} s against a read bound of {cold.get('cold_start_read_bound_s')} s "
+             f"({cold.get('cold_start_read_s')} s of reading + 10 s); "
              f"the handler answered its job: {'answered' in cold.get('handler', {}).get('marks', {})}.", "",
              "| phase | seconds |", "|---|---|"]
     lines += [f"| {phase} | {seconds} |" for phase, seconds in cold.get("phases_s", {}).items()]
@@ -197,14 +248,18 @@ def main() -> None:
     args = parser.parse_args()
     base = json.loads(args.results.read_text()) if args.results.is_file() else {}
     found: dict[str, Any] = {}
+    sources: dict[str, Any] = {}
     for run_dir in args.run_dirs:
         with tempfile.TemporaryDirectory() as scratch:
-            for part, value in read_run(run_dir, Path(scratch)).items():
-                found[part] = {**found.get(part, {}), **value}
+            parts = read_run(run_dir, Path(scratch))
+        for part, value in parts.items():
+            found[part] = {**found.get(part, {}), **value}
+            if "env" in parts and part != "env":
+                sources[part] = {key: parts["env"].get(key) for key in ("date", "gpu", "commit")}
     with_glbs = [run_dir for run_dir in args.run_dirs
                  if any(run_dir.glob(validate_glbs.PARTS)) or any(run_dir.glob("*.glb"))]
     checks = validate_glbs.check_runs(with_glbs) if with_glbs else None
-    results = merge(base, found, checks)
+    results = merge(base, found, checks, sources)
     args.results.write_text(json.dumps(results, indent=1))
     args.markdown.write_text(render(results))
     print(f"{args.results} and {args.markdown} written; from the run: {', '.join(sorted(found)) or 'nothing'}")

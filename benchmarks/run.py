@@ -15,15 +15,20 @@ after every run, so a run cut short still reports what it finished):
 2. 512, 12 steps: single view, stochastic N=4, multidiffusion N=2 and N=4 (latents only).
 3. 1024_cascade, N=4 multidiffusion in low-VRAM mode: ``peak_gib_1024_cascade_n4_low_vram``.
 4. 1024_cascade (``--cascade-steps`` per stage): the same four as 2.
-5. ``concat``: one view vs concat N=4, side by side (alternating, best of two each), at 512 and at
-   1024_cascade with 12 steps: ``concat_n4_over_single_512`` and ``concat_n4_over_single``, with
-   tokens per stage and peak memory in each run's row.
+5. ``concat``: one view, stochastic N=4 and concat N=4 side by side (alternating, best of two each),
+   at 512 and at 1024_cascade with 12 steps: ``concat_n4_over_single_512``, ``concat_n4_over_single``
+   and ``stochastic_n4_over_single``, with tokens per stage and peak memory in each run's row.
 6. ``concat_profile``: the same four once more with the flows' attention modules timed through
    forward hooks (attention_profile.py): how much of each flow's time is cross-attention, whose keys
    ``concat`` multiplies by N, and how many key tokens it saw.
 
 ``--runs`` picks a subset of these and ``--base`` starts from an earlier results.json, replacing the
 runs measured again (BENCHMARKS.md mentions where the others came from).
+
+Every ratio divides runs of one invocation on one device: each row carries the invocation's date,
+device and commit (``measured``, ``device``, ``commit``), a ratio pairs rows of the same invocation
+only (the newest that has both), and ``figures`` says for each headline key which invocation it
+comes from. Rows of earlier invocations kept through ``--base`` fill the table, never a ratio.
 
 ``stochastic_n4_over_single`` is the time ratio; ``multidiffusion_n4_over_token_bound`` is the time
 ratio divided by the ratio of flow-model tokens processed (every view and negative pass counted).
@@ -41,18 +46,16 @@ from pathlib import Path
 from typing import Any
 
 import gpu_env
+from ratios import apply_headline
 
 ROOT = Path(__file__).resolve().parent.parent
-GOALS = {"stochastic_n4_over_single": 1.05, "multidiffusion_n4_over_token_bound": 1.1,
+GOALS = {"stochastic_n4_over_single": 1.02, "multidiffusion_n4_over_token_bound": 1.1,
          "worker_overhead_ratio": 1.03, "peak_gib_1024_cascade_n4_low_vram": 24.0,
          "parity_n1_vs_trellis2_max_abs": 1e-4, "concat_n4_over_single": 1.2, "concat_n4_over_single_512": 1.2,
          "identical_views_concat_max_abs": 1e-4, "concat_order_max_abs": 1e-4}
-STAGES = ("sparse_structure", "shape_slat", "tex_slat")
 RUNS = ("overhead", "512", "cascade_low_vram", "cascade_stochastic", "cascade_multidiffusion", "concat",
         "concat_profile")
 CONCAT_PAIRS = (("512", "512 {mode} N={n}"), ("1024_cascade", "1024_cascade {mode} N={n} (12 steps)"))
-# Keys the GPU tests record (tests/gpu/test_concat.py) that results.json carries at the top level.
-TEST_HEADLINES = ("identical_views_concat_max_abs", "concat_order_max_abs")
 
 
 class Bench:
@@ -70,7 +73,7 @@ class Bench:
             self.results["earlier"] = [*base.get("earlier", []), {k: base.get(k) for k in ("date", "device", "commit")}]
 
     def save(self) -> None:
-        self.results.update(headline(self.results))
+        apply_headline(self.results)
         (self.out / "results.json").write_text(json.dumps(self.results, indent=1))
         (self.out / "BENCHMARKS.md").write_text(render(self.results))
 
@@ -120,17 +123,17 @@ class Bench:
             "tokens": sum(out.stats["tokens"].values()), "tokens_by_stage": out.stats["tokens"],
             "model_calls": out.stats["model_calls"], "peak_gib": out.stats["peak_gib"],
             "voxels": out.stats["voxels"], "shape_tokens": out.stats["shape_tokens"],
-            "measured": self.results["date"],
+            "measured": self.results["date"], "device": self.results["device"], "commit": self.results["commit"],
             "seconds_all": [*(earlier[0]["seconds_all"] if earlier else []), round(seconds, 3)]})
         self.save()
 
     def concat(self) -> None:
-        """One view and concat N=4 at 512 and 1024_cascade (12 steps), alternating, best of two each."""
+        """One view, stochastic N=4 and concat N=4 at 512 and 1024_cascade (12 steps), alternating, best of two each."""
         # Triton JIT and FlexGEMM autotuning of the cascade's shapes, outside the timings
         self.gen.sample_latents(self.request("1024_cascade", 1, "stochastic", 2))
         for kind, label in CONCAT_PAIRS:
             for _ in range(2):
-                for n, mode in ((1, "stochastic"), (4, "concat")):
+                for n, mode in ((1, "stochastic"), (4, "stochastic"), (4, "concat")):
                     self.latents(label.format(mode=mode, n=n), kind, n, mode, 12)
 
     def concat_profile(self) -> None:
@@ -166,70 +169,13 @@ class Bench:
             torch.cuda.synchronize()
             times["ours"].append(time.perf_counter() - start)
         exact = TrellisGenerator(self.pipe, max_batch=1).sample_latents(request)
-        self.results["overhead_512_n1"] = {k: [round(t, 3) for t in v] for k, v in times.items()}
+        self.results["overhead_512_n1"] = {**{k: [round(t, 3) for t in v] for k, v in times.items()},
+                                           **{k: self.results[k] for k in ("date", "device", "commit")}}
         self.results["worker_overhead_ratio"] = round(min(times["ours"]) / min(times["bare"]), 4)
         self.results["parity_bf16_512_max_abs"] = max(
             (exact.shape_slat.feats.float() - shape_ref.feats.float()).abs().max().item(),
             (exact.tex_slat.feats.float() - tex_ref.feats.float()).abs().max().item())
         self.save()
-
-
-def _run(results: dict[str, Any], kind: str, n: int, mode: str, low_vram: bool = False,
-         steps: int | None = None) -> dict[str, Any] | None:
-    for entry in results.get("runs", []):
-        if (entry["pipeline_type"], entry["views"], entry["mode"], entry["low_vram"]) == (kind, n, mode, low_vram) \
-                and steps in (None, entry["steps"]):
-            return entry
-    return None
-
-
-def ratios(results: dict[str, Any], kind: str) -> dict[str, float]:
-    """The time ratios for one pipeline type, each between runs of equal step counts (the most steps measured)."""
-    out: dict[str, float] = {}
-    for steps in sorted({r["steps"] for r in results.get("runs", []) if r["pipeline_type"] == kind}, reverse=True):
-        single = _run(results, kind, 1, "stochastic", steps=steps)
-        stoch, md4 = _run(results, kind, 4, "stochastic", steps=steps), _run(results, kind, 4, "multidiffusion", steps=steps)
-        if single and stoch and "stochastic_n4_over_single" not in out:
-            out["stochastic_n4_over_single"] = round(stoch["seconds"] / single["seconds"], 4)
-            # The sampling stages alone: what the extra views cost besides encoding them (DINOv3, two resolutions).
-            out["stochastic_n4_over_single_stages_only"] = round(
-                sum(stoch["timings"][s] for s in STAGES) / sum(single["timings"][s] for s in STAGES), 4)
-            out["stochastic_steps"] = steps
-        concat = _run(results, kind, 4, "concat", steps=steps)
-        if single and concat and "concat_n4_over_single" not in out:
-            out["concat_n4_over_single"] = round(concat["seconds"] / single["seconds"], 4)
-            out["concat_n4_over_single_stages_only"] = round(
-                sum(concat["timings"][s] for s in STAGES) / sum(single["timings"][s] for s in STAGES), 4)
-            out["concat_n4_peak_gib"] = {"single": single["peak_gib"], "concat": concat["peak_gib"]}
-            out["concat_steps"] = steps
-        if single and md4 and "multidiffusion_n4_over_token_bound" not in out:
-            bound = md4["tokens"] / single["tokens"]
-            out["multidiffusion_n4_token_ratio"] = round(bound, 4)
-            out["multidiffusion_n4_over_token_bound"] = round(md4["seconds"] / single["seconds"] / bound, 4)
-            out["multidiffusion_steps"] = steps
-    return out
-
-
-def headline(results: dict[str, Any]) -> dict[str, Any]:
-    """The issue's keys, from the runs present: 1024_cascade's ratios where measured, else 512's."""
-    by_type = {kind: ratios(results, kind) for kind in ("512", "1024_cascade")}
-    out: dict[str, Any] = {"ratios_by_pipeline_type": by_type}
-    for kind in ("512", "1024_cascade"):
-        for key in ("stochastic_n4_over_single", "multidiffusion_n4_over_token_bound"):
-            if key in by_type[kind]:
-                out[key] = by_type[kind][key]
-    for kind, key in (("512", "concat_n4_over_single_512"), ("1024_cascade", "concat_n4_over_single")):
-        if "concat_n4_over_single" in by_type[kind]:
-            out[key] = by_type[kind]["concat_n4_over_single"]
-    tests = results.get("gpu_tests", {})
-    out.update({key: tests[key] for key in TEST_HEADLINES if key in tests})
-    low = _run(results, "1024_cascade", 4, "multidiffusion", low_vram=True)
-    if low:
-        out["peak_gib_1024_cascade_n4_low_vram"] = low["peak_gib"]
-    parity = [results[k] for k in ("parity_fp32_512_max_abs", "parity_bf16_512_max_abs") if k in results]
-    if parity:
-        out["parity_n1_vs_trellis2_max_abs"] = parity[0]
-    return out
 
 
 def render(results: dict[str, Any]) -> str:
@@ -243,12 +189,15 @@ def render(results: dict[str, Any]) -> str:
         "not quality, and not flash-attn timings.", "",
         *[line for e in results.get("earlier", [])[-1:] for line in (
             f"Runs not re-measured then are from {e['date']}, commit `{e['commit']}`, on {e['device']}.", "")],
-        "## Goals", "", "| key | measured | goal | met |", "|---|---|---|---|",
+        "## Goals", "", "Each ratio divides runs of one invocation on one device (the last column).", "",
+        "| key | measured | goal | met | runs of |", "|---|---|---|---|---|",
     ]
+    figures = results.get("figures", {})
     for key, goal in GOALS.items():
         value = results.get(key)
         met = "—" if value is None else ("yes" if value <= goal else "no")
-        lines.append(f"| `{key}` | {value if value is not None else 'not measured'} | ≤ {goal} | {met} |")
+        lines.append(f"| `{key}` | {value if value is not None else 'not measured'} | ≤ {goal} | {met} | "
+                     f"{source(figures.get(key))} |")
     lines += ["", "The headline ratios are 1024_cascade's where measured (else 512's); per pipeline type, with "
               "`*_stages_only` leaving out conditioning (so the gap to the full ratio is DINOv3 encoding the extra "
               "views at the pipeline's resolutions, the `cond` column below):", ""]
@@ -279,6 +228,13 @@ def render(results: dict[str, Any]) -> str:
         lines += ["", "## Extension build times", "", times["note"], "", "| package | seconds |", "|---|---|"]
         lines += [f"| {name} | {seconds} |" for name, seconds in times["seconds"].items()]
     return "\n".join(lines) + "\n"
+
+
+def source(figure: dict[str, Any] | None) -> str:
+    """Where a figure comes from: ``date, device, commit``, or — for a test's number or none."""
+    if not figure or not figure.get("date"):
+        return "—"
+    return f"{figure['date']}, {figure.get('device')}, `{figure.get('commit')}`"
 
 
 def _concat_section(results: dict[str, Any]) -> list[str]:

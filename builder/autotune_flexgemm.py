@@ -1,20 +1,24 @@
-"""FlexGEMM autotune entries for the GPU this runs on, for the shapes TRELLIS.2's decoders see.
+"""FlexGEMM autotune entries for the GPU this runs on, for every shape TRELLIS.2's decoders and export can meet.
 
     python builder/autotune_flexgemm.py tune [--model-dir DIR] [--out-dir builder/flex_gemm_autotune]
     python builder/autotune_flexgemm.py merge OUT CACHE...
 
-FlexGEMM (the decoders' sparse convolutions) picks the fastest Triton configuration per GPU name
-and per shape key on first use, by timing every candidate: about 90 s of a fresh H200's first
-1024_cascade job. A key is ``(log2 N, Ci, Co, kernel volume, ...)``, N the voxels at one decoder
-level, so what a job tunes depends on how many voxels its object has, not on the number of views
-(the flows have no sparse convolution) nor on the weights' values.
+FlexGEMM (the decoders' sparse convolutions, the export's ``grid_sample_3d``) picks the fastest
+Triton configuration per GPU name and per shape key on first use, by timing every candidate: about
+90 s of a fresh H200's first 1024_cascade job, and again for every object size or pipeline type a
+worker meets for the first time (1536_cascade's first job: 73-76 s on a warm H200). A convolution's
+key is ``(2^⌊log2 N⌋, Ci, Co, kernel volume)``, N the voxels at one decoder level; grid_sample's is
+``(⌊log2 N⌋, texels, channels, 8)``, N the voxels of the attribute volume. What a job meets depends
+on its object's size and the pipeline type, not on the number of views or on the weights' values.
 
-``tune`` loads the pipeline from ``--model-dir`` (real or random weights: only the shapes matter)
-and decodes synthetic latents on spherical shells of ``--scales`` times a typical token count per
-pipeline type, as ``decode_latent`` does after sampling (the cascades first run the shape
-decoder's ``upsample`` on the 32³ structure). Each scale adds the buckets either side of the
-typical object. It writes this GPU's entries, and only those, to ``<out-dir>/<gpu>.json`` after
-every shell, so a run cut short keeps what it tuned. Entries already in FlexGEMM's cache file
+``tune`` reads the shape decoder's convolutions from ``--model-dir`` (real or random weights: only
+the shapes matter) and runs each at every bucket its level can meet (``trellis_mv.pipeline.kernels.
+tuning_probes``): the decoded latent holds ``2^lo`` to ``2^hi`` voxels (``--log-tokens``, default
+9 to 16: from a small object at 32³ to the largest 1024 latent; the cascades stay under 49,152),
+about four times more per level up. Then grid_sample at the last level's buckets for each of
+``--textures`` (texel counts are the texture size squared). So every pipeline type, 1536 included,
+finds its keys tuned. It writes this GPU's entries, and only those, to ``<out-dir>/<gpu>.json``
+as it goes, so a run cut short keeps what it tuned. Entries already in FlexGEMM's cache file
 (``FLEX_GEMM_AUTOTUNE_CACHE_PATH``) are reused, not re-timed; that file is left as it was (merge
 the output into it).
 
@@ -35,22 +39,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-# pipeline type -> (grid of the latent that is decoded, typical tokens on it, decode resolution);
-# tokens: the random-weight shell of tests/gpu (4.6 k at 32³, 19.5 k at 64³), real objects similar.
-SHAPES = {"512": (32, 4_600, 512), "1024_cascade": (64, 19_500, 1024), "1536_cascade": (96, 40_000, 1536)}
-CASCADE_GRID, CASCADE_TOKENS = 32, 4_600
-
-
-def shell_coords(grid: int, tokens: int) -> Any:
-    """``[N, 4]`` int32 coordinates (batch 0) of a spherical shell of about ``tokens`` voxels in a ``grid``³ cube."""
-    import torch
-
-    radius = 0.4 * grid
-    thickness = tokens / (4 * math.pi * radius**2)
-    axis = torch.arange(grid, dtype=torch.float32) - (grid - 1) / 2
-    r = (axis[:, None, None] ** 2 + axis[None, :, None] ** 2 + axis[None, None, :] ** 2).sqrt()
-    cells = torch.argwhere((r - radius).abs() < thickness / 2).int()
-    return torch.cat([torch.zeros_like(cells[:, :1]), cells], dim=1)
+LOG_TOKENS = (9, 16)
+TEXTURES = (512, 1024, 2048, 4096)
+_SAVE_EVERY = 8  # probes between two writes of the entries
 
 
 def merge(caches: list[dict[str, Any]]) -> dict[str, Any]:
@@ -68,47 +59,68 @@ def gpu_file_name(gpu: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-") + ".json"
 
 
-def tune(model_dir: str, background_model: str, kinds: list[str], scales: list[float], out_dir: Path) -> Path:
-    """Decode a shell per pipeline type and scale; returns the file holding this GPU's entries."""
-    # FlexGEMM would rewrite its whole cache file after every new key; this writes ours once per shell.
+def grid_sample_buckets(log_tokens: tuple[int, int], levels: int, per_level: int = 2) -> range:
+    """The buckets of the attribute volume: the decoder's last level, as ``tuning_probes`` counts levels."""
+    shift = per_level * (levels - 1)
+    return range(log_tokens[0] + shift, log_tokens[1] + shift + 1)
+
+
+def tune(model_dir: str, background_model: str, log_tokens: tuple[int, int], textures: list[int], out_dir: Path) -> Path:
+    """Run every probe; returns the file holding this GPU's entries."""
+    # FlexGEMM would rewrite its whole cache file after every new key; this writes ours as it goes.
     os.environ["FLEX_GEMM_AUTOSAVE_AUTOTUNE_CACHE"] = "0"
     import torch
     from flex_gemm.utils import get_autotune_cache
-    from trellis2.modules.sparse import SparseTensor
+    from trellis2 import models
 
     from trellis_mv.config import Settings
-    from trellis_mv.pipeline import load_pipeline
+    from trellis_mv.pipeline.kernels import run_probes, tuning_probes
+    from trellis_mv.weights import find_weights
 
-    pipe = load_pipeline(Settings(model_dir=model_dir, background_model=background_model, low_vram="off"))
+    weights = find_weights(Settings(model_dir=model_dir, background_model=background_model))
+    refs = json.loads((weights.model_dir / "pipeline.json").read_text())["args"]["models"]
+    with torch.device("cuda"):
+        decoder = models.from_pretrained(str(weights.path(refs["shape_slat_decoder"])))
+    tex_path = weights.path(refs["tex_slat_decoder"])
+    channels = json.loads(tex_path.with_name(tex_path.name + ".json").read_text())["args"]["out_channels"]
     gpu = torch.cuda.get_device_name()
     out = out_dir / gpu_file_name(gpu)
     out_dir.mkdir(parents=True, exist_ok=True)
-    channels = {"shape": pipe.models["shape_slat_decoder"].from_latent.in_features,
-                "tex": pipe.models["tex_slat_decoder"].from_latent.in_features}
 
-    def latent(coords: Any, kind: str) -> Any:
-        return SparseTensor(feats=torch.randn(coords.shape[0], channels[kind], device="cuda"), coords=coords.cuda())
+    def save() -> int:
+        tuned = {kernel: keys for kernel, keys in get_autotune_cache().get(gpu, {}).items() if keys}
+        out.write_text(json.dumps({gpu: tuned}, indent=1, sort_keys=True))
+        return sum(map(len, tuned.values()))
 
-    def entries() -> dict[str, Any]:
-        return {kernel: keys for kernel, keys in get_autotune_cache().get(gpu, {}).items() if keys}
-
-    for kind in kinds:
-        grid, tokens, resolution = SHAPES[kind]
-        for scale in scales:
-            start, before = time.perf_counter(), sum(map(len, entries().values()))
-            coords = shell_coords(grid, round(tokens * scale))
-            with torch.no_grad():
-                if kind != "512":
-                    pipe.models["shape_slat_decoder"].upsample(
-                        latent(shell_coords(CASCADE_GRID, round(CASCADE_TOKENS * scale)), "shape"), upsample_times=4)
-                pipe.decode_latent(latent(coords, "shape"), latent(coords, "tex"), resolution)
-            torch.cuda.synchronize()
-            torch.cuda.empty_cache()
-            tuned = entries()
-            out.write_text(json.dumps({gpu: tuned}, indent=1, sort_keys=True))
-            print(f"{kind} x{scale}: {coords.shape[0]} tokens at {grid}³, {time.perf_counter() - start:.1f} s, "
-                  f"{sum(map(len, tuned.values())) - before} new entries", flush=True)
+    probes, levels = tuning_probes(decoder, log_tokens), len(decoder.model_channels)
+    del decoder
+    start, before = time.perf_counter(), save()
+    for index in range(0, len(probes), _SAVE_EVERY):
+        run_probes(probes[index:index + _SAVE_EVERY])
+        torch.cuda.empty_cache()
+        print(f"convolutions {min(index + _SAVE_EVERY, len(probes))}/{len(probes)}: {save() - before} new entries, "
+              f"{time.perf_counter() - start:.1f} s", flush=True)
+    for log_voxels in grid_sample_buckets(log_tokens, levels):
+        _grid_sample(2**log_voxels + 1, channels, textures)
+        torch.cuda.empty_cache()
+        print(f"grid_sample 2^{log_voxels} voxels, textures {textures}: {save() - before} new entries, "
+              f"{time.perf_counter() - start:.1f} s", flush=True)
     return out
+
+
+def _grid_sample(voxels: int, channels: int, textures: list[int]) -> None:
+    """The export's ``grid_sample_3d`` call (trellis_mv.export.bake.bake) on a block of ``voxels``, per texture size."""
+    import torch
+    from flex_gemm.ops.grid_sample import grid_sample_3d
+
+    side = math.ceil(voxels ** (1 / 3)) + 1
+    index = torch.arange(voxels, device="cuda")
+    coords = torch.stack([index * 0, index // side**2, index // side % side, index % side], dim=1).int()
+    feats = torch.rand(voxels, channels, device="cuda")
+    for size in textures:
+        points = torch.rand(1, size * size, 3, device="cuda") * side
+        grid_sample_3d(feats, coords, shape=torch.Size([1, channels, side, side, side]), grid=points, mode="trilinear")
+    torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -117,8 +129,9 @@ def main() -> None:
     tuning = commands.add_parser("tune", help="tune on this GPU and write its entries")
     tuning.add_argument("--model-dir", default="/models/TRELLIS.2-4B")
     tuning.add_argument("--background-model", default="/models/BiRefNet")
-    tuning.add_argument("--pipeline-types", default="512,1024_cascade", help=f"comma list of {', '.join(SHAPES)}")
-    tuning.add_argument("--scales", default="0.5,1,2", help="token counts, as multiples of the typical one")
+    tuning.add_argument("--log-tokens", default=",".join(map(str, LOG_TOKENS)),
+                        help="lo,hi: log2 of the fewest and most voxels of a decoded latent")
+    tuning.add_argument("--textures", default=",".join(map(str, TEXTURES)), help="texture sizes the export bakes")
     tuning.add_argument("--out-dir", type=Path, default=ROOT / "builder" / "flex_gemm_autotune")
     merging = commands.add_parser("merge", help="join cache files into one")
     merging.add_argument("out", type=Path)
@@ -128,12 +141,12 @@ def main() -> None:
         files = [file for path in args.caches for file in (sorted(path.glob("*.json")) if path.is_dir() else [path])]
         args.out.write_text(json.dumps(merge([json.loads(file.read_text()) for file in files]), indent=1))
         return
-    kinds = args.pipeline_types.split(",")
-    unknown = sorted(set(kinds) - set(SHAPES))
-    if unknown:
-        parser.error(f"--pipeline-types: unknown {', '.join(unknown)}; choose from {', '.join(SHAPES)}")
+    low, high = (int(value) for value in args.log_tokens.split(","))
+    if not 0 < low <= high:
+        parser.error(f"--log-tokens: {args.log_tokens!r} is not lo,hi with 0 < lo <= hi")
     sys.path.insert(0, str(ROOT))
-    out = tune(args.model_dir, args.background_model, kinds, [float(s) for s in args.scales.split(",")], args.out_dir)
+    out = tune(args.model_dir, args.background_model, (low, high), [int(size) for size in args.textures.split(",")],
+               args.out_dir)
     print(f"entries for this GPU in {out}")
 
 

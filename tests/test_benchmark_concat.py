@@ -1,4 +1,4 @@
-"""The CPU half of the concat benchmark: its ratios and report from results.json, and the attention profiler's hooks."""
+"""The CPU half of benchmarks/run.py: its ratios (each from one invocation) and report, and the attention profiler's hooks."""
 
 from __future__ import annotations
 
@@ -21,11 +21,11 @@ def _load(name: str):
     return module
 
 
-bench_run, profiler = _load("run"), _load("attention_profile")
+bench_run, ratios, profiler = _load("run"), _load("ratios"), _load("attention_profile")
 
 
 def _row(kind: str, n: int, mode: str, seconds: float, stages: tuple[float, float, float], peak: float) -> dict:
-    timings = {"conditioning": 0.1 * n, **dict(zip(bench_run.STAGES, stages, strict=True))}
+    timings = {"conditioning": 0.1 * n, **dict(zip(ratios.STAGES, stages, strict=True))}
     return {"label": f"{kind} {mode} N={n}", "pipeline_type": kind, "views": n, "mode": mode, "steps": 12,
             "low_vram": False, "seconds": seconds, "timings": timings, "tokens": 100, "tokens_by_stage": {},
             "model_calls": {}, "peak_gib": peak, "voxels": 4592, "shape_tokens": 4592}
@@ -43,7 +43,7 @@ RESULTS = {
 
 
 def test_headline_carries_the_concat_keys():
-    head = bench_run.headline(RESULTS)
+    head = ratios.headline(RESULTS)
     assert head["concat_n4_over_single_512"] == 1.1
     assert head["concat_n4_over_single"] == 1.3
     assert head["identical_views_concat_max_abs"] == 2e-5 and head["concat_order_max_abs"] == 3e-4
@@ -53,7 +53,7 @@ def test_headline_carries_the_concat_keys():
 
 
 def test_report_shows_goals_ratios_and_profile():
-    results = {**RESULTS, **bench_run.headline(RESULTS)}
+    results = {**RESULTS, **ratios.headline(RESULTS)}
     text = bench_run.render(results)
     assert "| `concat_n4_over_single` | 1.3 | ≤ 1.2 | no |" in text
     assert "| `concat_n4_over_single_512` | 1.1 | ≤ 1.2 | yes |" in text
@@ -61,6 +61,52 @@ def test_report_shows_goals_ratios_and_profile():
     assert "| `concat_order_max_abs` | 0.0003 | ≤ 0.0001 | no |" in text
     assert "- 512 (12 steps): 1.1× one view, 1.069× for the stages alone; peak 15.9 GiB against 15.7 GiB" in text
     assert "| 512 concat N=4 | shape_slat_flow_model_512 | 1.0 | 0.25 | 0.3 | 0.25 | 5000000 |" in text
+
+
+H100 = {"measured": "2026-11-25T21:51:25+00:00", "device": "NVIDIA H100 80GB HBM3", "commit": "05f919f"}
+H200 = {"measured": "2026-12-03T10:00:00+00:00", "device": "NVIDIA H200", "commit": "bdb612f"}
+H200_LATER = {"measured": "2026-12-05T10:00:00+00:00", "device": "NVIDIA H200", "commit": "abc1234"}
+
+
+def _cascade(n: int, mode: str, seconds: float, invocation: dict) -> dict:
+    return {**_row("1024_cascade", n, mode, seconds, (1.0, 9.0, 4.0), 17.0), **invocation}
+
+
+@pytest.mark.parametrize(("rows", "expected", "source"), [
+    # the stochastic 1.09 of results.json: an H100 run of N=4 over an H200 run of one view: no ratio
+    ([_cascade(4, "stochastic", 14.297, H100), _cascade(1, "stochastic", 13.098, H200)], None, None),
+    ([_cascade(4, "stochastic", 14.297, H100), _cascade(1, "stochastic", 14.318, H100)], 0.9985, H100),
+    # both invocations measured both: the newest one's
+    ([_cascade(1, "stochastic", 14.0, H200), _cascade(4, "stochastic", 14.4, H200),
+      _cascade(1, "stochastic", 13.0, H200_LATER), _cascade(4, "stochastic", 13.13, H200_LATER)], 1.01, H200_LATER),
+    # the newest has one run only: the pair comes whole from the older invocation
+    ([_cascade(1, "stochastic", 14.0, H200), _cascade(4, "stochastic", 14.4, H200),
+      _cascade(4, "stochastic", 12.0, H200_LATER)], round(14.4 / 14.0, 4), H200),
+])
+def test_a_ratio_divides_runs_of_one_invocation_only(rows, expected, source):
+    head = ratios.headline({"runs": rows})
+    assert head.get("stochastic_n4_over_single") == expected
+    figure = head["figures"].get("stochastic_n4_over_single")
+    assert figure is None if source is None else figure == {
+        "value": expected, "pipeline_type": "1024_cascade", "date": source["measured"], "device": source["device"],
+        "commit": source["commit"]}
+
+
+def test_a_ratio_a_merge_can_no_longer_compute_is_dropped_not_kept():
+    """A base's ratio goes when the runs it came from are replaced by runs of other invocations."""
+    results = {"stochastic_n4_over_single": 1.0915, "concat_n4_over_single": 1.27,
+               "runs": [_cascade(4, "stochastic", 14.297, H100), _cascade(1, "stochastic", 13.098, H200)]}
+    ratios.apply_headline(results)
+    assert "stochastic_n4_over_single" not in results and "concat_n4_over_single" not in results
+    text = bench_run.render(results)
+    assert "| `stochastic_n4_over_single` | not measured | ≤ 1.02 | — | — |" in text
+
+
+def test_the_goals_table_names_each_ratios_invocation():
+    rows = [_cascade(1, "stochastic", 14.0, H200), _cascade(4, "stochastic", 14.2, H200)]
+    text = bench_run.render(ratios.apply_headline({"runs": rows}))
+    assert ("| `stochastic_n4_over_single` | 1.0143 | ≤ 1.02 | yes | 2026-12-03T10:00:00+00:00, NVIDIA H200, "
+            "`bdb612f` |") in text
 
 
 class MultiHeadAttention(torch.nn.Module):

@@ -1,4 +1,4 @@
-"""The GPU harness's CPU halves: warm-up, weight read-ahead, autotune caches, commit, GLB checks, the report.
+"""The GPU harness's CPU halves: the warm-up photo, weight read-ahead, autotune caches, commit, GLB checks, the report.
 
 What runs on the device (tests/gpu, benchmarks/first_job.py, cold_start.py) is checked there; what
 these functions compute from files and processes is checked here, on real files, real git, real
@@ -17,24 +17,19 @@ from pathlib import Path
 
 import pytest
 import trimesh
-from cpu_generator import CpuGenerator
 
 from trellis_mv.pipeline.prefetch import read_ahead, weight_files
 from trellis_mv.weights import Found, Source, Weights
-from trellis_mv.warmup import WARMUP_TYPES, warm_up, warmup_view
+from trellis_mv.warmup import warmup_view
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "builder")]
 import autotune_flexgemm  # noqa: E402  (benchmarks/ and builder/ are scripts, not packages)
 import cold_start  # noqa: E402
+import first_job  # noqa: E402
 import gpu_env  # noqa: E402
 import report  # noqa: E402
 import validate_glbs  # noqa: E402
-
-
-def test_warm_up_exports_every_type_and_times_it():
-    seconds = warm_up(CpuGenerator())
-    assert list(seconds) == list(WARMUP_TYPES) and all(value > 0 for value in seconds.values())
 
 
 def test_the_warm_up_view_is_a_photo_without_alpha():
@@ -102,11 +97,9 @@ def test_cache_files_are_named_after_the_gpu(gpu, name):
     assert autotune_flexgemm.gpu_file_name(gpu) == name
 
 
-@pytest.mark.parametrize(("grid", "tokens"), [(32, 2_300), (32, 4_600), (64, 19_500), (64, 39_000)])
-def test_tuning_shells_hold_about_the_tokens_asked_for(grid, tokens):
-    coords = autotune_flexgemm.shell_coords(grid, tokens)
-    assert abs(coords.shape[0] - tokens) < 0.15 * tokens
-    assert coords[:, 0].eq(0).all() and coords[:, 1:].max() < grid and coords.dtype.is_floating_point is False
+@pytest.mark.parametrize(("log_tokens", "levels", "buckets"), [((9, 16), 5, range(17, 25)), ((12, 15), 1, range(12, 16))])
+def test_grid_sample_is_tuned_at_the_decoders_last_level(log_tokens, levels, buckets):
+    assert autotune_flexgemm.grid_sample_buckets(log_tokens, levels) == buckets
 
 
 def _git(root: Path, *args: str) -> str:
@@ -214,7 +207,8 @@ def test_the_report_lifts_the_issue_keys_and_judges_them():
     text = report.render(results)
     assert "| `first_job_penalty_s` | 1.5 | ≤ 2.0 | yes |" in text
     assert "| n1 | 1 | 1024_cascade | `{}` | 17.0 | 12.0 | 4.8 | 7500000 | 9 | 0 errors, 1 warnings |" in text
-    assert "birefnet_standin_alpha_min_max" in text and "- `gpu_soak_max_drift_gib`: not measured" in text
+    assert "birefnet_standin_alpha_min_max" in text
+    assert "| `gpu_soak_max_drift_gib` | not measured | ≤ 0.5 | — |" in text
 
 
 def test_the_report_lifts_the_unwrap_keys_and_sets_both_unwraps_side_by_side():
@@ -253,9 +247,53 @@ def test_the_report_reads_the_runs_archive(tmp_path):
 
 
 def test_cold_start_phases_are_the_gaps_between_marks():
-    marks = {"cuda_checked": 4.0, "extensions_imported": 15.5, "weights_checked": 16.0, "loaded": 40.0, "ready": 41.0}
-    assert cold_start.phases(marks) == {"interpreter, imports, CUDA check": 4.0, "extensions import": 11.5,
-                                        "weight checks": 0.5, "load_pipeline": 24.0, "warm-up to runpod start": 1.0}
+    marks = {"head_started": 0.5, "cuda_checked": 4.0, "extensions_imported": 5.5, "weights_checked": 6.0,
+             "loaded": 14.0, "stages_warmed": 15.0, "warmed_up": 17.5, "ready": 18.0, "answered": 18.1}
+    assert cold_start.phases(marks) == {"interpreter, settings, head start": 0.5, "imports, CUDA check": 3.5,
+                                        "extensions import": 1.5, "weight checks": 0.5, "load_pipeline": 8.0,
+                                        "warm-up: stages": 1.0, "warm-up: done": 2.5, "to runpod's start": 0.5}
+
+
+def test_cold_start_marks_match_the_log_lines_the_worker_prints():
+    """Every mark's text is in a log call of the module that prints it, so a renamed line cannot go unnoticed."""
+    sources = {path.stem: path.read_text() for path in (ROOT / "trellis_mv").rglob("*.py")}
+    for text in cold_start.MARKS:
+        if text.startswith("trellis_mv."):
+            module, _, message = text.partition(": ")
+            assert message.split(":")[0] in sources[module.rsplit(".", 1)[-1]], text
+
+
+def _first_job_run(penalty: float, kind: str) -> dict:
+    timings = {"generate": 12.0, "export": 4.0, "total": 17.0}
+    return {"pipeline_type": kind, "flexgemm_entries": 200, "load_s": 9.0, "warmup_s": 6.0, "penalty_s": penalty,
+            "warmup": {"stages": {"preprocess": 0.3}, "seconds": 6.0},
+            "first": {"timings": {**timings, "total": 17.0 + penalty}}, "second": {"timings": timings}}
+
+
+def test_first_job_penalties_are_the_worker_variants_per_pipeline_type():
+    first = {"glb": {}, "variants": {"tuned_warmup": {"512": _first_job_run(0.4, "512"),
+                                                      "1536_cascade": _first_job_run(2.5, "1536_cascade"),
+                                                      "1024_cascade": _first_job_run(1.1, "1024_cascade")},
+                                     "tuned": {"1024_cascade": _first_job_run(30.0, "1024_cascade")}}}
+    results = report.merge({}, {"first_job": first}, None, {"first_job": {"date": "d", "gpu": "H200", "commit": "c"}})
+    assert results["first_job_penalty_s"] == 1.1
+    assert results["first_job_penalty_s_by_pipeline_type"] == {"512": 0.4, "1536_cascade": 2.5, "1024_cascade": 1.1}
+    assert report.goal_met(results, "first_job_penalty_s_by_pipeline_type") == (2.0, "no")
+    assert results["figures"]["first_job_penalty_s"] == {"value": 1.1, "date": "d", "gpu": "H200", "commit": "c"}
+    text = report.render(results)
+    assert "| tuned_warmup | 1536_cascade | 200 | 9.0 | 6.0 | 19.5 | 17.0 | 2.5 |" in text
+    assert first_job.penalties(first)["first_job_penalty_s"] == 1.1
+
+
+@pytest.mark.parametrize(("tests", "met"), [
+    ({"gpu_soak_jobs": 20, "gpu_soak_lost": 0, "gpu_soak_max_drift_gib": 0.0, "gpu_oom_refresh_worker": True,
+      "gpu_oom_next_job_ok": True, "gpu_oom_drift_gib": 0.01}, ["yes"] * 6),
+    ({"gpu_soak_jobs": 12, "gpu_soak_lost": 1, "gpu_soak_max_drift_gib": 0.7, "gpu_oom_refresh_worker": False,
+      "gpu_oom_next_job_ok": False, "gpu_oom_drift_gib": 0.51}, ["no"] * 6),
+])
+def test_the_report_judges_the_fault_keys(tests, met):
+    results = report.merge({}, {"tests": tests}, None)
+    assert [report.goal_met(results, key)[1] for key in tests] == met
 
 
 def test_page_residency_is_a_fraction_or_unknown(tmp_path):

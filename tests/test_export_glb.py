@@ -202,7 +202,8 @@ def test_a_worker_without_dracopy_fails_at_start_not_at_its_first_job():
     import sys
     from pathlib import Path
 
-    code = "import sys; sys.modules['DracoPy'] = None; import handler"
+    code = ("import sys; sys.modules['DracoPy'] = None; import handler; from trellis_mv.config import Settings; "
+            "handler.build_handler(Settings(generator='trellis_mv.standin:create'), send_progress=False)")
     root = Path(__file__).resolve().parent.parent
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0

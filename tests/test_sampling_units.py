@@ -23,6 +23,7 @@ def test_public_api_is_pinned():
         "Batcher",
         "Denoiser",
         "DenseBatcher",
+        "RaggedConds",
         "StepInfo",
         "cfg",
         "guided",
@@ -237,6 +238,44 @@ def test_predict_many_chunks_and_matches_single_passes(max_batch, rows_per_call)
     for i, pred in enumerate(preds):
         expected = x * (1 + i) + torch.tensor(1000 * 0.3, dtype=torch.float32) / 1000 + extra
         torch.testing.assert_close(pred, expected)
+
+
+class TokenModel:
+    """Velocity = x times the mean of each row's cond tokens; conds ``[B, L, 1]`` or a list of ``[L_i, 1]``."""
+
+    def __init__(self):
+        self.lengths = []
+
+    def __call__(self, x, t, cond):
+        rows = list(cond) if isinstance(cond, list) else list(cond.unbind(0))
+        self.lengths.append([row.shape[0] for row in rows])
+        return x * torch.stack([row.mean() for row in rows])[:, None]
+
+
+class ListConds(DenseBatcher):
+    """A dense batcher whose model also takes a list of conds of different lengths (``RaggedConds``)."""
+
+    def cat_conds(self, conds):
+        return [cond[0] for cond in conds]
+
+
+@pytest.mark.parametrize(
+    ("batcher", "max_batch", "lengths_per_call"),
+    [
+        (DenseBatcher(), None, [[1], [3, 3], [1]]),  # cut where the length changes: no padding, no tiling
+        (DenseBatcher(), 1, [[1], [3], [3], [1]]),
+        (ListConds(), None, [[1, 3, 3, 1]]),  # one call, each row with its own tokens
+        (ListConds(), 3, [[1, 3, 3], [1]]),
+    ],
+)
+def test_predict_many_gives_each_pass_only_its_own_cond_tokens(batcher, max_batch, lengths_per_call):
+    x = torch.tensor([[2.0]])
+    conds = [torch.full((1, n, 1), value) for n, value in ((1, 1.0), (3, 2.0), (3, 3.0), (1, 4.0))]
+    model = TokenModel()
+    preds = predict_many(model, x, 0.5, conds, batcher, max_batch=max_batch)
+    assert model.lengths == lengths_per_call
+    assert [pred.item() for pred in preds] == [2.0, 4.0, 6.0, 8.0]
+    assert isinstance(batcher, sampling.RaggedConds) is (type(batcher) is ListConds)
 
 
 def test_predict_many_single_pass_uses_inputs_as_given():

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import logging
 import re
+import weakref
 
 import pytest
 import requests
@@ -20,7 +21,7 @@ from helpers import png_b64
 
 from trellis_mv.factory import CudaRequired
 from trellis_mv.config import Settings
-from trellis_mv.errors import WorkerError
+from trellis_mv.errors import UserError, WorkerError
 from trellis_mv.generator import GenerationRequest
 from trellis_mv.storage import S3Store
 from trellis_mv.worker import run_job
@@ -181,8 +182,36 @@ def test_our_faults_answer_a_short_id_that_is_in_the_log(caplog):
     match = re.fullmatch(r"internal error ([0-9a-f]{8}): KeyError: 'tex_slat_decoder'", answer["error"])
     assert match, answer
     (record,) = caplog.records
-    assert match.group(1) in record.getMessage() and record.exc_info[0] is KeyError
+    assert match.group(1) in record.getMessage() and "Traceback (most recent call last)" in record.getMessage()
+    assert "KeyError: 'tex_slat_decoder'" in record.getMessage() and record.exc_info is None
     assert set(answer) == {"error"}
+
+
+class AllocatingThenFailing:
+    """Holds a tensor in a frame below ``generate`` when it fails, as a flow does when the GPU runs out of memory."""
+
+    def __init__(self, error: Exception):
+        self.error, self.held = error, None
+
+    def generate(self, request, progress=None):
+        return self._stage(torch.ones(256, 256))
+
+    def _stage(self, activations: torch.Tensor):
+        self.held = weakref.ref(activations)
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                                   KeyError("tex_slat_decoder"), UserError("images[0]", "no foreground found")])
+def test_nothing_of_a_failed_job_outlives_its_answer(caplog, error):
+    """The tensors a failed job held are garbage when its answer is back, even while the log keeps its records."""
+    failing = AllocatingThenFailing(error)
+    with caplog.at_level(logging.INFO, logger="trellis_mv.worker"):
+        answer = run_job(job(), settings=SETTINGS, generator=failing, store=None)
+    assert "error" in answer
+    assert failing.held is not None and failing.held() is None  # no gc.collect(): nothing may hold it at all
+    if not isinstance(error, UserError):
+        assert "in _stage" in caplog.text  # the traceback is still in the log, as text
 
 
 def test_a_worker_error_is_answered_without_its_type():

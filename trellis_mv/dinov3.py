@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -11,7 +13,7 @@ from PIL import Image
 
 from .errors import StartupError
 
-__all__ = ["DinoV3Conditioner"]
+__all__ = ["DinoV3Conditioner", "pixels"]
 
 
 class DinoV3Conditioner:
@@ -22,13 +24,20 @@ class DinoV3Conditioner:
     ``forward`` and a forward hook on its last ``DINOv3ViTLayer`` takes that layer's output, which
     is what trellis2 normalises (``F.layer_norm`` without affine); the model's own final norm is
     not used. The checkpoint is read from a local folder only.
+
+    On CUDA its matrix products run in TF32 (fp32 range, 10-bit mantissa, fp32 sums): 4 views at two
+    resolutions cost 0.39 s of a 13 s job in fp32 on the H200, what kept ``stochastic`` above 1.02x
+    one view. The flows round the tokens to bf16 (8-bit mantissa) before they use them, so TF32's
+    error lands below that rounding (tests/gpu/test_encoders.py records it); trellis2's
+    ``pipeline.run`` calls this conditioner too, so it gets the same tokens. ``tf32=False`` gives
+    trellis2's fp32 numbers.
     """
 
-    def __init__(self, model_dir: str, image_size: int = 512):
+    def __init__(self, model_dir: str, image_size: int = 512, *, tf32: bool = True):
         from transformers import DINOv3ViTModel
 
         self.model = DINOv3ViTModel.from_pretrained(model_dir, local_files_only=True).eval()
-        self.image_size = image_size
+        self.image_size, self.tf32 = image_size, tf32
         layers = [m for m in self.model.modules() if type(m).__name__ == "DINOv3ViTLayer"]
         if not layers:
             raise StartupError(f"{model_dir}: no DINOv3ViTLayer in this DINOv3 checkpoint")
@@ -49,22 +58,38 @@ class DinoV3Conditioner:
     @torch.no_grad()
     def __call__(self, images: list[Image.Image] | torch.Tensor) -> torch.Tensor:
         """Patch tokens ``[B, 1 + registers + patches, 1024]`` for PIL images (resized) or a ``[B, 3, H, W]`` batch."""
-        if isinstance(images, torch.Tensor):
-            pixels = images
-        else:
-            arrays = [np.asarray(i.resize((self.image_size, self.image_size), Image.Resampling.LANCZOS).convert("RGB"),
-                                 dtype=np.float32) / 255 for i in images]
-            pixels = torch.stack([torch.from_numpy(a).permute(2, 0, 1) for a in arrays])
-        pixels = pixels.to(self.model.device)  # where the pipeline put the encoder (the GPU in production)
-        mean = torch.tensor([0.485, 0.456, 0.406], device=pixels.device)[:, None, None]
-        std = torch.tensor([0.229, 0.224, 0.225], device=pixels.device)[:, None, None]
-        pixels = (pixels - mean) / std
+        batch = images if isinstance(images, torch.Tensor) else torch.stack([pixels(i, self.image_size) for i in images])
+        batch = batch.to(self.model.device)  # where the pipeline put the encoder (the GPU in production)
+        mean = torch.tensor([0.485, 0.456, 0.406], device=batch.device)[:, None, None]
+        std = torch.tensor([0.229, 0.224, 0.225], device=batch.device)[:, None, None]
+        batch = (batch - mean) / std
         captured: list[torch.Tensor] = []
         hook = self._last_layer.register_forward_hook(
             lambda module, args, output: captured.append(output[0] if isinstance(output, tuple) else output))
         try:
-            self.model(pixel_values=pixels)
+            with _tf32_matmuls(self.tf32 and batch.is_cuda):
+                self.model(pixel_values=batch)
         finally:
             hook.remove()
         hidden = captured[-1]
         return F.layer_norm(hidden, hidden.shape[-1:])
+
+
+def pixels(image: Image.Image, size: int) -> torch.Tensor:
+    """trellis2's encoder input for one image: LANCZOS to ``size``², RGB, ``[3, size, size]`` in [0, 1] (CPU)."""
+    array = np.asarray(image.resize((size, size), Image.Resampling.LANCZOS).convert("RGB"), dtype=np.float32) / 255
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+@contextmanager
+def _tf32_matmuls(enabled: bool) -> Iterator[None]:
+    """Float32 matrix products in TF32 for the block (``set_float32_matmul_precision("high")``), then as before."""
+    if not enabled:
+        yield
+        return
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)

@@ -4,6 +4,11 @@
 ``Settings`` and returns a ``Generator``) wins; else TRELLIS.2 when CUDA is available, after the
 start-up checks; else :class:`CudaRequired`, a stand-in that answers every valid job that a CUDA GPU
 is needed. trellis2 is imported only on the CUDA branch.
+
+TRELLIS.2's start, in order, each step overlapped with what it does not need: the head start
+(``trellis_mv.headstart``: the weights read into memory and the decoders' kernels compiling,
+begun by ``handler.py`` before its imports); the checks; the export's warm-up on a thread
+while the models load; then the rest of the warm-up (``trellis_mv.warmup``).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Callable
 from .config import Settings
 from .errors import StartupError
 from .generator import GenerationRequest, GenerationResult, Generator, ProgressFn
+from .headstart import HeadStart, begin
 from .licences import startup_line
 from .startup import run_checks
 
@@ -42,34 +48,42 @@ class CudaRequired:
         )
 
 
-def build_generator(settings: Settings) -> Generator:
-    """The configured generator, TRELLIS.2 on CUDA (after the start-up checks), or ``CudaRequired``.
+def build_generator(settings: Settings, head: HeadStart | None = None) -> Generator:
+    """The configured generator, TRELLIS.2 on CUDA (checked, loaded and warmed up), or ``CudaRequired``.
 
-    Logs one line saying which loaded components forbid commercial use, or that none does.
+    ``head`` is what ``handler.py`` began before its imports; without it, it begins here. Logs one
+    line saying which loaded components forbid commercial use, or that none does.
     """
-    generator = _build(settings)
+    generator = _build(settings, head)
     log.info("%s", startup_line(generator.components))
     return generator
 
 
-def _build(settings: Settings) -> Generator:
+def _build(settings: Settings, head: HeadStart | None) -> Generator:
     if settings.generator:
         generator = _load_factory(settings.generator)(settings)
         if not isinstance(getattr(generator, "components", None), tuple):
             raise StartupError(f"TRELLIS_MV_GENERATOR: {settings.generator} returned a generator without a "
                                "'components' tuple (the weights it loaded; () for none): see trellis_mv.generator")
         return generator
+    head = head if head is not None else begin(settings)
     import torch
 
     if not torch.cuda.is_available():
+        head.stop()
         return CudaRequired("torch.cuda.is_available() is False")
-    # Before the load: a missing extension or weight file is named at once, not after minutes of reading.
-    run_checks(settings)
-    from .pipeline import load_generator
-    from .warmup import warm_up
+    try:
+        # Before the load: a missing extension or weight file is named at once, not after minutes of reading.
+        run_checks(settings)
+        from .pipeline import load_generator
+        from .warmup import start_export_warm_up, warm_up
 
-    generator = load_generator(settings)
-    warm_up(generator)
+        export = start_export_warm_up()
+        generator = load_generator(settings)
+        warm_up(generator, compiling=head.compiling, export=export)
+    except BaseException:  # a worker that does not start leaves no compiling children behind
+        head.stop()
+        raise
     return generator
 
 

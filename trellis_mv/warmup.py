@@ -1,52 +1,89 @@
-"""Warm-up at start: a small job through every stage and the export before the first real job.
+"""Warm-up at start: every kernel a job launches, launched once before the first job, where it costs least.
 
-A fresh process pays, on its first job, for whatever its GPU has not seen yet: FlexGEMM
-autotuning the decoders' sparse convolutions for every new shape bucket (about 90 s of a
-109 s first 1024_cascade job on an H200 with no entries for it), kernels compiled on their first
-launch, and the first use of the background remover, the bake's rasterizer and CuMesh. Shipping
-FlexGEMM entries (``builder/flex_gemm_autotune/``) is not enough: on the H200 with ours, a fresh process's
-first default job still took 34.4 s more than its second, nearly all of it in the shape stage,
-which FlexGEMM does not run. So the worker always runs :data:`WARMUP_TYPES` once at start, each one
-view through background removal, the three stages, decoding and the export (41 s on the H200 with
-our entries, 124 s without); after it the first job took 0.15 s more than the second
-(benchmarks/first_job.py, BENCHMARKS.md). Its time is in the start-up log, not in a user's answer.
+A fresh process pays on its first job for whatever its GPU has not run yet: FlexGEMM's Triton
+kernels in the decoders (compiled per configuration and specialisation; tuned first where the GPU
+has no entries of ours), kernels and libraries loaded at their first launch, each model's first
+use. On the H200 with our FlexGEMM entries, a fresh worker's first default job took 34.4 s more
+than its second. Running whole jobs first (1024_cascade and 512, twelve steps per stage: the
+warm-up until issue 19) cut that to 0.15 s but took 41 s, after the 25 s the worker took to load.
+Kernels are per shape, not per step, and most of them need no weights, so the warm-up is now four
+parts, each done once and overlapped with what it does not depend on:
+
+1. ``kernels``: the decoders' Triton kernels, compiled by child processes that start before the
+   weights are read (``trellis_mv.pipeline.kernels``, started by ``trellis_mv.headstart``);
+2. ``export``: a small sphere through the export at the default texture size, on a thread while
+   the models load (``start_export_warm_up``);
+3. ``stages``: background removal, DINOv3 at both resolutions, one sampling step of each flow on a
+   typical object's token count (``pipeline.warm.warm_stages``);
+4. ``decoders``: the cascade's upsampling and ``decode_latent`` on the latents of 3, after 1 (they
+   use its kernels). On a GPU we ship no FlexGEMM entries for, the decoders' typical shape keys are
+   tuned here first, minutes on such a GPU's first start (builder/autotune_flexgemm.py makes entries).
+
+Each part's seconds are logged and returned; the worker takes no job before all four are done.
+An error propagates: a worker that cannot finish its warm-up would fail every job.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
 import numpy as np
 from PIL import Image
 
 from .export import GlbOptions, export_glb
-from .generator import GenerationRequest, Generator
 
-__all__ = ["WARMUP_GLB", "WARMUP_TYPES", "warm_up", "warmup_view"]
+__all__ = ["WARMUP_GLB", "start_export_warm_up", "warm_up", "warmup_view"]
 
 log = logging.getLogger(__name__)
 
-# The default pipeline first; 512 decodes at other shapes (and with another texture flow).
-WARMUP_TYPES = ("1024_cascade", "512")
-# Small output, every export phase: the kernels and libraries are the same at any size.
-WARMUP_GLB = GlbOptions(decimation_target=20_000, texture_size=512)
+# Few faces (unwrap and simplify are per face), the default texture size: FlexGEMM's grid_sample
+# kernel is chosen per texel count, so the default request's is the one to compile.
+WARMUP_GLB = GlbOptions(decimation_target=20_000)
 
 
-def warm_up(generator: Generator) -> dict[str, float]:
-    """Run one view of each of :data:`WARMUP_TYPES` through ``generate`` and the export; seconds per type.
+def start_export_warm_up() -> Future:
+    """Export a small sphere (``pipeline.warm.warmup_mesh``) on a thread; the future answers its seconds."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-warm-up")
+    future = pool.submit(_export_warm_up)
+    pool.shutdown(wait=False)
+    return future
 
-    An error propagates: a worker that cannot finish this job would fail every job, so it stops at start.
+
+def warm_up(generator: Any, *, compiling: Any = None, export: Future | None = None) -> dict[str, Any]:
+    """Parts 2 to 4 of the module docstring for a ``TrellisGenerator``, after waiting for 1; what each took.
+
+    ``compiling`` is ``trellis_mv.pipeline.kernels.Compiling`` (None: no child processes were
+    started); ``export`` the future of :func:`start_export_warm_up` (None: the export is warmed here).
     """
-    seconds: dict[str, float] = {}
-    log.info("warm-up: %s before the first job", ", ".join(WARMUP_TYPES))
-    for kind in WARMUP_TYPES:
-        start = time.perf_counter()
-        request = GenerationRequest(images=(warmup_view(),), seed=0, pipeline_type=kind)
-        glb = export_glb(generator.generate(request).mesh, WARMUP_GLB)
-        seconds[kind] = round(time.perf_counter() - start, 2)
-        log.info("warm-up %s: %.1f s, %d faces, %d bytes", kind, seconds[kind], glb.faces, len(glb.data))
-    log.info("warm-up done: %.1f s", sum(seconds.values()))
-    return seconds
+    from .pipeline.kernels import cache_path, conv_probes
+    from .pipeline.warm import warm_decoders, warm_stages
+
+    started = time.perf_counter()
+    report: dict[str, Any] = {}
+    report["stages"], latents = warm_stages(generator, warmup_view())
+    log.info("warm-up stages: %s", report["stages"])
+    if compiling is not None:
+        report["kernels"] = compiling.wait()
+        log.info("warm-up kernels: %s", report["kernels"])
+    import torch
+
+    path = cache_path()
+    tuned = bool(conv_probes(json.loads(path.read_text()) if path.is_file() else {}, torch.cuda.get_device_name()))
+    if not tuned:
+        log.warning("warm-up: no FlexGEMM entries for %s in %s: tuning the decoders' typical sizes now; "
+                    "builder/autotune_flexgemm.py tune on this GPU makes entries to ship", torch.cuda.get_device_name(),
+                    path)
+    report["decoders"] = warm_decoders(generator, latents, tune=not tuned)
+    log.info("warm-up decoders: %s", report["decoders"])
+    report["export_s"] = export.result() if export is not None else _export_warm_up()
+    log.info("warm-up export: %.2f s", report["export_s"])
+    report["seconds"] = round(time.perf_counter() - started, 2)
+    log.info("warm-up done: %.1f s after the load", report["seconds"])
+    return report
 
 
 def warmup_view(size: int = 512) -> Image.Image:
@@ -59,3 +96,13 @@ def warmup_view(size: int = 512) -> Image.Image:
     rgb = np.full((size, size, 3), 235.0)
     rgb[disc] = np.array([190.0, 110.0, 50.0]) * shade[disc][:, None]
     return Image.fromarray(rgb.astype(np.uint8), "RGB")
+
+
+def _export_warm_up() -> float:
+    from .pipeline.warm import warmup_mesh
+
+    start = time.perf_counter()
+    glb = export_glb(warmup_mesh(), WARMUP_GLB)
+    seconds = round(time.perf_counter() - start, 2)
+    log.info("warm-up export of a sphere: %d faces, %d bytes, %.1f s", glb.faces, len(glb.data), seconds)
+    return seconds

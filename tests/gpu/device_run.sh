@@ -8,9 +8,10 @@
 #              all four about 5 min, cumesh the longest) into $OUT/wheels/; copy them to
 #              .cache/wheels/ for the next runs. Four: the image's three (flex_gemm, o_voxel,
 #              cumesh) and, for the harness alone, nvdiffrast (HARNESS_ONLY below)
-#   autotune   FlexGEMM entries for this GPU: builder/autotune_flexgemm.py tune $AUTOTUNE_ARGS
-#   coldstart  handler.py from launch to ready on 16 GB of weights: benchmarks/cold_start.py $COLDSTART_ARGS
-#   firstjob   a fresh process's first job vs its second: benchmarks/first_job.py $FIRSTJOB_ARGS
+#   autotune   FlexGEMM entries for this GPU, every shape the decoders and the export meet:
+#              builder/autotune_flexgemm.py tune $AUTOTUNE_ARGS
+#   coldstart  handler.py from launch to ready, warm-up included, on 16 GB of weights: benchmarks/cold_start.py $COLDSTART_ARGS
+#   firstjob   a fresh worker's first job vs its second, per pipeline type: benchmarks/first_job.py $FIRSTJOB_ARGS
 #   tests      pytest ${PYTEST_TARGETS:-tests/gpu} $PYTEST_ARGS (targets: test files, space-separated;
 #              args: options without spaces inside one, e.g. "-x --durations=0")
 #   bench      benchmarks/run.py $BENCH_ARGS

@@ -1,11 +1,14 @@
 """The "concat" mode with trellis2's real flows: its invariants in fp32 (512), and the handler end to end.
 
 "concat" feeds one conditional pass every view's DINOv3 tokens concatenated on the sequence axis, and
-the negative pass zeros tiled to the same length (``trellis_mv/sampling/multiview.py``). Softmax
-cross-attention over N copies of the same tokens equals attention over one copy, and over tokens in
-any order the same, so N identical views must give one view's latents and the order of the views must
-not matter: fp32 max abs differences of at most 1e-4. Trap 1 (docs/gpu.md) is checked on the flows themselves:
-their velocities are nonzero and depend on the views, so the invariants are not vacuous.
+the negative pass one view's length of zeros (``trellis_mv/sampling/multiview.py``): beside the
+positive in one call for the sparse flows, which take a list of conds of different lengths, in a
+call of its own for the dense sparse-structure flow. Softmax cross-attention over N copies of the
+same tokens equals attention over one copy, and over tokens in any order the same, so N identical
+views must give one view's latents and the order of the views must not matter: fp32 max abs
+differences of at most 1e-4; a list cond in one call must give what two calls give. Trap 1
+(docs/gpu.md) is checked on the flows themselves: their velocities are nonzero and depend on the
+views, so the invariants are not vacuous.
 The handler then answers a GLB in "concat" mode for 1, 4 and 8 views at every pipeline type (and once
 with a multidiffusion texture stage), and ``view_weights`` are shown to reach the pipeline's sampler.
 """
@@ -70,7 +73,8 @@ def _shell_latent(flow: Any) -> Any:
 
 @pytest.mark.parametrize("name", ["sparse_structure_flow_model", "shape_slat_flow_model_512"])
 def test_flow_treats_concatenated_tokens_as_a_set(pipeline_fp32, record, name):
-    """One model call, dense and sparse cross-attention: duplicated, reordered or tiled-zero tokens change nothing."""
+    """One model call, dense and sparse cross-attention: duplicated, reordered or tiled-zero tokens change nothing;
+    the sparse flow given the all-views cond and the one-view negative as a list in one call gives what two calls give."""
     flow = pipeline_fp32.models[name]
     torch.manual_seed(0)
     if name == "sparse_structure_flow_model":
@@ -94,10 +98,20 @@ def test_flow_treats_concatenated_tokens_as_a_set(pipeline_fp32, record, name):
         "velocity_abs_mean": one.abs().mean().item(),
         "three_views_vs_one": _max_abs(fused, one),
     }
+    if name != "sparse_structure_flow_model":
+        from trellis_mv.pipeline import SparseBatcher
+
+        batcher = SparseBatcher()
+        with torch.no_grad():
+            both = flow(batcher.cat([x, x]), t.repeat(2), [torch.cat(conds, dim=1)[0], zeros[0]])
+        pos, neg = (part.feats for part in batcher.split(both, 2))
+        values["list_cond_vs_two_calls"] = max(_max_abs(pos, fused), _max_abs(neg, v(zeros)))
     record(f"concat_flow_{name}_max_abs", values)
     assert values["velocity_abs_mean"] > 1e-3  # Trap 1: not the zero-initialised flow
     assert values["three_views_vs_one"] > 1e-3  # the views reach the velocity
-    assert max(values["duplicated_x4"], values["reordered"], values["negative_tiled_x4"]) <= BOUND, values
+    invariants = [values[key] for key in ("duplicated_x4", "reordered", "negative_tiled_x4", "list_cond_vs_two_calls")
+                  if key in values]
+    assert max(invariants) <= BOUND, values
 
 
 def test_identical_views_reproduce_one_view(pipeline_fp32, record):
@@ -142,12 +156,17 @@ class _Kept:
         return result
 
 
+def _lengths(cond: Any) -> list[int]:
+    """A flow's cond lengths: ``[B, L, C]``, or a list of ``[L_i, C]`` of different lengths."""
+    return [row.shape[0] for row in cond] if isinstance(cond, list) else [cond.shape[1]]
+
+
 @contextmanager
 def _cond_lengths(pipeline: Any) -> Iterator[dict[str, set[int]]]:
     """Every flow's cond lengths while inside, through forward pre-hooks (removed on the way out)."""
     seen: dict[str, set[int]] = {}
     handles = [
-        model.register_forward_pre_hook(lambda _m, args, name=name: seen.setdefault(name, set()).add(args[2].shape[1]))
+        model.register_forward_pre_hook(lambda _m, args, name=name: seen.setdefault(name, set()).update(_lengths(args[2])))
         for name, model in pipeline.models.items() if name in COND_TOKENS
     ]
     try:
@@ -207,10 +226,10 @@ def test_handler_answers_a_glb_in_concat_mode(pipeline_bf16, out_dir, record, pi
     assert answer["mode"] == "concat" and answer["views"] == views
     assert struct.unpack("<4sII", data[:12]) == (b"glTF", 2, len(data))
     assert kept.stats["resolution"] == RESOLUTION[pipeline_type], kept.stats
-    # every pass of a concat stage's flow saw all views' tokens at its resolution (the negative tiled alike),
-    # a multidiffusion stage's one view's
+    # a concat stage's positive pass saw all views' tokens at its resolution, a multidiffusion stage's one
+    # view's; the negative pass (structure and shape: guidance 7.5, texture: 1.0, none) one view's zeros
     expected = {flow: {(1 if flow.startswith("tex") and tex_mode == "multidiffusion" else views) * tokens}
-                for flow, tokens in COND_TOKENS.items()}
+                | (set() if flow.startswith("tex") else {tokens}) for flow, tokens in COND_TOKENS.items()}
     assert lengths and all(seen == expected[flow] for flow, seen in lengths.items()), lengths
 
 

@@ -28,6 +28,28 @@ def test_dinov3_conditioner_shapes(weights_root, record):
     assert (one[0] - features[0]).abs().max().item() < 1e-3  # batching views does not change a view's tokens
 
 
+def test_dinov3_in_tf32_errs_less_than_the_flows_bf16_rounding(weights_root, record):
+    """The conditioner's TF32 products change its tokens by less than the bf16 cast every flow applies to them."""
+    from random_weights import write_dinov3
+
+    from trellis_mv.dinov3 import DinoV3Conditioner
+
+    folder = weights_root / "dinov3_tf32"
+    write_dinov3(folder)
+    conditioner = DinoV3Conditioner(str(folder), image_size=1024)
+    conditioner.cuda()
+    views = [rgba_view(3), rgba_view(4)]
+    tf32 = conditioner(views)
+    conditioner.tf32 = False
+    fp32 = conditioner(views)
+    error = (tf32 - fp32).abs()
+    rounding = (fp32.bfloat16().float() - fp32).abs()
+    values = {"tf32_mean_abs": error.mean().item(), "tf32_max_abs": error.max().item(),
+              "bf16_rounding_mean_abs": rounding.mean().item(), "bf16_rounding_max_abs": rounding.max().item()}
+    record("dinov3_tf32_vs_fp32", values)
+    assert values["tf32_mean_abs"] < values["bf16_rounding_mean_abs"], values
+
+
 def test_background_loader_builds_remote_code_off_the_meta_device(weights_root, record):
     import transformers
     from birefnet_standin import write_standin

@@ -3,10 +3,14 @@
 - Soak: 20 jobs mixing pipeline types (512, 1024_cascade), view counts (1-4) and modes, in one
   process, after one warm-up job per pipeline type (FlexGEMM autotune, cuBLAS workspaces): no job is
   lost, and the GPU memory allocated after each job is back at the baseline (the largest drift is
-  recorded with and without a garbage collection first).
+  recorded with and without a garbage collection first; ``gpu_soak_max_drift_gib``, goal 0.5 GiB).
 - OOM: the process's memory is capped just above what it holds (``set_per_process_memory_fraction``)
   and a heavy job is sent: the answer is the out-of-memory error with ``refresh_worker`` (RunPod then
-  replaces the worker), and, with the cap lifted, the next job in the same process works.
+  replaces the worker), nothing of the failed job stays allocated once the answer is back, before any
+  garbage collection (``gpu_oom_drift_gib``, goal 0.05 GiB: ``run_job`` clears the failure's frames),
+  and, with the cap lifted, the next job in the same process works.
+
+Every key is recorded before the assertions, so a failing run still reports what it measured.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ GIB = 2**30
 SOAK = [(kind, views, mode) for kind in ("512", "1024_cascade") for views in (1, 2, 3, 4)
         for mode in ("stochastic", "multidiffusion")]
 SOAK += SOAK[:4]
-MAX_DRIFT_GIB = 0.25
+SOAK_MAX_DRIFT_GIB = 0.5  # issue 19's bars
+OOM_MAX_DRIFT_GIB = 0.05
 
 
 def _allocated_gib() -> float:
@@ -59,7 +64,7 @@ def test_a_20_job_soak_loses_no_job_and_memory_returns_to_baseline(pipeline_bf16
     record("gpu_soak", {"seconds": round(time.perf_counter() - start, 1), "baseline_gib": round(baseline, 3),
                         "drift_gib": [round(d, 4) for d in drifts], "lost": lost})
     assert lost == []
-    assert max(abs(d) for d in drifts_after_gc) <= MAX_DRIFT_GIB, drifts_after_gc
+    assert max(abs(d) for d in drifts) <= SOAK_MAX_DRIFT_GIB, drifts
 
 
 @pytest.mark.timeout(400)
@@ -77,14 +82,19 @@ def test_a_cuda_oom_answers_refresh_worker_and_the_next_job_works(pipeline_bf16,
         answer = run(job("oom", pipeline_type="1024_cascade", views=4, mode="multidiffusion"))
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
-    drift = _allocated_gib() - before
+    drift = _allocated_gib() - before  # no garbage collection: nothing may hold the failed job at all
     gc.collect()
     torch.cuda.empty_cache()
+    drift_after_gc = _allocated_gib() - before
+    after = run(job("after-oom", pipeline_type="512", views=1, mode="stochastic"))
+    next_ok = "error" not in after and "glb" in after
+    record("gpu_oom_refresh_worker", answer.get("refresh_worker") is True)
+    record("gpu_oom_next_job_ok", next_ok)
+    record("gpu_oom_drift_gib", round(drift, 4))
     record("gpu_oom", {"cap_gib": round(cap / GIB, 3), "answer": answer, "drift_gib": round(drift, 4),
-                       "drift_after_gc_gib": round(_allocated_gib() - before, 4)})
+                       "drift_after_gc_gib": round(drift_after_gc, 4), "next_job": after if not next_ok else "ok"})
     assert answer.get("refresh_worker") is True, answer
     assert re.fullmatch(r"internal error [0-9a-f]{8}: the GPU ran out of memory; .*", answer["error"])
-    after = run(job("after-oom", pipeline_type="512", views=1, mode="stochastic"))
-    assert "error" not in after, after
+    assert abs(drift) <= OOM_MAX_DRIFT_GIB, (drift, drift_after_gc)
+    assert next_ok, after
     glb_of(after)
-    assert abs(_allocated_gib() - before) <= MAX_DRIFT_GIB

@@ -123,7 +123,9 @@ def _replayable(run: Callable[[], None]) -> Callable[[], None]:
     """``run`` (in-place work on fixed tensors) captured as a CUDA graph; returns its replay.
 
     As torch.cuda.graphs asks, ``run`` first runs once on a side stream (its work is real and kept),
-    then is captured; capturing executes nothing.
+    then is captured; capturing executes nothing. The capture is thread-local: the worker's warm-up
+    exports while another thread loads models onto the same GPU, and CUDA's default (global) capture
+    mode would fail that thread's allocations for as long as the capture lasts.
     """
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -131,7 +133,7 @@ def _replayable(run: Callable[[], None]) -> Callable[[], None]:
         run()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
         run()
     return graph.replay
 

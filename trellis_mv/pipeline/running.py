@@ -99,8 +99,8 @@ def _sample_latents(sampler: stages.StageSampler) -> Latents:
     images = [view.convert("RGB") for view in views]  # trellis2's preprocess_image output
     torch.manual_seed(request.seed)  # where run() seeds: after preprocessing, before conditioning
     with timed(timings, "conditioning", digits=4):
-        cond_512 = stages.conditions(pipe, images, 512)
-        cond_1024 = stages.conditions(pipe, images, 1024) if kind != "512" else None
+        conds = stages.conditions(pipe, images, (512,) if kind == "512" else (512, 1024))
+    cond_512, cond_1024 = conds[512], conds.get(1024)
     with timed(timings, "sparse_structure", digits=4):
         coords = stages.sparse_structure(sampler, cond_512, _SS_RESOLUTION[kind])
     stats["voxels"] = int(coords.shape[0])

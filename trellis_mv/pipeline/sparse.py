@@ -15,6 +15,10 @@ class SparseBatcher:
     The latent keeps the same coordinates tensor through a sampling call (trellis2's arithmetic uses
     ``replace``), so the batched coordinates are built once per ``k`` and reused: their spatial cache
     (layout, RoPE phases) survives across steps, as it does for trellis2's single latent.
+
+    It is also ``sampling.RaggedConds``: trellis2's structured-latent flows (``SLatFlowModel.forward``)
+    take a list of per-sample ``[L_i, C]`` conds, make it a ``VarLenTensor`` and attend each sample to
+    its own tokens (flash-attn's varlen call), so conds of different lengths share one call.
     """
 
     def __init__(self) -> None:
@@ -38,6 +42,10 @@ class SparseBatcher:
             self._templates[k] = sparse_cat(items)
             return self._templates[k]
         return self._templates[k].replace(feats)
+
+    def cat_conds(self, conds: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Batch-1 conds of different lengths as the list of ``[L_i, C]`` tensors trellis2's flows take."""
+        return [cond[0] for cond in conds]
 
     def split(self, batched: Any, n: int) -> list[Any]:
         """Inverse of :meth:`cat`: ``n`` parts of equal batch size, batch indices from 0 again."""

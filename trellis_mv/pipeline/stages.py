@@ -9,6 +9,7 @@ stages only through return values: conditions -> voxel coordinates -> shape late
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..cascade import CascadeFit, fit_resolution
+from ..dinov3 import pixels
 from ..generator import GenerationRequest, ProgressFn
 from ..sampling import DenseBatcher, guided, sample_flow_euler, time_grid
 from .offload import on_gpu
@@ -74,11 +76,24 @@ class StageSampler:
         return out
 
 
-def conditions(pipe: Any, images: list[Image.Image], resolution: int) -> Conds:
-    """``get_cond`` for all views in one DINOv3 batch, split per view."""
-    cond = pipe.get_cond(images, resolution, include_neg_cond=False)["cond"]
-    views = list(cond.split(1))
-    return Conds(views, torch.zeros_like(views[0]))
+def conditions(pipe: Any, images: list[Image.Image], resolutions: tuple[int, ...]) -> dict[int, Conds]:
+    """``get_cond`` for all views at each of ``resolutions``: one DINOv3 batch per resolution, split per view.
+
+    The same numbers as trellis2's ``get_cond`` (the conditioner's resize and normalisation), with
+    what a view adds kept off the clock: every view's resizing for every resolution runs at once on
+    threads (PIL's resampling releases the GIL; the GPU encodes one resolution while the next is
+    being resized), and in low-VRAM mode the encoder visits the GPU once for both resolutions.
+    """
+    encoder = pipe.image_cond_model
+    with ThreadPoolExecutor(max_workers=min(8, len(images) * len(resolutions))) as pool:
+        resized = {size: [pool.submit(pixels, image, size) for image in images] for size in resolutions}
+        out = {}
+        with on_gpu(pipe, encoder):
+            for size, futures in resized.items():
+                cond = encoder(torch.stack([future.result() for future in futures]))
+                views = list(cond.split(1))
+                out[size] = Conds(views, torch.zeros_like(views[0]))
+    return out
 
 
 def sparse_structure(sampler: StageSampler, conds: Conds, resolution: int) -> torch.Tensor:

@@ -6,7 +6,7 @@ aggregation wrap the model (:func:`guided`), which runs each step's passes as on
 its flow models, its ``SparseTensor`` latents and a sparse :class:`Batcher`.
 """
 
-from trellis_mv.sampling.batching import Batcher, DenseBatcher, predict_many
+from trellis_mv.sampling.batching import Batcher, DenseBatcher, RaggedConds, predict_many
 from trellis_mv.sampling.euler import (
     Denoiser,
     StepInfo,
@@ -23,6 +23,7 @@ __all__ = [
     "Batcher",
     "Denoiser",
     "DenseBatcher",
+    "RaggedConds",
     "StepInfo",
     "cfg",
     "guided",

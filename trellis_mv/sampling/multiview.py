@@ -36,7 +36,7 @@ How this maps to TRELLIS v1 (``trellis/pipelines/trellis_image_to_3d.py``)
       no ``try/finally``: an exception leaves the sampler patched. Here nothing is patched.
 
 Modes are dispatched through ``_PLANS``: a plan says, for a step, which conditions are in play and
-how their predictions combine, and gives the negative condition that shares their batch.
+how their predictions combine; the negative condition is the same for every mode.
 
 The "concat" mode (not in v1) gives every step every view for the cost of about one: its one
 condition is all views' tokens concatenated on the sequence axis (``[1, N*L, C]``), so each of
@@ -46,13 +46,16 @@ project the cond token by token (``to_kv``, the per-head ``k_rms_norm``), apply 
 encoding to the keys (RoPE is applied in self-attention only) and take no mask or bias,
 so softmax attention sees the tokens as a set: the order of the views does not matter, and N copies
 of the same tokens weigh as one copy (each copy's softmax weight divides by N). Hence N identical
-views are exactly one view, and the negative condition, tiled N times to the positive's length so
-that both passes share one batch, is exactly the one-view negative, up to float rounding. (The flows
-hand the cond to every block unchanged but for a dtype cast. The dense sparse-structure flow takes
-one cond tensor per batch, so passes of different lengths could not share a call; tiling costs the
-negative pass the same N-fold keys as the positive one, inside the guidance interval only.) The
-views cannot be weighed in this mode: that needs a per-key bias on the attention logits, and the
-keys are made and normalised inside trellis2's layers, which we do not patch.
+views are exactly one view. The negative pass is the one-view negative itself, ``neg_cond`` of one
+view's length: trellis2's sparse flows take the two conds of different lengths in one call (a list,
+attended per sample, ``RaggedConds``), and for the dense sparse-structure flow, which takes one cond
+tensor per call, ``predict_many`` runs the two in separate calls. (Tiling the negative N times to
+the positive's length would give the same velocity, but costs the negative pass N-fold keys: by
+the cross-attention's token arithmetic, about a quarter of concat's extra time at 1024_cascade
+with 4 views.) The flows hand the cond
+to every block unchanged but for a dtype cast. The views cannot be weighed in this mode: that needs
+a per-key bias on the attention logits, and the keys are made and normalised inside trellis2's
+layers, which we do not patch.
 """
 
 from __future__ import annotations
@@ -71,39 +74,38 @@ from trellis_mv.sampling.guidance import cfg, in_interval, rescale_cfg
 
 Combine = Callable[[list[Any]], Any]
 Plan = Callable[[int], tuple[list[torch.Tensor], Combine]]
-# (views, neg_cond, normalised weights) -> (the plan, the negative cond that shares its passes' batch)
-PlanFactory = Callable[[list[torch.Tensor], torch.Tensor, tuple[float, ...]], tuple[Plan, torch.Tensor]]
+# (views, normalised weights) -> the plan
+PlanFactory = Callable[[list[torch.Tensor], tuple[float, ...]], Plan]
 
 
 def _first(preds: list[Any]) -> Any:
     return preds[0]
 
 
-def _stochastic(views: list[torch.Tensor], neg: torch.Tensor, weights: tuple[float, ...]) -> tuple[Plan, torch.Tensor]:
+def _stochastic(views: list[torch.Tensor], weights: tuple[float, ...]) -> Plan:
     def plan(step: int) -> tuple[list[torch.Tensor], Combine]:
         return [views[step % len(views)]], _first
 
-    return plan, neg
+    return plan
 
 
-def _multidiffusion(views: list[torch.Tensor], neg: torch.Tensor,
-                    weights: tuple[float, ...]) -> tuple[Plan, torch.Tensor]:
+def _multidiffusion(views: list[torch.Tensor], weights: tuple[float, ...]) -> Plan:
     def mean(preds: list[Any]) -> Any:
         return reduce(operator.add, (w * p for w, p in zip(weights, preds, strict=True)))
 
     def plan(step: int) -> tuple[list[torch.Tensor], Combine]:
         return views, mean
 
-    return plan, neg
+    return plan
 
 
-def _concat(views: list[torch.Tensor], neg: torch.Tensor, weights: tuple[float, ...]) -> tuple[Plan, torch.Tensor]:
+def _concat(views: list[torch.Tensor], weights: tuple[float, ...]) -> Plan:
     fused = [torch.cat(views, dim=1)]  # once per sampling call, not per step
 
     def plan(step: int) -> tuple[list[torch.Tensor], Combine]:
         return fused, _first
 
-    return plan, torch.cat([neg] * len(views), dim=1)
+    return plan
 
 
 _PLANS: dict[str, PlanFactory] = {
@@ -154,8 +156,8 @@ def guided(
     view). ``mode`` is one of :data:`MODES`: "stochastic" conditions step ``i`` on
     ``views[i % N]`` (the cost of one view); "multidiffusion" averages the velocities under all
     views, weighted by ``weights`` (positive, normalised to sum 1; equal when None); "concat" runs
-    one pass on every view's tokens concatenated (``[1, N*L, C]``) against ``neg_cond`` tiled to the
-    same length, which softmax attention treats as one copy (see the module docstring).
+    one pass on every view's tokens concatenated (``[1, N*L, C]``) against the one-view ``neg_cond``
+    (see the module docstring).
 
     Per step, as TRELLIS.2's ``FlowEulerGuidanceIntervalSampler``: outside ``interval`` or at
     ``strength == 1`` only the view passes run; at ``strength == 0`` only the negative pass;
@@ -172,7 +174,7 @@ def guided(
         raise ValueError("views: needs at least one view condition")
     if weights is not None and mode != "multidiffusion":
         raise ValueError(f"weights: only the 'multidiffusion' mode weighs views, not {mode!r}")
-    plan, negative = _PLANS[mode](views, neg_cond, _normalised(weights, len(views)))
+    plan = _PLANS[mode](views, _normalised(weights, len(views)))
     kwargs = dict(model_kwargs or {})
 
     def run(x_t: Any, t: float, conds: list[torch.Tensor]) -> list[Any]:
@@ -183,8 +185,8 @@ def guided(
         if not in_interval(t, interval) or strength == 1:
             return combine(run(x_t, t, conds))
         if strength == 0:
-            return run(x_t, t, [negative])[0]
-        *view_preds, neg = run(x_t, t, [*conds, negative])
+            return run(x_t, t, [neg_cond])[0]
+        *view_preds, neg = run(x_t, t, [*conds, neg_cond])
         pos = combine(view_preds)
         return rescale_cfg(x_t, t, pos, cfg(pos, neg, strength), rescale, sigma_min)
 

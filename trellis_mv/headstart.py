@@ -1,0 +1,85 @@
+"""What a TRELLIS.2 worker starts before it imports torch: its weights into memory, its GPU kernels compiling.
+
+A fresh worker's start is bound by reading its weights (16.4 GB: 7.3 s at the 2.24 GB/s the H200
+test machine's disk reads one file after another) and by compiling the decoders' Triton kernels
+(seconds each, on the CPU). Neither needs torch in this process, so ``handler.py`` calls
+:func:`begin` before it imports anything heavy, and both run while the interpreter imports runpod,
+torch and trellis2 (7.5 s there before the CUDA check) and the models are built:
+
+- every weight file the loader reads is read once, in 32 MiB pieces on 8 threads
+  (``pipeline.prefetch``), so that the load finds its bytes in the page cache;
+- where a GPU is visible (``/dev/nvidia0``, ``/proc/driver/nvidia/gpus/``), child processes compile the decoders' kernels
+  (``pipeline.kernels``): half the CPUs this process may use, 1 to 8 of them.
+
+Nothing here raises: weights that cannot be found are left to the start-up checks, which name them.
+With ``TRELLIS_MV_GENERATOR`` set (a stand-in or test generator) there is nothing to start.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from .config import Settings
+from .errors import StartupError
+from .pipeline.kernels import Compiling, start_compiling
+from .pipeline.prefetch import read_ahead, weight_files
+from .weights import find_weights
+
+__all__ = ["HeadStart", "begin", "compile_processes", "gpu_visible"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class HeadStart:
+    """What :func:`begin` started: the read-ahead's pieces and bytes, and the kernel compiles (or None)."""
+
+    reading: list[Future] = field(default_factory=list)
+    bytes: int = 0
+    compiling: Compiling | None = None
+
+    def stop(self) -> None:
+        """End the kernel compiles (the worker will not start); the reads end by themselves."""
+        if self.compiling is not None:
+            self.compiling.kill()
+
+
+def begin(settings: Settings) -> HeadStart:
+    """Start reading TRELLIS.2's weight files and, on a GPU machine, compiling its kernels; returns at once."""
+    if settings.generator:
+        return HeadStart()
+    head = HeadStart()
+    try:
+        weights = find_weights(settings)
+        args = json.loads((weights.model_dir / "pipeline.json").read_text())["args"]
+        files = weight_files(args, weights)
+    except (StartupError, OSError, ValueError, KeyError, TypeError):
+        files = []
+    if files:
+        head.reading = read_ahead(files)
+        head.bytes = sum(path.stat().st_size for path in files)
+    if gpu_visible():
+        head.compiling = start_compiling(compile_processes())
+    log.info("head start: reading %d weight files (%.2f GB) ahead; compiling GPU kernels in %d processes",
+             len(files), head.bytes / 1e9, len(head.compiling.processes) if head.compiling else 0)
+    return head
+
+
+def gpu_visible(*patterns: str) -> bool:
+    """Whether an NVIDIA GPU is there, without CUDA: its device node (what the container runtime mounts) or its driver entry."""
+    return any(glob.glob(pattern) for pattern in patterns or ("/dev/nvidia[0-9]*", "/proc/driver/nvidia/gpus/*"))
+
+
+def compile_processes(cpus: int | None = None) -> int:
+    """How many kernel-compiling children: half of ``cpus`` (default: those this process may use), 1 to 8.
+
+    A compile keeps one CPU busy for seconds; the other half imports, reads and loads meanwhile.
+    Each child holds a CUDA context (about 0.5 GB of GPU memory) until its share is compiled.
+    """
+    cpus = len(os.sched_getaffinity(0)) if cpus is None else cpus
+    return max(1, min(8, cpus // 2))
