@@ -9,7 +9,7 @@ solved by LSCM, split, CG iterations). Then the same attribute volume is baked w
 textured mesh rendered from 8 views by the preview renderer: ``uv_render_mean_abs_diff`` is the mean
 absolute difference of the two pictures over pixels both cover (0-255). ``unwrap_fast_variants``
 records other clustering and check settings (``unwrap.Clustering``, ``charts.Limits``) on the same mesh,
-so that the defaults can be chosen on measurement. About 40 s on an H200 after the generation.
+so that the defaults can be chosen on measurement. Estimated at about 40 s on an H200 after the generation.
 """
 
 from __future__ import annotations
