@@ -24,6 +24,7 @@ from typing import Any
 import first_job
 import ratios
 import run
+import unwrap_report
 import validate_glbs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,6 +89,7 @@ def merge(base: dict[str, Any], found: dict[str, Any], checks: dict[str, Any] | 
     for key in FROM_TESTS:
         if key in tests:
             results[key] = tests[key]
+    results.update(unwrap_report.lift(tests))
     for key in ("first_job_penalty_s", "first_job_penalty_s_by_pipeline_type"):
         results.pop(key, None)
     results.update(first_job_keys(results.get("first_job", {})))
@@ -124,7 +126,7 @@ def goal_met(results: dict[str, Any], key: str) -> tuple[Any, str]:
 
 
 def render(results: dict[str, Any]) -> str:
-    """BENCHMARKS.md: benchmarks/run.py's part, then the default request, first job, cold start, GPU tests."""
+    """BENCHMARKS.md: benchmarks/run.py's part, then the default request, first job, cold start, the unwrap, GPU tests."""
     env = results.get("device_run", {})
     source = (f"Device run at commit `{env['commit']}`, {env['date']}, on {env['gpu']} (tests/gpu/device_run.sh; "
               "docs/gpu-testing.md)." if env else "No device run has measured these yet (docs/gpu-testing.md).")
@@ -137,7 +139,8 @@ def render(results: dict[str, Any]) -> str:
                      f"{_call(results.get('sources', {}).get(PART_OF.get(key, ''), {}))} |")
     lines += [f"- `{key}`: {_value(results.get(key))}" for key in REPORTED]
     lines += _default_section(results) + _first_job_section(results.get("first_job", {}))
-    lines += _cold_start_section(results.get("cold_start", {})) + _tests_section(results.get("gpu_tests", {}))
+    lines += _cold_start_section(results.get("cold_start", {})) + unwrap_report.section(results)
+    lines += _tests_section(results.get("gpu_tests", {}))
     return "\n".join(lines) + "\n"
 
 
@@ -223,9 +226,9 @@ def _tests_section(tests: dict[str, Any]) -> list[str]:
     """The other GPU tests' numbers, and the handler end-to-end cases at test settings with their validation."""
     if not tests:
         return []
-    skip = ("glb_validation", "note", *FROM_TESTS)
+    skip = ("glb_validation", "note", *FROM_TESTS, *unwrap_report.FROM_TESTS)
     lines = ["", "## GPU tests (tests/gpu, same machine)", "", *([tests["note"], ""] if "note" in tests else [])]
-    for key in sorted(k for k in tests if not k.startswith(("e2e_", "default_")) and k not in skip):
+    for key in sorted(k for k in tests if not k.startswith(("e2e_", "default_", "unwrap_")) and k not in skip):
         lines.append(f"- `{key}`: {json.dumps(tests[key])}")
     e2e = {k[4:]: v for k, v in tests.items() if k.startswith("e2e_")}
     if e2e:

@@ -211,6 +211,29 @@ def test_the_report_lifts_the_issue_keys_and_judges_them():
     assert "| `gpu_soak_max_drift_gib` | not measured | ≤ 0.5 | — |" in text
 
 
+def test_the_report_lifts_the_unwrap_keys_and_sets_both_unwraps_side_by_side():
+    files = _run_files()
+    files["tests"]["default_n1"]["timings"]["export_unwrap"] = 0.9
+    quality = {"seconds": 0.9, "charts": 400, "flipped_faces": 0, "overlap_share": 0.0, "packing_efficiency": 0.66,
+               "stretch_l2_mean": 1.04, "stretch_l2_max": 2.1, "density_spread": 1.0, "seam_length": 30.5}
+    files["tests"].update({
+        "unwrap_fast": quality, "unwrap_xatlas": {**quality, "seconds": 9.5, "packing_efficiency": 0.62},
+        "uv_flipped_faces": 0, "uv_overlap_share": 0.0, "uv_packing_efficiency_fast": 0.66,
+        "uv_packing_efficiency_xatlas": 0.62, "uv_stretch_l2_mean_fast": 1.04, "uv_stretch_l2_mean_xatlas": 1.01,
+        "uv_render_mean_abs_diff": 3.2, "export_gpu_o_voxel": {"seconds": 34.7},
+        "unwrap_fast_variants": {"defaults": {"cone": 1.57}, "cone_60": {**quality, "seconds": 0.8}},
+    })
+    results = report.merge({}, files, None)
+    assert (results["unwrap_seconds_default"], results["uv_render_mean_abs_diff"]) == (0.9, 3.2)
+    text = report.render(results)
+    assert "| `unwrap_seconds_default` | 0.9 | ≤ 1.5 | yes |" in text
+    assert "| `uv_packing_efficiency_fast` | 0.66 | ≥ xatlas's − 0.05 | yes |" in text
+    assert "| seconds | 0.9 | 9.5 |" in text and "| packing efficiency | 0.66 | 0.62 |" in text
+    assert "`to_glb` on the same decoded mesh: 34.7 s" in text and "| cone_60 | 0.8 | 400 |" in text
+    assert "- `unwrap_fast`" not in text  # in its own section, not in the list of other records
+    assert "| `uv_flipped_faces` | not measured | = 0 | — |" in report.render(report.merge({}, _run_files(), None))
+
+
 def test_the_report_reads_the_runs_archive(tmp_path):
     run_dir, scratch = tmp_path / "run", tmp_path / "scratch"
     (run_dir / "files").mkdir(parents=True)

@@ -140,7 +140,8 @@ BAD_INPUTS = [
     (job(glb={"texture_format": "jpeg"}), 'glb.texture_format: "jpeg" is not allowed; use "webp" or "png"'),
     (job(glb={"remesh": "yes"}), 'glb.remesh: expected true or false, got "yes"'),
     (job(glb={"compression": "meshopt"}), 'glb.compression: "meshopt" is not allowed; use "draco" or "none"'),
-    (job(glb={"format": "obj"}), "glb.format: unknown field; allowed: decimation_target, texture_size, remesh, texture_format, compression"),
+    (job(glb={"unwrap": "blender"}), 'glb.unwrap: "blender" is not allowed; use "fast" or "xatlas"'),
+    (job(glb={"format": "obj"}), "glb.format: unknown field; allowed: decimation_target, texture_size, remesh, texture_format, compression, unwrap"),
     # output
     (job(output={"type": "s3"}), NO_BUCKET),
     (job(output={"type": "url"}), 'output.type: "url" is not allowed; use "s3" or "base64"'),
@@ -206,7 +207,8 @@ def test_a_full_request_maps_onto_the_generator_and_exporter():
         "shape_slat": {"mode": "stochastic"},
         "tex_slat": {"guidance_strength": 1},
         "preprocess": {"remove_background": False},
-        "glb": {"decimation_target": 50_000, "texture_size": 1024, "remesh": False, "texture_format": "png", "compression": "none"},
+        "glb": {"decimation_target": 50_000, "texture_size": 1024, "remesh": False, "texture_format": "png", "compression": "none",
+                "unwrap": "xatlas"},
         "output": {"type": "s3", "key_prefix": "team-a/chairs", "expires_in": 600},
     }
     parsed = schema.parse_job_input(raw, LIMITS, has_bucket=True)
@@ -221,7 +223,8 @@ def test_a_full_request_maps_onto_the_generator_and_exporter():
     assert request.sparse_structure.sampler_overrides()["guidance_interval"] == (0.6, 1)
     assert request.stage_mode("shape_slat") == "stochastic" and request.stage_mode("tex_slat") == "multidiffusion"
     assert request.tex_slat.guidance_strength == 1.0
-    assert parsed.glb.to_options() == GlbOptions(decimation_target=50_000, texture_size=1024, remesh=False, texture_format="png", compression="none")
+    assert parsed.glb.to_options() == GlbOptions(decimation_target=50_000, texture_size=1024, remesh=False, texture_format="png", compression="none",
+                                                 unwrap="xatlas")
     assert (parsed.output.type, parsed.output.key_prefix, parsed.output.expires_in) == ("s3", "team-a/chairs", 600)
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "nvdiffrast_rasterizer",
     "rasterize_reference",
     "rasterizers_for",
+    "texel_counts",
 ]
 
 Rasterizer = Callable[[torch.Tensor, torch.Tensor, tuple[int, int]], torch.Tensor]
@@ -102,10 +103,35 @@ def rasterize_reference(clip: torch.Tensor, faces: torch.Tensor, resolution: tup
 
 
 def coverage_reference(clip: torch.Tensor, faces: torch.Tensor, resolution: tuple[int, int]) -> torch.Tensor:
-    """Whether any triangle covers each pixel centre ``[B, H, W]``, as ``rasterize_reference`` decides it.
+    """Whether any triangle covers each pixel centre ``[B, H, W]`` (see :func:`_cover_counts`)."""
+    return _cover_counts(clip, faces, resolution) > 0
+
+
+def texel_counts(uvs: torch.Tensor, faces: torch.Tensor, size: int) -> torch.Tensor:
+    """How many triangles cover each texel centre of a ``size``² atlas: ``(size, size)`` int32.
+
+    ``uvs`` ``(V, 2)`` in [0, 1], v = 0 on row 0 (the bake's convention); a texel counted 2 or more
+    lies under two charts (or under a chart folded over itself). A texel centre on an edge that two
+    triangles share counts once (see :func:`_cover_counts`), so a seamless chart counts 1 throughout.
+    """
+    return _cover_counts(_uv_clip(uvs)[None], faces, (size, size))[0]
+
+
+def _uv_clip(uvs: torch.Tensor) -> torch.Tensor:
+    """UVs as clip-space vertices ``[V, 4]``: u, v in [0, 1] across the image, v = 0 on row 0, z = 0, w = 1."""
+    ones = torch.ones_like(uvs[:, :1])
+    return torch.cat([uvs.float() * 2 - 1, ones * 0, ones], dim=1)
+
+
+def _cover_counts(clip: torch.Tensor, faces: torch.Tensor, resolution: tuple[int, int]) -> torch.Tensor:
+    """How many triangles cover each pixel centre ``[B, H, W]`` (int32).
 
     Per triangle and pixel row, the edge functions bound the covered columns to one interval; the
     intervals go into a difference buffer whose running sum counts the triangles over each pixel.
+    A centre exactly on an edge belongs to the triangle on the edge's left or lower side only (a
+    half-open interval, as GPU fill rules have it): the two triangles of a shared edge have exactly
+    opposite edge functions, so they compute the same bound and split the row there without a gap
+    or a double count.
     """
     batch, height, width, face_count = clip.shape[0], *resolution, faces.shape[0]
     corners = _corners(clip, faces)
@@ -122,18 +148,23 @@ def coverage_reference(clip: torch.Tensor, faces: torch.Tensor, resolution: tupl
         edges = coefficients[instance, :3] * winding[instance, None, None]  # inside: c + a·fx + b·fy >= 0 for all three
         offset, slope = edges[..., 0] + edges[..., 2] * fy[:, None], edges[..., 1]
         bound = -offset / torch.where(slope == 0, torch.ones_like(slope), slope)
-        low = torch.where(slope > 0, bound, torch.full_like(bound, -torch.inf)).amax(dim=1)
-        high = torch.where(slope < 0, bound, torch.full_like(bound, torch.inf)).amin(dim=1)
-        possible = ((slope != 0) | (offset >= 0)).all(dim=1)
-        first = torch.ceil(((low + 1) * width - 1) / 2).clamp(0, width).long()
-        last = torch.floor(((high + 1) * width - 1) / 2).clamp(-1, width - 1).long()
-        keep = possible & (last >= first)
+        low = torch.where(slope > 0, bound, torch.full_like(bound, -torch.inf)).amax(dim=1)  # fx >= low
+        high = torch.where(slope < 0, bound, torch.full_like(bound, torch.inf)).amin(dim=1)  # fx < high
+        # an edge along the row: all of it or none; on it, the triangle above it takes it
+        possible = ((slope != 0) | (offset > 0) | ((offset == 0) & (edges[..., 2] > 0))).all(dim=1)
+        first, end = _column_at(low, width), _column_at(high, width)
+        keep = possible & (end > first)
         start = (torch.div(instance, face_count, rounding_mode="floor") * height + row) * (width + 1)
         ones = torch.ones_like(start[keep], dtype=torch.int32)
         difference.index_add_(0, start[keep] + first[keep], ones)
-        difference.index_add_(0, start[keep] + last[keep] + 1, -ones)
-    counts = torch.cumsum(difference.reshape(batch * height, width + 1)[:, :width], dim=1)
-    return (counts > 0).reshape(batch, height, width)
+        difference.index_add_(0, start[keep] + end[keep], -ones)
+    counts = torch.cumsum(difference.reshape(batch * height, width + 1)[:, :width], dim=1, dtype=torch.int32)
+    return counts.reshape(batch, height, width)
+
+
+def _column_at(fx: torch.Tensor, width: int) -> torch.Tensor:
+    """The first column whose centre lies at or right of ``fx`` (clip x), clamped to 0..width."""
+    return torch.ceil(((fx + 1) * width - 1) / 2).clamp(0, width).long()
 
 
 def _expand(instances: torch.Tensor, sizes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

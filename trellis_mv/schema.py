@@ -152,6 +152,10 @@ class GlbInput(_Input):
         _GLB_DEFAULTS.compression,
         description="draco: geometry about 18x smaller (KHR_draco_mesh_compression); none: plain float32",
     )
+    unwrap: Literal["fast", "xatlas"] = Field(
+        _GLB_DEFAULTS.unwrap,
+        description="fast: charts flattened on the GPU, then packed; xatlas: CuMesh + xatlas as TRELLIS.2 does (slower)",
+    )
 
     def to_options(self) -> GlbOptions:
         """The exporter's options."""

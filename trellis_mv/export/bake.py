@@ -7,7 +7,7 @@ TRELLIS.2's example (``remesh_band=1, remesh_project=0``), as separate calls so 
   closest-point grid (``closest``; o_voxel used CuMesh's cuBVH, whose licence allows research only);
 - ``remesh``: narrow-band dual contouring, then ``simplify`` to the target (``remesh: true``), or
   ``simplify_and_repair``: o_voxel's simplify / repair / simplify / repair sequence (``remesh: false``);
-- ``unwrap``: CuMesh's GPU clustering, then xatlas per cluster (CPU);
+- ``unwrap`` (in ``unwrap.py``): CuMesh's GPU clustering, then charts and their atlas;
 - ``bake``: rasterize in UV space (nvdiffrast), project every texel back onto the original surface
   through that grid, read the attribute volume there (FlexGEMM's ``grid_sample_3d``).
 
@@ -20,14 +20,6 @@ on the GPU, simplify after remeshing with CuMesh's first thresholds 1e-8 to 1e-6
   reduction needs fewer threshold rounds than a 25x one, so simplify (5.0 s at 1024) should take
   about a quarter; the 200k-face result is still 3x coarser than the 512 grid. (Reasoned, not yet
   measured on the GPU.)
-- ``CLUSTER_FACES`` and ``CHART_FACES``: xatlas re-segments each CuMesh cluster as one serial task,
-  and every face it adds to a chart re-fits and re-checks the whole chart, quadratic in chart size
-  (87% of the unwrap's CPU time). o_voxel's clusters stop only at a 90° normal cone, so one can hold
-  much of the mesh: on a 176k-face stand-in, its largest cluster (73.6k faces) alone took 24.7 s.
-  Capping clusters at the area of 2000 mean faces (CuMesh's own area penalty: cone half angle +
-  penalty x area must stay under 90°) and xatlas's charts at 200 cut the whole unwrap from 29.4 to
-  4.5 s of CPU, its largest serial task to about 0.1 s, for 9% more vertices and 62% instead of 74%
-  of the atlas used. Packing options barely matter (default 0.4 s; at 2048² 1.0 s; brute force 3.1 s).
 - the texel count handed to ``grid_sample_3d`` is padded to ``size²``: FlexGEMM autotunes its Triton
   kernel per (log2 voxels, points, channels) and the number of covered texels differs per job, so
   every export re-ran the autotune (read from FlexGEMM's code; the phase took 1.6 s warm).
@@ -38,18 +30,15 @@ Every function imports CuMesh, FlexGEMM or nvdiffrast inside itself, so this mod
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
 
 from . import closest
-from .clean import UnwrappedMesh, mean_face_area, tidy_unwrapped
+from .clean import UnwrappedMesh
 
 __all__ = [
-    "CHART_FACES",
-    "CLUSTER_FACES",
     "HOLE_PERIMETER",
     "REMESH_RESOLUTION",
     "SEARCH_RADIUS",
@@ -61,7 +50,6 @@ __all__ = [
     "simplify",
     "simplify_and_repair",
     "surface_bvh",
-    "unwrap",
     "volume_of",
 ]
 
@@ -74,13 +62,7 @@ REMESH_BAND = 1.0
 # 2.74 cells; the bake's texels lie about one cell (the band) off the decoded surface, plus what
 # simplification moved them.
 SEARCH_RADIUS = 2.8 * (REMESH_RESOLUTION + 3 * REMESH_BAND) / REMESH_RESOLUTION**2
-CHART_FACES = 200
-CLUSTER_FACES = 2000
 _RASTER_CHUNK = 100_000  # faces per nvdiffrast call, as o_voxel does
-# o_voxel's clustering before xatlas: clusters merge while their normal cone's half angle plus the
-# area penalty stays below 90°; ``unwrap`` sets the penalty so that no cluster outgrows CLUSTER_FACES.
-_CONE = math.pi / 2
-_CLUSTERING = {"threshold_cone_half_angle_rad": _CONE, "refine_iterations": 0, "global_iterations": 1, "smooth_strength": 1}
 
 
 @dataclass(frozen=True)
@@ -162,20 +144,6 @@ def simplify_and_repair(cu: Any, target_faces: int) -> None:
         cu.remove_small_connected_components(1e-5)
         cu.fill_holes(max_hole_perimeter=HOLE_PERIMETER)
     cu.unify_face_orientations()
-
-
-def unwrap(cu: Any) -> UnwrappedMesh:
-    """UV charts and atlas for ``cu``'s mesh, then degenerate faces dropped and unit normals (``clean``)."""
-    face_area = mean_face_area(*cu.read())
-    _, split_faces, uvs, vmap = cu.uv_unwrap(
-        compute_charts_kwargs={**_CLUSTERING, "area_penalty_weight": _CONE / (CLUSTER_FACES * face_area)},
-        xatlas_compute_charts_kwargs={"max_chart_area": CHART_FACES * face_area},
-        xatlas_pack_charts_kwargs={},
-        return_vmaps=True,
-    )
-    welded, _ = cu.read()  # after uv_unwrap's own removal of exact-zero faces; vmap indexes it
-    device = welded.device
-    return tidy_unwrapped(welded, split_faces.to(device).int(), uvs.to(device).float(), vmap.to(device).long())
 
 
 def bake(mesh: UnwrappedMesh, surface: Surface, bvh: Any, volume: Volume, size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,7 +7,8 @@ generators hand over a textured ``trimesh.Trimesh`` instead: it skips the GPU ph
 through the same normals, encoding and writing, so CI runs everything after the bake.
 
 Phases and their timing keys: clean (fill holes; for a trimesh: normals), bvh, remesh, simplify,
-unwrap (charts, atlas, degenerate faces, normals), bake (rasterize, project, sample), pad (push-pull
+unwrap (charts, atlas, degenerate faces, normals; with ``glb.unwrap: "fast"`` also its steps
+unwrap_cluster, unwrap_charts, unwrap_pack), bake (rasterize, project, sample), pad (push-pull
 and packing), encode (both textures at once), write (the Draco data, then the GLB). Each is timed by
 ``trellis_mv.timing.timed``, which waits for CUDA work at both ends so that a phase's time is its own.
 
@@ -36,6 +37,7 @@ from .compress import DracoPrimitive, draco_encode
 from .glb import Compression, TexturedMesh, write_glb
 from ..timing import timed
 from .texture import encode_images, texture_images
+from .unwrap import UnwrapMethod, unwrap
 
 __all__ = ["ExportedGlb", "GlbOptions", "export_glb"]
 
@@ -55,6 +57,8 @@ class GlbOptions:
     texture_format: Literal["webp", "png"] = "webp"
     # Draco (KHR_draco_mesh_compression) shrinks the geometry about 18x; "none" writes float32.
     compression: Compression = "draco"
+    # "fast": charts flattened on the GPU and packed by us; "xatlas": CuMesh + xatlas as o_voxel does, to compare.
+    unwrap: UnwrapMethod = "fast"
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,7 @@ def _bake(mesh: Any, options: GlbOptions, phase: Phase, pool: Executor
             bake.simplify_and_repair(cu, options.decimation_target)
     # 4. unwrap: charts, atlas, then no degenerate face and unit normals
     with phase("unwrap"):
-        unwrapped = bake.unwrap(cu)
+        unwrapped = unwrap(cu, options.unwrap, options.texture_size, phase)
     geometry = {**_gltf_geometry(unwrapped), "double_sided": not options.remesh}
     draco = _encode_geometry(pool, geometry, options.compression)  # on the CPU while the GPU bakes
     # 5. bake: the attribute volume into texels

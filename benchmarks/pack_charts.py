@@ -1,0 +1,181 @@
+"""Packing finished charts into the texture: ``trellis_mv.export.pack`` against its alternatives, side by side.
+
+    python benchmarks/pack_charts.py [--size 2048] [--padding 2] [--faces 200000] [--charts 300,800,1500]
+
+The chart sets are what the GPU unwrap hands over: a displaced icosphere (bumps at several scales)
+cut into Voronoi patches around seeds whose density varies over the surface (so chart sizes spread
+over two orders of magnitude, as a clustering's do), each patch projected onto its own mean plane,
+its vertices split from its neighbours', its coordinates chart-local (every chart centred on 0).
+
+For every chart count and packer the script prints seconds (best of ``--repeat``), the share of the
+``size``² texels whose centre a chart covers (efficiency), the texels two charts cover (overlap) and the
+texels closer than ``padding`` to another chart's texel (padding violations), and the ratios of each
+alternative to ``pack_charts``. Texel counts are exact texel-centre tests in torch (CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from trellis_mv.export.pack import pack_charts  # noqa: E402
+
+Charts = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def icosphere(subdivisions: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vertices on the unit sphere and faces of an icosahedron subdivided ``subdivisions`` times."""
+    t = (1 + 5 ** 0.5) / 2
+    vertices = torch.tensor([[-1, t, 0], [1, t, 0], [-1, -t, 0], [1, -t, 0], [0, -1, t], [0, 1, t], [0, -1, -t],
+                             [0, 1, -t], [t, 0, -1], [t, 0, 1], [-t, 0, -1], [-t, 0, 1]], dtype=torch.float64)
+    faces = torch.tensor([[0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11], [1, 5, 9], [5, 11, 4],
+                          [11, 10, 2], [10, 7, 6], [7, 1, 8], [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8],
+                          [3, 8, 9], [4, 9, 5], [2, 4, 11], [6, 2, 10], [8, 6, 7], [9, 8, 1]])
+    for _ in range(subdivisions):
+        edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).sort(dim=1).values
+        unique, inverse = torch.unique(edges, dim=0, return_inverse=True)
+        middle = (vertices[unique[:, 0]] + vertices[unique[:, 1]]) / 2
+        mid = (inverse + vertices.shape[0]).view(3, -1).T  # midpoints of edges 01, 12, 20
+        vertices = torch.cat([vertices, middle])
+        a, b, c = faces.T
+        faces = torch.cat([torch.stack([a, mid[:, 0], mid[:, 2]], 1), torch.stack([b, mid[:, 1], mid[:, 0]], 1),
+                           torch.stack([c, mid[:, 2], mid[:, 1]], 1), mid])
+    return vertices / vertices.norm(dim=1, keepdim=True), faces
+
+
+def sphere_charts(subdivisions: int, charts: int, seed: int = 0) -> Charts:
+    """Chart-local UVs, faces and chart ids of a bumpy sphere cut into ``charts`` planar patches."""
+    generator = torch.Generator().manual_seed(seed)
+    vertices, faces = icosphere(subdivisions)
+    bumps = torch.zeros(vertices.shape[0], dtype=torch.float64)
+    for frequency, amplitude in ((3, 0.08), (7, 0.04), (17, 0.015)):
+        direction = torch.randn(3, 3, generator=generator, dtype=torch.float64)
+        bumps += amplitude * torch.sin(frequency * vertices @ direction).prod(dim=1)
+    vertices = vertices * (1 + bumps)[:, None]
+    centroids = vertices[faces].mean(dim=1)
+    # seeds denser towards one side: patches from ~20 to ~2000 faces, as a clustering of a real object gives
+    toward = torch.nn.functional.normalize(torch.randn(3, generator=generator, dtype=torch.float64), dim=0)
+    weight = torch.exp(1.5 * centroids @ toward)
+    seeds = F.normalize(centroids[torch.multinomial(weight, charts, replacement=False, generator=generator)], dim=1)
+    directions = F.normalize(centroids, dim=1).float()
+    chart = torch.cat([(part @ seeds.float().T).argmax(dim=1) for part in directions.split(65536)])
+    chart = torch.unique(chart, return_inverse=True)[1]
+    # split vertices along chart boundaries: one vertex per (chart, vertex) pair
+    pairs = torch.stack([chart.repeat_interleave(3), faces.reshape(-1)], dim=1)
+    unique, inverse = torch.unique(pairs, dim=0, return_inverse=True)
+    split_faces = inverse.view(-1, 3)
+    points = vertices[unique[:, 1]]
+    vertex_chart = unique[:, 0]
+    # each patch onto the plane of its area-weighted normal, centred on its own centroid
+    corners = vertices[faces]
+    normals = torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    count = int(chart.max()) + 1
+    normal = F.normalize(torch.zeros(count, 3, dtype=torch.float64).index_add_(0, chart, normals), dim=1)
+    helper = torch.where(normal[:, :1].abs() < 0.9, torch.tensor([1.0, 0, 0], dtype=torch.float64),
+                         torch.tensor([0, 1.0, 0], dtype=torch.float64))
+    tangent = F.normalize(torch.linalg.cross(normal, helper), dim=1)
+    bitangent = torch.linalg.cross(normal, tangent)
+    sums = torch.zeros(count, 3, dtype=torch.float64).index_add_(0, vertex_chart, points)
+    centre = sums / torch.bincount(vertex_chart, minlength=count)[:, None]
+    offset = points - centre[vertex_chart]
+    uvs = torch.stack([(offset * tangent[vertex_chart]).sum(1), (offset * bitangent[vertex_chart]).sum(1)], dim=1)
+    return uvs.float(), split_faces, chart
+
+
+def texel_labels(uvs01: torch.Tensor, faces: torch.Tensor, chart: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per texel of ``size``²: the smallest and the largest id of the charts covering its centre (-1: none).
+
+    A centre counts when it lies inside a triangle or on its edges (either orientation), so that the
+    two labels differ wherever two charts touch a texel centre, edges included.
+    """
+    texel = uvs01.double() * size - 0.5  # texel centres at integers
+    none = int(chart.max()) + 1 if chart.numel() else 0
+    low = torch.full((size * size,), none, dtype=torch.int64)
+    high = torch.full((size * size,), -1, dtype=torch.int64)
+    for part in torch.arange(faces.shape[0]).split(32768):
+        corners = texel[faces[part]]  # (P, 3, 2)
+        first = corners.amin(dim=1).ceil().clamp(0, size - 1).long()
+        last = corners.amax(dim=1).floor().clamp(-1, size - 1).long()
+        extent = (last - first + 1).clamp_min(0)
+        spans = extent[:, 0] * extent[:, 1]
+        owner = torch.repeat_interleave(torch.arange(part.shape[0]), spans)
+        offset = torch.arange(int(spans.sum())) - torch.repeat_interleave(spans.cumsum(0) - spans, spans)
+        x = first[owner, 0] + offset % extent[owner, 0]
+        y = first[owner, 1] + offset // extent[owner, 0]
+        a, b, c = corners[owner, 0], corners[owner, 1], corners[owner, 2]
+        p = torch.stack([x, y], dim=1).double()
+
+        def edge(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            return (v[:, 0] - u[:, 0]) * (p[:, 1] - u[:, 1]) - (v[:, 1] - u[:, 1]) * (p[:, 0] - u[:, 0])
+
+        area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+        sign = torch.sign(area)
+        inside = (area != 0) & (edge(a, b) * sign >= 0) & (edge(b, c) * sign >= 0) & (edge(c, a) * sign >= 0)
+        index = (y * size + x)[inside]
+        ids = chart[part][owner][inside]
+        low.scatter_reduce_(0, index, ids, reduce="amin")
+        high.scatter_reduce_(0, index, ids, reduce="amax")
+    return torch.where(low == none, -1, low).view(size, size), high.view(size, size)
+
+
+def padding_violations(label: torch.Tensor, padding: int) -> int:
+    """Covered texels with a texel of another chart within ``padding`` texels (Chebyshev distance)."""
+    if padding == 0:
+        return 0
+    window = 2 * padding + 1
+    big = int(label.max()) + 1
+    highest = F.max_pool2d(label[None, None].double(), window, 1, padding)[0, 0]
+    lowest = -F.max_pool2d(-torch.where(label < 0, big, label)[None, None].double(), window, 1, padding)[0, 0]
+    covered = label >= 0
+    return int(((highest != label) | (lowest != label))[covered].sum())
+
+
+def measure(packer: Callable[..., torch.Tensor], charts: Charts, size: int, padding: int, repeat: int) -> dict:
+    """Best-of-``repeat`` seconds and the atlas's quality figures for one packer on one chart set."""
+    seconds = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        uvs01 = packer(*charts, size, padding)
+        seconds.append(time.perf_counter() - start)
+    low, high = texel_labels(uvs01, charts[1], charts[2], size)
+    return {"seconds": min(seconds), "efficiency": float((high >= 0).double().mean()),
+            "overlap": int((low != high).sum()), "padding_violations": padding_violations(high, padding),
+            "outside": int(((uvs01 < 0) | (uvs01 > 1)).any(dim=1).sum())}
+
+
+PACKERS: dict[str, Callable[..., torch.Tensor]] = {"pack_charts": pack_charts}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--padding", type=int, default=2)
+    parser.add_argument("--subdivisions", type=int, default=7, help="icosphere subdivisions: 6 = 82k faces, 7 = 328k")
+    parser.add_argument("--charts", default="300,800,1500,3000")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f"size {args.size}, padding {args.padding}, icosphere level {args.subdivisions}, torch threads 1")
+    for wanted in (int(value) for value in args.charts.split(",")):
+        charts = sphere_charts(args.subdivisions, wanted, args.seed)
+        sizes = torch.bincount(charts[2]).double()
+        print(f"\n{int(sizes.numel())} charts, {charts[1].shape[0]} faces; faces per chart: min {int(sizes.min())}, "
+              f"median {int(sizes.median())}, max {int(sizes.max())}")
+        results = {name: measure(packer, charts, args.size, args.padding, args.repeat) for name, packer in PACKERS.items()}
+        ours = results["pack_charts"]
+        for name, row in results.items():
+            print(f"  {name:>16}: {row['seconds']:6.3f} s  efficiency {row['efficiency']:.3f}  overlap {row['overlap']}  "
+                  f"padding violations {row['padding_violations']}  outside {row['outside']}  "
+                  f"time x{row['seconds'] / ours['seconds']:.2f}  efficiency x{row['efficiency'] / ours['efficiency']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
