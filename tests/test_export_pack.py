@@ -104,6 +104,18 @@ def test_squares_keep_the_padding_between_their_boxes_and_to_the_border(padding)
     assert float(gap[~torch.eye(24, dtype=torch.bool)].min()) >= padding - 1e-4
 
 
+def test_a_chart_in_two_pieces_moves_as_one():
+    uvs, faces, chart = squares([1.0] * 12)
+    uvs[4:8] += torch.tensor([3.0, 2.5])  # the second square of chart 0, apart from the first in both axes
+    chart[2:4] = 0
+    chart = torch.unique(chart, return_inverse=True)[1]
+    packed = pack_charts(uvs, faces, chart, 128, 2).double()
+    check_atlas((uvs, faces, chart), packed.float(), 128, 2)
+    distances = torch.cdist(packed[:8], packed[:8]) / torch.cdist(uvs[:8].double(), uvs[:8].double()).clamp_min(1e-12)
+    off_diagonal = distances[~torch.eye(8, dtype=torch.bool)]
+    assert float(off_diagonal.max() / off_diagonal.min()) == pytest.approx(1, abs=1e-5)
+
+
 def test_one_chart_fills_the_atlas_up_to_the_padding():
     packed = pack_charts(*squares([3.0]), 64, 2) * 64
     assert torch.allclose(packed.amin(dim=0), torch.tensor([2.0, 2.0]), atol=1e-4)
