@@ -1,6 +1,7 @@
 """Packing finished charts into the texture: ``pack_charts`` against its alternatives, side by side in one run.
 
     python benchmarks/pack_charts.py [--size 2048] [--padding 2] [--charts 300,800,1500,3000] [--packers ...]
+                                     [--device cuda]
 
 The packers (each turns the charts to their smallest boxes first, as ``pack_charts`` does):
 
@@ -261,12 +262,14 @@ def padding_violations(label: torch.Tensor, padding: int) -> int:
     return int(((highest != label) | (lowest != label))[covered].sum())
 
 
-def measure(packer: Callable[..., torch.Tensor], charts: Charts, size: int, padding: int, repeat: int) -> dict:
+def measure(packer: Callable[..., torch.Tensor], charts: Charts, size: int, padding: int, repeat: int,
+            device: str = "cpu") -> dict:
     """Best-of-``repeat`` seconds (wall clock and this process's CPU time) and the atlas's quality figures."""
     wall, cpu = [], []
+    given = tuple(part.to(device) for part in charts)
     for _ in range(repeat):
         start, start_cpu = time.perf_counter(), time.process_time()
-        uvs01 = packer(*charts, size, padding)
+        uvs01 = packer(*given, size, padding).cpu()
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     low, high = texel_labels(uvs01, charts[1], charts[2], size)
@@ -288,16 +291,19 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--packers", default=",".join(PACKERS), help="the first is the reference of the ratios")
+    parser.add_argument("--device", default="cpu", help="where pack_charts gets the charts (the others: the CPU)")
     args = parser.parse_args()
     packers = {name: PACKERS[name] for name in args.packers.split(",")}
     torch.set_num_threads(1)
-    print(f"size {args.size}, padding {args.padding}, icosphere level {args.subdivisions}, torch threads 1", flush=True)
+    print(f"size {args.size}, padding {args.padding}, icosphere level {args.subdivisions}, torch threads 1, "
+          f"pack_charts on {args.device}", flush=True)
     for wanted in (int(value) for value in args.charts.split(",")):
         charts = sphere_charts(args.subdivisions, wanted, args.seed)
         sizes = torch.bincount(charts[2]).double()
         print(f"\n{int(sizes.numel())} charts, {charts[1].shape[0]} faces; faces per chart: min {int(sizes.min())}, "
               f"median {int(sizes.median())}, max {int(sizes.max())}")
-        results = {name: measure(packer, charts, args.size, args.padding, args.repeat) for name, packer in packers.items()}
+        results = {name: measure(packer, charts, args.size, args.padding, args.repeat,
+                                 args.device if name == "pack_charts" else "cpu") for name, packer in packers.items()}
         reference = next(iter(results.values()))
         for name, row in results.items():
             print(f"  {name:>16}: {row['seconds']:6.3f} s wall {row['cpu_seconds']:6.3f} s CPU  efficiency "
