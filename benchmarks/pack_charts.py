@@ -1,24 +1,28 @@
 """Packing finished charts into the texture: ``pack_charts`` against its alternatives, side by side in one run.
 
-    python benchmarks/pack_charts.py [--size 2048] [--padding 2] [--charts 300,800,1500,3000] [--packers ...]
+    python benchmarks/pack_charts.py [--size 2048] [--padding 2] [--sets 7:300,6:20000,7:75000] [--packers ...]
                                      [--device cuda]
 
 The packers (each turns the charts to their smallest boxes first, as ``pack_charts`` does):
 
-- ``pack_charts``: trellis_mv/export/pack.py, xatlas's packer on outlines of the charts;
+- ``pack_charts``: trellis_mv/export/pack.py as the export calls it (the packer by chart count);
+- ``xatlas`` and ``shelves``: its two packers, each on every set: xatlas's packer on outlines of the
+  charts (pack_xatlas.py), and our own shelves of boxes;
 - ``xatlas_triangles``: xatlas's packer on the charts' own triangles, the usual way to call it;
-- ``horizon``: a packer of our own, Lévy et al.'s "Tetris" packing on exact per-column profiles.
+- ``horizon``: another packer of our own, Lévy et al.'s "Tetris" packing on exact column profiles.
 
-The chart sets are what the GPU unwrap hands over: a displaced icosphere (bumps at several scales,
-328k faces) cut into Voronoi patches around seeds whose density varies over the surface, so chart
-sizes spread over two orders of magnitude as a clustering's do; each patch projected onto its own
-mean plane, its vertices split from its neighbours', its coordinates chart-local (all centred on 0).
+The chart sets are what the GPU unwrap hands over: a displaced icosphere (bumps at several scales;
+level 7: 328k faces, level 6: 82k) cut into Voronoi patches around seeds whose density varies over
+the surface, so chart sizes spread over two orders of magnitude as a clustering's do (20k patches
+of level 6: a median of 3 faces, as CuMesh cuts the noisy default test mesh); each patch projected
+onto its own mean plane, its vertices split from its neighbours', its coordinates chart-local (all
+centred on 0).
 
-For every chart count and packer the script prints seconds (best of ``--repeat``; wall clock and
+For every chart set and packer the script prints seconds (best of ``--repeat``; wall clock and
 this process's CPU time, torch on one thread), the share of the ``size``² texels whose centre a chart
 covers (efficiency), the texels two charts cover (overlap), the covered texels closer than ``padding``
 to another chart's (padding violations), the vertices outside [0, 1]², and each packer's ratios to
-``pack_charts``. Texel counts are exact texel-centre tests in torch.
+the first packer's. Texel counts are exact texel-centre tests in torch.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -36,7 +41,7 @@ import torch.nn.functional as F
 from numpy.lib.stride_tricks import sliding_window_view
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from trellis_mv.export import pack  # noqa: E402
+from trellis_mv.export import pack, pack_xatlas  # noqa: E402
 
 Charts = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -122,9 +127,9 @@ def xatlas_triangles(uvs: torch.Tensor, faces: torch.Tensor, chart: torch.Tensor
     """
     owner, local, extent = _prepared(uvs, faces, chart)
     resolution, gap = size - 2 * padding, (padding + 2) // 2
-    scale, areas = pack._first_scale(extent, resolution, gap), pack._face_areas(local[faces])
-    for _ in range(pack._ATTEMPTS):
-        atlas = pack._xatlas_pack(local * scale, faces, chart, resolution, gap)
+    scale, areas = pack_xatlas._first_scale(extent, resolution, gap), pack_xatlas._face_areas(local[faces])
+    for _ in range(pack_xatlas._ATTEMPTS):
+        atlas = pack_xatlas._xatlas_pack(local * scale, faces, chart, resolution, gap)
         if atlas.atlas_count <= 1:
             break
         first = torch.from_numpy(atlas.get_mesh_vertex_assignment(0)[0].astype(np.int64))[faces[:, 0]] == 0
@@ -149,11 +154,11 @@ def horizon(uvs: torch.Tensor, faces: torch.Tensor, chart: torch.Tensor, size: i
     Longest box first, each chart drops onto the horizon (the lowest free height of every texel
     column) at the column and in the quarter turn (0, 90, 180, 270 degrees) that waste the least area
     under it; then the horizon rises to its top plus ``padding``, ``padding`` columns to either side.
-    Profiles per column and row come from ``pack._slab_ranges`` (exact), the drop from numpy windows.
+    Profiles per column and row come from ``pack_xatlas._slab_ranges`` (exact), the drop from numpy windows.
     """
     owner, local, extent = _prepared(uvs, faces, chart)
     # a strip packer cannot grow its layout afterwards: search the largest scale that fits, in 3 % steps
-    scale = pack._first_scale(extent, size - 2 * padding, (padding + 1) // 2)
+    scale = pack_xatlas._first_scale(extent, size - 2 * padding, (padding + 1) // 2)
     placed = _drop(local * scale, faces, owner, extent * scale, size, padding)
     step = 1.03 if placed is not None else 1 / 1.03
     while True:
@@ -179,7 +184,7 @@ def _drop(points: torch.Tensor, faces: torch.Tensor, owner: torch.Tensor, extent
     profiles = []
     for axis, slabs in ((0, box[:, 0].long()), (1, box[:, 1].long())):
         level = torch.where(owner >= 0, points[:, axis], -1.0)
-        low, high = pack._slab_ranges(level, points[:, 1 - axis], owner, faces, slabs)
+        low, high = pack_xatlas._slab_ranges(level, points[:, 1 - axis], owner, faces, slabs)
         profiles.append([np.split(part.numpy(), slabs.cumsum(0)[:-1].numpy()) for part in (low, high)])
     (bottoms, tops), (lefts, rights) = profiles
     free = np.full(size, np.inf)
@@ -204,7 +209,8 @@ def _drop(points: torch.Tensor, faces: torch.Tensor, owner: torch.Tensor, extent
         if best is None:
             return None
         _, quarter, column, drop, over = best
-        raised = np.concatenate([np.full(2 * padding, -np.inf), np.where(np.isfinite(over), over, -np.inf), np.full(2 * padding, -np.inf)])
+        edge = np.full(2 * padding, -np.inf)
+        raised = np.concatenate([edge, np.where(np.isfinite(over), over, -np.inf), edge])
         raised = sliding_window_view(raised, 2 * padding + 1).max(axis=1)  # columns column - padding .. + width + padding
         span = slice(max(column - padding, 0), min(column + over.shape[0] + padding, size))
         offset = span.start - (column - padding)
@@ -251,13 +257,16 @@ def texel_labels(uvs01: torch.Tensor, faces: torch.Tensor, chart: torch.Tensor, 
 
 
 def padding_violations(label: torch.Tensor, padding: int) -> int:
-    """Covered texels with a texel of another chart within ``padding`` texels (Chebyshev distance)."""
-    if padding == 0:
+    """Covered texels with a texel of another chart closer than ``padding`` (Chebyshev distance < padding).
+
+    Charts ``padding`` texels apart cover texel centres at least ``padding`` apart along u or v.
+    """
+    if padding <= 1:
         return 0
-    window = 2 * padding + 1
+    reach = padding - 1
     big = int(label.max()) + 1
-    highest = F.max_pool2d(label[None, None].double(), window, 1, padding)[0, 0]
-    lowest = -F.max_pool2d(-torch.where(label < 0, big, label)[None, None].double(), window, 1, padding)[0, 0]
+    highest = F.max_pool2d(label[None, None].double(), 2 * reach + 1, 1, reach)[0, 0]
+    lowest = -F.max_pool2d(-torch.where(label < 0, big, label)[None, None].double(), 2 * reach + 1, 1, reach)[0, 0]
     covered = label >= 0
     return int(((highest != label) | (lowest != label))[covered].sum())
 
@@ -278,32 +287,40 @@ def measure(packer: Callable[..., torch.Tensor], charts: Charts, size: int, padd
             "outside": int(((uvs01 < 0) | (uvs01 > 1)).any(dim=1).sum())}
 
 
-PACKERS: dict[str, Callable[..., torch.Tensor]] = {"pack_charts": pack.pack_charts, "xatlas_triangles": xatlas_triangles,
-                                                   "horizon": horizon}
+PACKERS: dict[str, Callable[..., torch.Tensor]] = {
+    "pack_charts": pack.pack_charts,
+    "xatlas": partial(pack.pack_charts, packer="xatlas"),
+    "shelves": partial(pack.pack_charts, packer="shelves"),
+    "xatlas_triangles": xatlas_triangles,
+    "horizon": horizon,
+}
+SLOW = {"xatlas", "xatlas_triangles", "horizon"}  # left out of chart sets above --slow-limit charts
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--padding", type=int, default=2)
-    parser.add_argument("--subdivisions", type=int, default=7, help="icosphere subdivisions: 6 = 82k faces, 7 = 328k")
-    parser.add_argument("--charts", default="300,800,1500,3000")
+    parser.add_argument("--sets", default="7:150,7:300,7:800,7:1500,7:3000,6:20000",
+                        help="chart sets as icosphere level:charts (level 6: 82k faces, 7: 328k)")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--packers", default=",".join(PACKERS), help="the first is the reference of the ratios")
+    parser.add_argument("--slow-limit", type=int, default=5000, help=f"charts above which {sorted(SLOW)} are left out")
     parser.add_argument("--device", default="cpu", help="where pack_charts gets the charts (the others: the CPU)")
     args = parser.parse_args()
-    packers = {name: PACKERS[name] for name in args.packers.split(",")}
     torch.set_num_threads(1)
-    print(f"size {args.size}, padding {args.padding}, icosphere level {args.subdivisions}, torch threads 1, "
-          f"pack_charts on {args.device}", flush=True)
-    for wanted in (int(value) for value in args.charts.split(",")):
-        charts = sphere_charts(args.subdivisions, wanted, args.seed)
+    print(f"size {args.size}, padding {args.padding}, torch threads 1, pack_charts on {args.device}, "
+          f"xatlas up to {pack.XATLAS_CHARTS} charts", flush=True)
+    for level, wanted in (map(int, item.split(":")) for item in args.sets.split(",")):
+        charts = sphere_charts(level, wanted, args.seed)
         sizes = torch.bincount(charts[2]).double()
         print(f"\n{int(sizes.numel())} charts, {charts[1].shape[0]} faces; faces per chart: min {int(sizes.min())}, "
-              f"median {int(sizes.median())}, max {int(sizes.max())}")
-        results = {name: measure(packer, charts, args.size, args.padding, args.repeat,
-                                 args.device if name == "pack_charts" else "cpu") for name, packer in packers.items()}
+              f"median {int(sizes.median())}, max {int(sizes.max())}", flush=True)
+        names = [name for name in args.packers.split(",") if name not in SLOW or sizes.numel() <= args.slow_limit]
+        results = {name: measure(PACKERS[name], charts, args.size, args.padding, args.repeat,
+                                 args.device if name in ("pack_charts", "xatlas", "shelves") else "cpu")
+                   for name in names}
         reference = next(iter(results.values()))
         for name, row in results.items():
             print(f"  {name:>16}: {row['seconds']:6.3f} s wall {row['cpu_seconds']:6.3f} s CPU  efficiency "
