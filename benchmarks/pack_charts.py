@@ -1,31 +1,47 @@
-"""Packing finished charts into the texture: ``trellis_mv.export.pack`` against its alternatives, side by side.
+"""Packing finished charts into the texture: ``pack_charts`` against its alternatives, side by side in one run.
 
-    python benchmarks/pack_charts.py [--size 2048] [--padding 2] [--faces 200000] [--charts 300,800,1500]
+    python benchmarks/pack_charts.py [--size 2048] [--padding 2] [--sets 7:300,6:20000,7:75000] [--packers ...]
+                                     [--device cuda]
 
-The chart sets are what the GPU unwrap hands over: a displaced icosphere (bumps at several scales)
-cut into Voronoi patches around seeds whose density varies over the surface (so chart sizes spread
-over two orders of magnitude, as a clustering's do), each patch projected onto its own mean plane,
-its vertices split from its neighbours', its coordinates chart-local (every chart centred on 0).
+The packers (each turns the charts to their smallest boxes first, as ``pack_charts`` does):
 
-For every chart count and packer the script prints seconds (best of ``--repeat``), the share of the
-``size``² texels whose centre a chart covers (efficiency), the texels two charts cover (overlap) and the
-texels closer than ``padding`` to another chart's texel (padding violations), and the ratios of each
-alternative to ``pack_charts``. Texel counts are exact texel-centre tests in torch (CPU).
+- ``pack_charts``: trellis_mv/export/pack.py as the export calls it (the packer by chart count);
+- ``xatlas`` and ``shelves``: its two packers, each on every set: xatlas's packer on outlines of the
+  charts (pack_xatlas.py), and our own shelves of boxes;
+- ``xatlas_triangles``: xatlas's packer on the charts' own triangles, the usual way to call it;
+- ``horizon``: another packer of our own, Lévy et al.'s "Tetris" packing on exact column profiles.
+
+The chart sets are what the GPU unwrap hands over: a displaced icosphere (bumps at several scales;
+level 7: 328k faces, level 6: 82k) cut into Voronoi patches around seeds whose density varies over
+the surface, so chart sizes spread over two orders of magnitude as a clustering's do (20k patches
+of level 6: a median of 3 faces, as CuMesh cuts the noisy default test mesh); each patch projected
+onto its own mean plane, its vertices split from its neighbours', its coordinates chart-local (all
+centred on 0).
+
+For every chart set and packer the script prints seconds (best of ``--repeat``; wall clock and
+this process's CPU time, torch on one thread), the share of the ``size``² texels whose centre a chart
+covers (efficiency), the texels two charts cover (overlap), the covered texels closer than ``padding``
+to another chart's (padding violations), the vertices outside [0, 1]², and each packer's ratios to
+the first packer's. Texel counts are exact texel-centre tests in torch.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
+from functools import partial
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.lib.stride_tricks import sliding_window_view
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from trellis_mv.export.pack import pack_charts  # noqa: E402
+from trellis_mv.export import pack, pack_xatlas  # noqa: E402
 
 Charts = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -89,6 +105,121 @@ def sphere_charts(subdivisions: int, charts: int, seed: int = 0) -> Charts:
     return uvs.float(), split_faces, chart
 
 
+def _prepared(uvs: torch.Tensor, faces: torch.Tensor, chart: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Per vertex its chart, the charts turned to their smallest boxes (as pack_charts turns them), box sizes."""
+    owner = torch.full((uvs.shape[0],), -1, dtype=torch.int64)
+    owner[faces.reshape(-1)] = chart.repeat_interleave(3)
+    return (owner, *pack._boxed(uvs.double(), owner, int(chart.max()) + 1))
+
+
+def _fitted(texels: torch.Tensor, moved: torch.Tensor, size: int, padding: int) -> torch.Tensor:
+    """The layout moved into the corner and scaled up to the far border, in [0, 1] (as pack_charts ends)."""
+    low = texels[moved].amin(dim=0)
+    grow = (size - 2 * padding) / float((texels[moved].amax(dim=0) - low).max())
+    return torch.where(moved[:, None], padding + (texels - low) * grow, 0) / size
+
+
+def xatlas_triangles(uvs: torch.Tensor, faces: torch.Tensor, chart: torch.Tensor, size: int, padding: int) -> torch.Tensor:
+    """xatlas handed the charts' own triangles, the usual way (turned, scaled and retried as pack_charts does).
+
+    xatlas stretches every chart to whole texels: each chart is centred in the box xatlas gave it (it
+    moves by less than half a texel per axis), so the gap asked for is ``ceil((padding + 1) / 2)``.
+    """
+    owner, local, extent = _prepared(uvs, faces, chart)
+    resolution, gap = size - 2 * padding, (padding + 2) // 2
+    scale, areas = pack_xatlas._first_scale(extent, resolution, gap), pack_xatlas._face_areas(local[faces])
+    for _ in range(pack_xatlas._ATTEMPTS):
+        atlas = pack_xatlas._xatlas_pack(local * scale, faces, chart, resolution, gap)
+        if atlas.atlas_count <= 1:
+            break
+        first = torch.from_numpy(atlas.get_mesh_vertex_assignment(0)[0].astype(np.int64))[faces[:, 0]] == 0
+        scale *= math.sqrt(float(areas[first].sum() / areas.sum())) * 0.98
+    packed = torch.from_numpy(atlas.get_mesh(0)[2]).double() * atlas.width
+    piece = torch.from_numpy(atlas.get_mesh_vertex_assignment(0)[1].astype(np.int64))  # xatlas splits disconnected charts
+    moved = piece != np.iinfo(np.uint32).max
+    pieces, ours = int(piece[moved].max()) + 1, local * scale
+
+    def centre(points: torch.Tensor) -> torch.Tensor:
+        index = piece[moved, None].expand(-1, 2)
+        low = points.new_full((pieces, 2), math.inf).scatter_reduce(0, index, points[moved], "amin")
+        return (low + points.new_full((pieces, 2), -math.inf).scatter_reduce(0, index, points[moved], "amax")) / 2
+
+    shift = centre(packed) - centre(ours)
+    return _fitted(ours + shift[piece.clamp(0, pieces - 1)], moved, size, padding).float()
+
+
+def horizon(uvs: torch.Tensor, faces: torch.Tensor, chart: torch.Tensor, size: int, padding: int) -> torch.Tensor:
+    """Our own packer: Lévy et al. 2002's "Tetris" packing (LSCM paper, section 6) on texel columns.
+
+    Longest box first, each chart drops onto the horizon (the lowest free height of every texel
+    column) at the column and in the quarter turn (0, 90, 180, 270 degrees) that waste the least area
+    under it; then the horizon rises to its top plus ``padding``, ``padding`` columns to either side.
+    Profiles per column and row come from ``pack_xatlas._slab_ranges`` (exact), the drop from numpy windows.
+    """
+    owner, local, extent = _prepared(uvs, faces, chart)
+    # a strip packer cannot grow its layout afterwards: search the largest scale that fits, in 3 % steps
+    scale = pack_xatlas._first_scale(extent, size - 2 * padding, (padding + 1) // 2)
+    placed = _drop(local * scale, faces, owner, extent * scale, size, padding)
+    step = 1.03 if placed is not None else 1 / 1.03
+    while True:
+        trial = _drop(local * scale * step, faces, owner, extent * scale * step, size, padding)
+        if (trial is None) == (step > 1):
+            break
+        scale, placed = scale * step, trial
+    if placed is None:
+        scale, placed = scale * step, trial
+    turn, corner, box = placed
+    x, y = local[:, 0] * scale, local[:, 1] * scale
+    width, height = box[owner.clamp_min(0), 0], box[owner.clamp_min(0), 1]
+    turned = torch.stack([torch.stack([x, y], 1), torch.stack([width - x, height - y], 1),
+                          torch.stack([height - y, x], 1), torch.stack([y, width - x], 1)])  # rotations only
+    texels = turned[turn[owner.clamp_min(0)], torch.arange(x.shape[0])] + corner[owner.clamp_min(0)]
+    return _fitted(texels, owner >= 0, size, padding).float()
+
+
+def _drop(points: torch.Tensor, faces: torch.Tensor, owner: torch.Tensor, extent: torch.Tensor, size: int,
+          padding: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """Quarter turn and corner of every chart dropped onto the horizon, or None when one does not fit."""
+    box = extent.ceil().clamp_min(1)
+    profiles = []
+    for axis, slabs in ((0, box[:, 0].long()), (1, box[:, 1].long())):
+        level = torch.where(owner >= 0, points[:, axis], -1.0)
+        low, high = pack_xatlas._slab_ranges(level, points[:, 1 - axis], owner, faces, slabs)
+        profiles.append([np.split(part.numpy(), slabs.cumsum(0)[:-1].numpy()) for part in (low, high)])
+    (bottoms, tops), (lefts, rights) = profiles
+    free = np.full(size, np.inf)
+    free[padding:size - padding] = padding
+    turn, corner = torch.zeros(box.shape[0], dtype=torch.int64), torch.zeros(box.shape[0], 2, dtype=torch.float64)
+    for index in torch.argsort(box.amax(dim=1), descending=True, stable=True).tolist():
+        width, height = float(box[index, 0]), float(box[index, 1])
+        bottom, top, left, right = bottoms[index], tops[index], lefts[index], rights[index]
+        best = None
+        for quarter, (under, over) in enumerate(((bottom, top), (height - top[::-1], height - bottom[::-1]),
+                                                 (left[::-1], right[::-1]), (width - right, width - left))):
+            filled = np.isfinite(under)
+            rest = sliding_window_view(free, under.shape[0])[:, filled] - under[filled]  # (columns, filled)
+            drop = rest.max(axis=1)
+            with np.errstate(invalid="ignore"):  # inf - inf where a column is the border's
+                waste = (drop[:, None] - rest).sum(axis=1)
+            fits = np.isfinite(drop) & (drop + over[filled].max() <= size - padding)
+            if fits.any():
+                column = int(np.argmin(np.where(fits, waste, np.inf)))
+                if best is None or waste[column] < best[0]:
+                    best = (waste[column], quarter, column, drop[column], over)
+        if best is None:
+            return None
+        _, quarter, column, drop, over = best
+        edge = np.full(2 * padding, -np.inf)
+        raised = np.concatenate([edge, np.where(np.isfinite(over), over, -np.inf), edge])
+        raised = sliding_window_view(raised, 2 * padding + 1).max(axis=1)  # columns column - padding .. + width + padding
+        span = slice(max(column - padding, 0), min(column + over.shape[0] + padding, size))
+        offset = span.start - (column - padding)
+        free[span] = np.maximum(free[span], drop + padding + raised[offset:offset + span.stop - span.start])
+        free[:padding], free[size - padding:] = np.inf, np.inf
+        turn[index], corner[index] = quarter, torch.tensor([column, drop], dtype=torch.float64)
+    return turn, corner, box
+
+
 def texel_labels(uvs01: torch.Tensor, faces: torch.Tensor, chart: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per texel of ``size``²: the smallest and the largest id of the charts covering its centre (-1: none).
 
@@ -126,55 +257,76 @@ def texel_labels(uvs01: torch.Tensor, faces: torch.Tensor, chart: torch.Tensor, 
 
 
 def padding_violations(label: torch.Tensor, padding: int) -> int:
-    """Covered texels with a texel of another chart within ``padding`` texels (Chebyshev distance)."""
-    if padding == 0:
+    """Covered texels with a texel of another chart closer than ``padding`` (Chebyshev distance < padding).
+
+    Charts ``padding`` texels apart cover texel centres at least ``padding`` apart along u or v.
+    """
+    if padding <= 1:
         return 0
-    window = 2 * padding + 1
+    reach = padding - 1
     big = int(label.max()) + 1
-    highest = F.max_pool2d(label[None, None].double(), window, 1, padding)[0, 0]
-    lowest = -F.max_pool2d(-torch.where(label < 0, big, label)[None, None].double(), window, 1, padding)[0, 0]
+    highest = F.max_pool2d(label[None, None].double(), 2 * reach + 1, 1, reach)[0, 0]
+    lowest = -F.max_pool2d(-torch.where(label < 0, big, label)[None, None].double(), 2 * reach + 1, 1, reach)[0, 0]
     covered = label >= 0
     return int(((highest != label) | (lowest != label))[covered].sum())
 
 
-def measure(packer: Callable[..., torch.Tensor], charts: Charts, size: int, padding: int, repeat: int) -> dict:
-    """Best-of-``repeat`` seconds and the atlas's quality figures for one packer on one chart set."""
-    seconds = []
+def measure(packer: Callable[..., torch.Tensor], charts: Charts, size: int, padding: int, repeat: int,
+            device: str = "cpu") -> dict:
+    """Best-of-``repeat`` seconds (wall clock and this process's CPU time) and the atlas's quality figures."""
+    wall, cpu = [], []
+    given = tuple(part.to(device) for part in charts)
     for _ in range(repeat):
-        start = time.perf_counter()
-        uvs01 = packer(*charts, size, padding)
-        seconds.append(time.perf_counter() - start)
+        start, start_cpu = time.perf_counter(), time.process_time()
+        uvs01 = packer(*given, size, padding).cpu()
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
     low, high = texel_labels(uvs01, charts[1], charts[2], size)
-    return {"seconds": min(seconds), "efficiency": float((high >= 0).double().mean()),
+    return {"seconds": min(wall), "cpu_seconds": min(cpu), "efficiency": float((high >= 0).double().mean()),
             "overlap": int((low != high).sum()), "padding_violations": padding_violations(high, padding),
             "outside": int(((uvs01 < 0) | (uvs01 > 1)).any(dim=1).sum())}
 
 
-PACKERS: dict[str, Callable[..., torch.Tensor]] = {"pack_charts": pack_charts}
+PACKERS: dict[str, Callable[..., torch.Tensor]] = {
+    "pack_charts": pack.pack_charts,
+    "xatlas": partial(pack.pack_charts, packer="xatlas"),
+    "shelves": partial(pack.pack_charts, packer="shelves"),
+    "xatlas_triangles": xatlas_triangles,
+    "horizon": horizon,
+}
+SLOW = {"xatlas", "xatlas_triangles", "horizon"}  # left out of chart sets above --slow-limit charts
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--padding", type=int, default=2)
-    parser.add_argument("--subdivisions", type=int, default=7, help="icosphere subdivisions: 6 = 82k faces, 7 = 328k")
-    parser.add_argument("--charts", default="300,800,1500,3000")
+    parser.add_argument("--sets", default="7:150,7:300,7:800,7:1500,7:3000,6:20000",
+                        help="chart sets as icosphere level:charts (level 6: 82k faces, 7: 328k)")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--packers", default=",".join(PACKERS), help="the first is the reference of the ratios")
+    parser.add_argument("--slow-limit", type=int, default=5000, help=f"charts above which {sorted(SLOW)} are left out")
+    parser.add_argument("--device", default="cpu", help="where pack_charts gets the charts (the others: the CPU)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"size {args.size}, padding {args.padding}, icosphere level {args.subdivisions}, torch threads 1")
-    for wanted in (int(value) for value in args.charts.split(",")):
-        charts = sphere_charts(args.subdivisions, wanted, args.seed)
+    print(f"size {args.size}, padding {args.padding}, torch threads 1, pack_charts on {args.device}, "
+          f"xatlas up to {pack.XATLAS_CHARTS} charts", flush=True)
+    for level, wanted in (map(int, item.split(":")) for item in args.sets.split(",")):
+        charts = sphere_charts(level, wanted, args.seed)
         sizes = torch.bincount(charts[2]).double()
         print(f"\n{int(sizes.numel())} charts, {charts[1].shape[0]} faces; faces per chart: min {int(sizes.min())}, "
-              f"median {int(sizes.median())}, max {int(sizes.max())}")
-        results = {name: measure(packer, charts, args.size, args.padding, args.repeat) for name, packer in PACKERS.items()}
-        ours = results["pack_charts"]
+              f"median {int(sizes.median())}, max {int(sizes.max())}", flush=True)
+        names = [name for name in args.packers.split(",") if name not in SLOW or sizes.numel() <= args.slow_limit]
+        results = {name: measure(PACKERS[name], charts, args.size, args.padding, args.repeat,
+                                 args.device if name in ("pack_charts", "xatlas", "shelves") else "cpu")
+                   for name in names}
+        reference = next(iter(results.values()))
         for name, row in results.items():
-            print(f"  {name:>16}: {row['seconds']:6.3f} s  efficiency {row['efficiency']:.3f}  overlap {row['overlap']}  "
-                  f"padding violations {row['padding_violations']}  outside {row['outside']}  "
-                  f"time x{row['seconds'] / ours['seconds']:.2f}  efficiency x{row['efficiency'] / ours['efficiency']:.3f}")
+            print(f"  {name:>16}: {row['seconds']:6.3f} s wall {row['cpu_seconds']:6.3f} s CPU  efficiency "
+                  f"{row['efficiency']:.3f}  overlap {row['overlap']}  padding violations {row['padding_violations']}  "
+                  f"outside {row['outside']}  CPU time x{row['cpu_seconds'] / reference['cpu_seconds']:.2f}  "
+                  f"efficiency x{row['efficiency'] / reference['efficiency']:.3f}", flush=True)
 
 
 if __name__ == "__main__":

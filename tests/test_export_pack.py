@@ -1,5 +1,7 @@
 """``pack_charts``: finished charts into one atlas, checked by exact texel-centre counts and by geometry.
 
+Both packers (xatlas's on outlines, our shelves) face every case; ``auto`` picks by chart count.
+
 Known answers on synthetic chart sets: unit squares (their packed boxes must keep the padding, in
 exact arithmetic), blobs of many sizes, one chart, many tiny ones, one giant among small ones, a
 chart of zero area. What must hold for every set: inside [0, 1]², no texel centre covered by two charts,
@@ -17,7 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from trellis_mv.export.pack import pack_charts
+from trellis_mv.export import pack, pack_xatlas
+from trellis_mv.export.pack import XATLAS_CHARTS, pack_charts
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -88,34 +91,54 @@ CASES = {
 }
 
 
+PACKERS = ["xatlas", "shelves"]
+
+
+@pytest.mark.parametrize("packer", PACKERS)
 @pytest.mark.parametrize(("charts", "size", "padding"), CASES.values(), ids=CASES.keys())
-def test_charts_pack_inside_apart_unmirrored_at_one_scale(charts, size, padding):
-    check_atlas(charts, pack_charts(*charts, size, padding), size, padding)
+def test_charts_pack_inside_apart_unmirrored_at_one_scale(charts, size, padding, packer):
+    check_atlas(charts, pack_charts(*charts, size, padding, packer=packer), size, padding)
 
 
+@pytest.mark.parametrize("packer", PACKERS)
 @pytest.mark.parametrize("padding", [1, 2, 4])
-def test_squares_keep_the_padding_between_their_boxes_and_to_the_border(padding):
+def test_squares_keep_the_padding_between_their_boxes_and_to_the_border(padding, packer):
     size = 128
     charts = squares([1.0] * 24)
-    packed = pack_charts(*charts, size, padding).double().view(24, 4, 2) * size
+    packed = pack_charts(*charts, size, padding, packer=packer).double().view(24, 4, 2) * size
     low, high = packed.amin(dim=1), packed.amax(dim=1)
     assert float(low.min()) >= padding - 1e-4 and float(high.max()) <= size - padding + 1e-4
     gap = torch.maximum(low[:, None] - high[None], low[None] - high[:, None]).amax(dim=2)  # per pair, the widest axis gap
     assert float(gap[~torch.eye(24, dtype=torch.bool)].min()) >= padding - 1e-4
 
 
-def test_one_chart_fills_the_atlas_up_to_the_padding():
-    packed = pack_charts(*squares([3.0]), 64, 2) * 64
+@pytest.mark.parametrize("packer", PACKERS)
+def test_a_chart_in_two_pieces_moves_as_one(packer):
+    uvs, faces, chart = squares([1.0] * 12)
+    uvs[4:8] += torch.tensor([3.0, 2.5])  # the second square of chart 0, apart from the first in both axes
+    chart[2:4] = 0
+    chart = torch.unique(chart, return_inverse=True)[1]
+    packed = pack_charts(uvs, faces, chart, 128, 2, packer=packer).double()
+    check_atlas((uvs, faces, chart), packed.float(), 128, 2)
+    distances = torch.cdist(packed[:8], packed[:8]) / torch.cdist(uvs[:8].double(), uvs[:8].double()).clamp_min(1e-12)
+    off_diagonal = distances[~torch.eye(8, dtype=torch.bool)]
+    assert float(off_diagonal.max() / off_diagonal.min()) == pytest.approx(1, abs=1e-5)
+
+
+@pytest.mark.parametrize("packer", PACKERS)
+def test_one_chart_fills_the_atlas_up_to_the_padding(packer):
+    packed = pack_charts(*squares([3.0]), 64, 2, packer=packer) * 64
     assert torch.allclose(packed.amin(dim=0), torch.tensor([2.0, 2.0]), atol=1e-4)
     assert float(packed.amax()) == pytest.approx(62, abs=1e-4)
 
 
-def test_a_chart_of_zero_area_goes_to_the_corner_and_the_others_pack():
+@pytest.mark.parametrize("packer", PACKERS)
+def test_a_chart_of_zero_area_goes_to_the_corner_and_the_others_pack(packer):
     uvs, faces, chart = blobs([0.5] * 10)
     line = torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])
     charts = (torch.cat([uvs, line]), torch.cat([faces, torch.tensor([[0, 1, 2]]) + uvs.shape[0]]),
               torch.cat([chart, torch.tensor([10])]))
-    packed = pack_charts(*charts, 128, 2)
+    packed = pack_charts(*charts, 128, 2, packer=packer)
     assert torch.equal(packed[-3:], torch.zeros(3, 2))
     check_atlas(charts, packed, 128, 2)
 
@@ -131,9 +154,20 @@ def test_a_vertex_no_face_uses_goes_to_the_corner():
     assert torch.equal(packed[-1], torch.zeros(2))
 
 
-def test_the_same_charts_pack_the_same_way():
+@pytest.mark.parametrize("packer", PACKERS)
+def test_the_same_charts_pack_the_same_way(packer):
     charts = blobs([0.3 + 0.1 * (index % 5) for index in range(50)])
-    assert torch.equal(pack_charts(*charts, 256, 2), pack_charts(*charts, 256, 2))
+    assert torch.equal(pack_charts(*charts, 256, 2, packer=packer), pack_charts(*charts, 256, 2, packer=packer))
+
+
+@pytest.mark.parametrize(("count", "packer"), [(XATLAS_CHARTS, "xatlas"), (XATLAS_CHARTS + 1, "shelves")])
+def test_auto_picks_the_packer_by_the_chart_count(count, packer):
+    charts = squares([1.0] * count)
+    assert torch.equal(pack_charts(*charts, 512, 1), pack_charts(*charts, 512, 1, packer=packer))
+
+
+def test_the_public_names():
+    assert pack.__all__ == ["XATLAS_CHARTS", "pack_charts"] and pack_xatlas.__all__ == ["xatlas_layout"]
 
 
 def test_too_small_a_texture_for_the_padding_is_refused():
