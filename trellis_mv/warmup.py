@@ -3,7 +3,7 @@
 A fresh process pays, on its first job, for whatever its GPU has not seen yet: FlexGEMM
 autotuning the decoders' sparse convolutions for every new shape bucket (about 90 s of a
 109 s first 1024_cascade job on an H200 with no entries for it), kernels compiled on their first
-launch, and the first use of the background remover, nvdiffrast and CuMesh. Shipping FlexGEMM
+launch, and the first use of the background remover, the bake's Triton kernels and CuMesh. Shipping FlexGEMM
 entries (``builder/flex_gemm_autotune/``) is not enough: on the H200 with ours, a fresh process's
 first default job still took 34.4 s more than its second, nearly all of it in the shape stage,
 which FlexGEMM does not run. So the worker always runs :data:`WARMUP_TYPES` once at start, each one

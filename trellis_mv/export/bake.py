@@ -7,7 +7,7 @@ TRELLIS.2's example (``remesh_band=1, remesh_project=0``), as separate calls so 
 - ``remesh``: narrow-band dual contouring, then ``simplify`` to the target (``remesh: true``), or
   ``simplify_and_repair``: o_voxel's simplify / repair / simplify / repair sequence (``remesh: false``);
 - ``unwrap``: CuMesh's GPU clustering, then xatlas per cluster (CPU);
-- ``bake``: rasterize in UV space (nvdiffrast), project every texel back onto the original surface
+- ``bake``: rasterize in UV space (``trellis_mv.raster``), project every texel back onto the original surface
   through the BVH, read the attribute volume there (FlexGEMM's ``grid_sample_3d``).
 
 What differs, and why (xatlas measured on the CPU; tests/gpu/test_export_gpu.py records every phase
@@ -31,7 +31,7 @@ on the GPU, and simplify after remeshing at 512 against 1024):
   every export re-ran the autotune (read from FlexGEMM's code; the phase took 1.6 s warm).
 - degenerate faces and normals are handled by ``clean.tidy_unwrapped`` (torch), not CuMesh.
 
-Every function imports CuMesh, FlexGEMM or nvdiffrast inside itself, so this module imports anywhere.
+Every function imports CuMesh or FlexGEMM inside itself, so this module imports anywhere.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from typing import Any, Mapping
 
 import torch
 
+from ..raster import interpolate, rasterize_uv
 from .clean import UnwrappedMesh, mean_face_area, tidy_unwrapped
 
 __all__ = [
@@ -66,7 +67,6 @@ REMESH_RESOLUTION = 512
 REMESH_BAND = 1.0
 CHART_FACES = 200
 CLUSTER_FACES = 2000
-_RASTER_CHUNK = 100_000  # faces per nvdiffrast call, as o_voxel does
 # o_voxel's clustering before xatlas: clusters merge while their normal cone's half angle plus the
 # area penalty stays below 90°; ``unwrap`` sets the penalty so that no cluster outgrows CLUSTER_FACES.
 _CONE = math.pi / 2
@@ -166,23 +166,17 @@ def unwrap(cu: Any) -> UnwrappedMesh:
 
 
 def bake(mesh: UnwrappedMesh, surface: Surface, bvh: Any, volume: Volume, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The attribute volume baked into ``size``² texels: (size, size, C) values and the covered mask."""
-    import nvdiffrast.torch as dr
+    """The attribute volume baked into ``size``² texels: (size, size, C) values and the covered mask.
+
+    Each texel centre inside a UV triangle gets that triangle's point (``raster.rasterize_uv``: row 0 is
+    v = 0, as in glTF's images; charts do not overlap, so no depth test).
+    """
     from flex_gemm.ops.grid_sample import grid_sample_3d
 
     device = mesh.vertices.device
-    faces = mesh.faces.int().contiguous()
-    uvs = mesh.uvs.float()
-    clip = torch.cat([uvs * 2 - 1, torch.zeros_like(uvs[:, :1]), torch.ones_like(uvs[:, :1])], dim=-1)[None].contiguous()
-    context = dr.RasterizeCudaContext(device=device)
-    rast = torch.zeros((1, size, size, 4), device=device, dtype=torch.float32)
-    for start in range(0, faces.shape[0], _RASTER_CHUNK):
-        chunk, _ = dr.rasterize(context, clip, faces[start:start + _RASTER_CHUNK], resolution=[size, size])
-        covered = chunk[..., 3:4] > 0
-        chunk[..., 3:4] += start  # triangle id + 1 within the chunk -> within the whole mesh
-        rast = torch.where(covered, chunk, rast)
-    mask = rast[0, ..., 3] > 0
-    positions = dr.interpolate(mesh.vertices.float()[None].contiguous(), rast, faces)[0][0][mask]
+    rast = rasterize_uv(mesh.uvs, mesh.faces, size)
+    mask = rast[..., 3] > 0
+    positions = interpolate(mesh.vertices.float(), rast[mask], mesh.faces)
     # Read attributes where the texel lies on the *original* surface, not on the simplified one.
     _, face_id, uvw = bvh.unsigned_distance(positions, return_uvw=True)
     positions = (surface.vertices[surface.faces[face_id.long()].long()] * uvw[..., None]).sum(dim=1)
