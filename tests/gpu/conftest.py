@@ -77,3 +77,23 @@ def pipeline_fp32(weights_root: Path) -> Any:
 def pipeline_bf16(weights_root: Path) -> Any:
     """All eight models as released (bf16 flows, fp16 decoders), resident."""
     return _pipeline(weights_root / "bf16", dtype="bfloat16", models=None)
+
+
+@pytest.fixture(scope="session")
+def decoded(pipeline_bf16: Any, record) -> Any:
+    """A default job's decoded mesh: 1024_cascade, 12 steps, one view, seed 7, random weights (once per session)."""
+    import time
+
+    from harness import rgba_view
+
+    from trellis_mv.generator import GenerationRequest
+    from trellis_mv.pipeline import TrellisGenerator
+
+    request = GenerationRequest(images=(rgba_view(10),), seed=7, pipeline_type="1024_cascade")
+    start = time.perf_counter()
+    result = TrellisGenerator(pipeline_bf16).generate(request)
+    record("export_gpu_generate", {"seconds": round(time.perf_counter() - start, 2), "timings": result.timings})
+    mesh = result.mesh
+    record("export_gpu_decoded", {"vertices": int(mesh.vertices.shape[0]), "faces": int(mesh.faces.shape[0]),
+                                  "voxels": int(mesh.coords.shape[0]), "voxel_size": float(mesh.voxel_size)})
+    return mesh

@@ -1,7 +1,7 @@
 """Our export on a real decoded TRELLIS.2 mesh at the default options, against o_voxel's ``to_glb``.
 
-One 1024_cascade mesh (12 steps, one view, seed 7, random weights) is decoded once for the module.
-Then: our export at the defaults twice (the first pays Triton JIT and FlexGEMM autotune, the second is
+One 1024_cascade mesh (12 steps, one view, seed 7, random weights) is decoded once for the session
+(``decoded`` in conftest.py, shared with test_raster_gpu.py). Then: our export at the defaults twice (the first pays Triton JIT and FlexGEMM autotune, the second is
 what a warm worker pays), once with ``remesh: false`` and once uncompressed; remesh + simplify at 512 (ours) and at 1024
 (o_voxel's); o_voxel's ``to_glb`` on the same mesh, and our bake on ``to_glb``'s own unwrapped mesh,
 so that the two bakes' textures share one UV layout and are compared texel by texel. Every phase time, size and difference goes to ``record``; the GLBs go to ``out_dir``
@@ -18,28 +18,10 @@ import time
 import numpy as np
 import pytest
 import torch
-from harness import rgba_view
 
 from trellis_mv.export import GlbOptions, export_glb
-from trellis_mv.generator import GenerationRequest
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-SEED = 7
-
-
-@pytest.fixture(scope="module")
-def decoded(pipeline_bf16, record):
-    from trellis_mv.pipeline import TrellisGenerator
-
-    request = GenerationRequest(images=(rgba_view(10),), seed=SEED, pipeline_type="1024_cascade")
-    start = time.perf_counter()
-    result = TrellisGenerator(pipeline_bf16).generate(request)
-    record("export_gpu_generate", {"seconds": round(time.perf_counter() - start, 2), "timings": result.timings})
-    mesh = result.mesh
-    record("export_gpu_decoded", {"vertices": int(mesh.vertices.shape[0]), "faces": int(mesh.faces.shape[0]),
-                                  "voxels": int(mesh.coords.shape[0]), "voxel_size": float(mesh.voxel_size)})
-    return mesh
 
 
 def _attribute(data: bytes, name: str) -> np.ndarray:
@@ -129,7 +111,7 @@ def test_our_bake_against_o_voxels_on_one_uv_layout(decoded, record, out_dir):
         decimation_target=200_000, texture_size=2048, remesh=True, remesh_band=1, remesh_project=0,
     )
     old_seconds = time.perf_counter() - start
-    # to_glb's mesh back in TRELLIS.2's frame and nvdiffrast's UV convention (it swapped axes, flipped v).
+    # to_glb's mesh back in TRELLIS.2's frame and the bake's UV convention (it swapped axes, flipped v).
     v = torch.as_tensor(np.asarray(old.vertices), dtype=torch.float32, device="cuda")
     uv = torch.as_tensor(np.asarray(old.visual.uv), dtype=torch.float32, device="cuda")
     unwrapped = UnwrappedMesh(
