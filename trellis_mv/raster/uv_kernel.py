@@ -106,7 +106,9 @@ if importlib.util.find_spec("triton") is not None:
         """Clip x (or y) in pixel-centre units, ``(x + 1)·W / 2 - 0.5``: centre i sits at i."""
         return tl.math.div_rn((x + 1.0) * size, 2.0) - 0.5
 
-    @triton.jit
+    # Triton compiles a variant per integer argument divisible by 16 or not: face counts and sizes
+    # vary per job, and a job should not wait for a compilation the warm-up did not do.
+    @triton.jit(do_not_specialize=["face_count", "size"])
     def _nearest(uvs, faces, nearest, face_count, size, TRIANGLES: tl.constexpr, PIXELS: tl.constexpr):
         face = tl.program_id(0) * TRIANGLES + tl.arange(0, TRIANGLES)
         mine = face < face_count
@@ -148,7 +150,7 @@ if importlib.util.find_spec("triton") is not None:
             inside = (k < count[:, None]) & (column >= first) & (column < end)
             tl.atomic_min(nearest + row * size + column, face[:, None] + 0 * k, mask=inside)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["size"])
     def _texels(uvs, faces, nearest, rast, size, EMPTY: tl.constexpr, TEXELS: tl.constexpr):
         texel = tl.program_id(0) * TEXELS + tl.arange(0, TEXELS)
         valid = texel < size * size
