@@ -47,9 +47,13 @@ DEVICE_GOALS = {
 }
 # issue 20: our closest points (trellis_mv/export/closest.py) against CuMesh's cuBVH (tests/gpu/test_export_gpu.py)
 CLOSEST = ("closest_vs_cubvh_max_abs", "closest_build_s", "closest_query_s", "cubvh_build_s", "cubvh_query_s")
+# issue 20's keys (tests/gpu/test_raster_gpu.py): our rasterizer against nvdiffrast in the bake
+BAKE_KEYS = ("bake_seconds_own", "bake_seconds_nvdiffrast", "bake_own_vs_nvdiffrast_mean_abs", "bake_peak_gib_own",
+             "bake_peak_gib_nvdiffrast")
 REPORTED = ("cold_start_read_s", "cold_start_read_bound_s", *CLOSEST)
 FROM_TESTS = ("glb_bytes_1024_cascade_default", "export_over_generate_1024_cascade", "gpu_soak_jobs", "gpu_soak_lost",
-              "gpu_soak_max_drift_gib", "gpu_oom_refresh_worker", "gpu_oom_next_job_ok", "gpu_oom_drift_gib", *CLOSEST)
+              "gpu_soak_max_drift_gib", "gpu_oom_refresh_worker", "gpu_oom_next_job_ok", "gpu_oom_drift_gib", *CLOSEST,
+              *BAKE_KEYS)
 # the part of a device run each device goal comes from
 PART_OF = {**{key: "tests" for key in (*FROM_TESTS, "default_glb_validator_errors")},
            "first_job_penalty_s": "first_job", "first_job_penalty_s_by_pipeline_type": "first_job",
@@ -139,7 +143,7 @@ def render(results: dict[str, Any]) -> str:
                      f"{_call(results.get('sources', {}).get(PART_OF.get(key, ''), {}))} |")
     lines += [f"- `{key}`: {_value(results.get(key))}" for key in REPORTED]
     lines += _default_section(results) + _first_job_section(results.get("first_job", {}))
-    lines += _cold_start_section(results.get("cold_start", {})) + unwrap_report.section(results)
+    lines += _cold_start_section(results.get("cold_start", {})) + unwrap_report.section(results) + _raster_section(results)
     lines += _tests_section(results.get("gpu_tests", {}))
     return "\n".join(lines) + "\n"
 
@@ -219,6 +223,35 @@ def _cold_start_section(cold: dict[str, Any]) -> list[str]:
              f"the handler answered its job: {'answered' in cold.get('handler', {}).get('marks', {})}.", "",
              "| phase | seconds |", "|---|---|"]
     lines += [f"| {phase} | {seconds} |" for phase, seconds in cold.get("phases_s", {}).items()]
+    return lines
+
+
+def _raster_section(results: dict[str, Any]) -> list[str]:
+    """Issue 20's table: our rasterizer and nvdiffrast side by side, in the bake and at the previews' sizes."""
+    tests = results.get("gpu_tests", {})
+    uv, previews = tests.get("raster_uv_2048", {}), tests.get("raster_preview_sizes", {})
+    if not (uv or previews or any(key in results for key in BAKE_KEYS)):
+        return []
+    uv_ms = uv.get("ms", {})
+    rows = [
+        (f"UV rasterize, 2048², {uv.get('faces')} faces (ms)", uv_ms.get("ours"), uv_ms.get("nvdiffrast_as_the_bake_did"),
+         "≤ nvdiffrast"),
+        ("… nvdiffrast with one warm context (ms)", uv_ms.get("ours"), uv_ms.get("nvdiffrast_warm_context"), ""),
+        ("bake phase: rasterize, project, sample (s)", results.get("bake_seconds_own"), results.get("bake_seconds_nvdiffrast"),
+         "≤ 1.6 s"),
+        ("bake, torch's peak above the start (GiB)", results.get("bake_peak_gib_own"), results.get("bake_peak_gib_nvdiffrast"),
+         "≤ nvdiffrast + 1"),
+        (f"coverage 128², 216 views, {previews.get('faces')} faces (ms)",
+         *[previews.get("coverage_128_x216_ms", {}).get(name) for name in ("ours", "nvdiffrast")], "views_fit ≤ 10% of generate"),
+        ("rasterize 512², 8 views (ms)", *[previews.get("rasterize_512_x8_ms", {}).get(name) for name in ("ours", "nvdiffrast")], ""),
+    ]
+    lines = ["", "### Bake and preview: ours vs nvdiffrast (tests/gpu/test_raster_gpu.py, issue 20)", "",
+             "| what | ours | nvdiffrast | ours / nvdiffrast | goal |", "|---|---|---|---|---|"]
+    for what, ours, theirs, goal in rows:
+        ratio = round(ours / theirs, 2) if ours is not None and theirs else None
+        lines.append(f"| {what} | {_value(ours)} | {_value(theirs)} | {_value(ratio)} | {goal} |")
+    lines.append(f"| bake texture difference over texels both cover (0-255) | {_value(results.get('bake_own_vs_nvdiffrast_mean_abs'))} "
+                 "| — | — | ≤ 0.01 |")
     return lines
 
 

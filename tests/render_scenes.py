@@ -13,10 +13,10 @@ import torch
 import trimesh
 from PIL import Image
 
-from trellis_mv.cameras import clip_space
+from trellis_mv.preview.cameras import clip_space
 from trellis_mv.pipeline.preprocess import crop_to_foreground
-from trellis_mv.raster import Rasterizers
-from trellis_mv.render import RenderMesh
+from trellis_mv.raster import coverage
+from trellis_mv.preview.render import RenderMesh
 
 # Cameras (azimuth, elevation, fov) of the recovery tests: all around, from below to well above.
 KNOWN_CAMERAS = [(30.0, 20.0, 40.0), (200.0, -10.0, 30.0), (300.0, 45.0, 50.0), (120.0, 5.0, 25.0), (75.0, 60.0, 60.0)]
@@ -56,13 +56,13 @@ def textured(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, image: Ima
     return trimesh.Trimesh(vertices, faces, visual=trimesh.visual.TextureVisuals(uv=uv, material=material), process=False)
 
 
-def photo(mesh: trimesh.Trimesh, camera: tuple[float, float, float], rasterizers: Rasterizers, *, size: int = 512,
+def photo(mesh: trimesh.Trimesh, camera: tuple[float, float, float], *, size: int = 512,
           device: str = "cpu", colour: tuple[int, int, int] = (200, 120, 60)) -> Image.Image:
     """``mesh`` seen from ``camera`` (azimuth, elevation, fov) in a ``size`` frame, then cropped as the pipeline crops."""
     render_mesh = RenderMesh.from_trimesh(mesh, device)
     azimuth, elevation, fov = (torch.tensor([value]) for value in camera)
     clip = clip_space(render_mesh.vertices, azimuth, elevation, fov, radius=render_mesh.radius)
-    covered = rasterizers.coverage(clip, render_mesh.faces, (size, size))[0].flip(0).cpu().numpy()
+    covered = coverage(clip, render_mesh.faces, (size, size))[0].flip(0).cpu().numpy()
     rgba = np.zeros((size, size, 4), dtype=np.uint8)
     rgba[covered] = (*colour, 255)
     return crop_to_foreground(Image.fromarray(rgba, "RGBA"), 0)

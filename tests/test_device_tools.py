@@ -234,6 +234,20 @@ def test_the_report_lifts_the_unwrap_keys_and_sets_both_unwraps_side_by_side():
     assert "| `uv_flipped_faces` | not measured | = 0 | — |" in report.render(report.merge({}, _run_files(), None))
 
 
+def test_the_report_sets_our_rasterizer_beside_nvdiffrast():
+    files = _run_files()
+    files["tests"].update({"bake_seconds_own": 0.012, "bake_seconds_nvdiffrast": 0.016, "bake_own_vs_nvdiffrast_mean_abs": 0.004,
+                           "bake_peak_gib_own": 0.4, "bake_peak_gib_nvdiffrast": 0.3,
+                           "raster_uv_2048": {"faces": 176000, "ms": {"ours": 0.2, "nvdiffrast_as_the_bake_did": 2.5,
+                                                                       "nvdiffrast_warm_context": 0.5}}})
+    results = report.merge({}, files, None)
+    assert (results["bake_seconds_own"], results["bake_own_vs_nvdiffrast_mean_abs"]) == (0.012, 0.004)
+    text = report.render(results)
+    assert "| UV rasterize, 2048², 176000 faces (ms) | 0.2 | 2.5 | 0.08 | ≤ nvdiffrast |" in text
+    assert "| bake phase: rasterize, project, sample (s) | 0.012 | 0.016 | 0.75 | ≤ 1.6 s |" in text
+    assert "| rasterize 512², 8 views (ms) | not measured | not measured | not measured |  |" in text
+
+
 def test_the_report_reads_the_runs_archive(tmp_path):
     run_dir, scratch = tmp_path / "run", tmp_path / "scratch"
     (run_dir / "files").mkdir(parents=True)

@@ -1,7 +1,7 @@
 """Who may import whom (DESIGN.md, "Layout"): every module imports on a CPU machine, only the two
-adapters touch trellis2 (pipeline/) and CuMesh, FlexGEMM and nvdiffrast (export/; nvdiffrast also
-rasterizes previews in raster.py), nothing
-imports o_voxel any more, and sampling/ is torch alone."""
+adapters touch trellis2 (pipeline/) and CuMesh and FlexGEMM (export/), only the rasterizer's CUDA
+kernels touch Triton (raster/), nothing imports o_voxel or nvdiffrast (non-commercial licence,
+issue 20), and sampling/ is torch alone."""
 
 from __future__ import annotations
 
@@ -41,8 +41,7 @@ def test_every_module_imports_without_trellis2_o_voxel_nvdiffrast_or_transformer
     assert done.returncode == 0, done.stderr
 
 
-ADAPTERS = [("trellis2", "pipeline/"), ("cumesh", "export/"), ("flex_gemm", "export/"),
-            ("nvdiffrast", ("export/", "raster.py"))]
+ADAPTERS = [("trellis2", "pipeline/"), ("cumesh", "export/"), ("flex_gemm", "export/"), ("triton", "raster/")]
 
 
 def users_of(package: str) -> set[str]:
@@ -55,8 +54,10 @@ def test_only_the_adapters_import_trellis2_and_the_mesh_extensions(package, allo
     assert users and all(user.startswith(allowed) for user in users), users
 
 
-def test_the_export_composes_o_voxels_pieces_itself():
-    assert users_of("o_voxel") == set()
+@pytest.mark.parametrize("package", ["o_voxel", "nvdiffrast"])
+def test_nothing_imports_o_voxel_or_nvdiffrast(package):
+    # the export composes o_voxel's pieces itself; rasterization is our own (raster/)
+    assert users_of(package) == set()
 
 
 def test_sampling_needs_torch_and_nothing_of_ours_outside_it():

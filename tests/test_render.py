@@ -1,8 +1,4 @@
-"""Camera maths, the torch reference rasterizers and the shading on top of them, on the CPU.
-
-The references must give what nvdiffrast gives (its layout, its conventions); tests/gpu/test_preview.py
-holds nvdiffrast to them on the GPU. Here they are held to geometry worked out by hand.
-"""
+"""Camera maths and the shading of the previews, on the CPU (the rasterizer itself: tests/test_raster.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +11,7 @@ import trimesh
 from PIL import Image
 from render_scenes import chair, textured
 
-from trellis_mv.cameras import (
+from trellis_mv.preview.cameras import (
     clip_space,
     distance_for_fov,
     fov_for_distance,
@@ -24,20 +20,10 @@ from trellis_mv.cameras import (
     orbit_eyes,
     perspective,
 )
-from trellis_mv.raster import coverage_reference, rasterize_reference, rasterizers_for
-from trellis_mv.render import RenderMesh, interpolate, shaded, silhouettes
+from trellis_mv.preview.render import RenderMesh, shaded, silhouettes
 
 pytestmark = pytest.mark.timeout(30)
 
-CPU = rasterizers_for("cpu")
-
-
-def clip(points) -> torch.Tensor:
-    """One image's clip-space vertices from (x, y, z, w) rows."""
-    return torch.tensor([points], dtype=torch.float32)
-
-
-TRIANGLE = torch.tensor([[0, 1, 2]], dtype=torch.int32)
 
 
 @pytest.mark.parametrize(
@@ -97,80 +83,24 @@ def test_framing_fills_the_square_and_shared_framing_keeps_one_scale():
     assert float((ndc.amax(dim=(0, 1)) - ndc.amin(dim=(0, 1))).max()) == pytest.approx(2.0)
 
 
-def test_one_triangle_covers_the_pixel_centres_inside_it_bottom_row_first():
-    # the lower-left half of the frame; pixel centres on the diagonal count as inside
-    rast = rasterize_reference(clip([(-1, -1, 0, 1), (1, -1, 0, 1), (-1, 1, 0, 1)]), TRIANGLE, (4, 4))[0]
-    assert rast[..., 3].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 0, 0]]
-    # pixel (0, 0) is centred at (-0.75, -0.75) = 0.75 v0 + 0.125 v1 + 0.125 v2
-    assert rast[0, 0].tolist() == pytest.approx([0.75, 0.125, 0.0, 1.0])
-    assert rast[1, 1].tolist() == pytest.approx([0.25, 0.375, 0.0, 1.0])
-
-
-def test_the_nearest_triangle_wins_whatever_the_order():
-    near = [(-1, -1, -0.5, 1), (3, -1, -0.5, 1), (-1, 3, -0.5, 1)]
-    far = [(-1, -1, 0.5, 1), (3, -1, 0.5, 1), (-1, 3, 0.5, 1)]
-    faces = torch.tensor([[0, 1, 2], [3, 4, 5]], dtype=torch.int32)
-    for points, winner in [(near + far, 1), (far + near, 2)]:
-        rast = rasterize_reference(clip(points), faces, (8, 8))[0]
-        assert (rast[..., 3] == winner).all() and torch.allclose(rast[..., 2], torch.tensor(-0.5))
-
-
-def test_barycentrics_are_perspective_correct():
-    # a plane receding in depth: interpolating world positions must land on the plane, where the pixel's ray meets it
-    vertices = torch.tensor([[-1.0, -1.0, 0.0], [1.0, -1.0, -3.0], [-1.0, 1.0, 0.0], [1.0, 1.0, -3.0]])
-    faces = torch.tensor([[0, 1, 2], [2, 1, 3]], dtype=torch.int32)
-    projection = perspective(torch.tensor([60.0]), torch.tensor([0.1]), torch.tensor([10.0]))[0]
-    camera = vertices - torch.tensor([0.0, 0.0, 2.0])  # camera at z = 2 looking down -z
-    points = torch.cat([camera, torch.ones(4, 1)], dim=1) @ projection.T
-    rast = rasterize_reference(points[None], faces, (32, 32))
-    hit = interpolate(camera, rast, faces)[0]
-    covered = rast[0, ..., 3] > 0
-    # on the plane z = -2 - 1.5 (x + 1): check every covered pixel's point against it
-    assert covered.sum() > 300
-    assert torch.allclose(hit[covered][:, 2], -2 - 1.5 * (hit[covered][:, 0] + 1), atol=1e-4)
-    # and on its pixel's ray: x/z and y/z are fixed by the pixel centre
-    rows, columns = torch.nonzero(covered, as_tuple=True)
-    focal = 1 / math.tan(math.radians(30))
-    ndc_x = (2 * columns + 1) / 32 - 1
-    assert torch.allclose(-focal * hit[covered][:, 0] / hit[covered][:, 2], ndc_x.float(), atol=1e-4)
-
-
-def test_coverage_agrees_with_the_full_rasterizer():
-    mesh = RenderMesh.from_trimesh(chair(), "cpu")
-    generator = torch.Generator().manual_seed(0)
-    azimuth, elevation = torch.rand(24, generator=generator) * 360, torch.rand(24, generator=generator) * 120 - 45
-    views = frame_to_square(clip_space(mesh.vertices, azimuth, elevation, torch.full((24,), 40.0), radius=mesh.radius))
-    full = rasterize_reference(views, mesh.faces, (64, 64))[..., 3] > 0
-    coverage = coverage_reference(views, mesh.faces, (64, 64))
-    # only pixel centres exactly on an edge may go either way (two formulas, one float rounding apart)
-    assert int((full != coverage).sum()) <= 4
-    assert int(full.sum()) > 24 * 64 * 64 * 0.2
-
-
-def test_triangles_behind_the_camera_are_skipped():
-    rast = rasterize_reference(clip([(-1, -1, 0, 1), (1, -1, 0, -1), (-1, 1, 0, 1)]), TRIANGLE, (4, 4))
-    assert not (rast[..., 3] > 0).any()
-    assert not coverage_reference(clip([(-1, -1, 0, 1), (1, -1, 0, -1), (-1, 1, 0, 1)]), TRIANGLE, (4, 4)).any()
-
-
 def test_textures_keep_their_orientation_and_images_come_top_row_first():
     # a quad facing the camera at azimuth 0 (+Z), textured red above and blue below
     image = Image.fromarray(np.concatenate([np.full((8, 16, 3), (255, 0, 0)), np.full((8, 16, 3), (0, 0, 255))]).astype(np.uint8))
     vertices = np.array([[-0.4, -0.2, 0.0], [0.4, -0.2, 0.0], [-0.4, 0.2, 0.0], [0.4, 0.2, 0.0]])
     uv = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])  # trimesh's v: 0 at the image's bottom
     quad = RenderMesh.from_trimesh(textured(vertices, np.array([[0, 1, 2], [2, 1, 3]]), uv, image), "cpu")
-    picture = shaded(quad, CPU, torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([40.0]), 32, margin=0.0)[0]
+    picture = shaded(quad, torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([40.0]), 32, margin=0.0)[0]
     # framed: the quad's width spans the frame, its height the middle half (rows 8 to 23)
     assert picture[..., 3].amax(dim=1).tolist() == [0.0] * 8 + [1.0] * 16 + [0.0] * 8
     top, bottom = picture[10, 16], picture[21, 16]
     assert top[0] > 0.5 > top[2] and bottom[2] > 0.5 > bottom[0]
-    again = shaded(quad, CPU, torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([40.0]), 32, margin=0.0)[0]
+    again = shaded(quad, torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([40.0]), 32, margin=0.0)[0]
     assert torch.equal(again, picture)  # no hidden state between calls
 
 
 def test_shading_lights_faces_towards_the_key_light_more():
     mesh = RenderMesh.from_trimesh(trimesh.creation.box((0.5, 0.5, 0.5)), "cpu")
-    picture = shaded(mesh, CPU, torch.tensor([45.0]), torch.tensor([30.0]), torch.tensor([40.0]), 64)[0]
+    picture = shaded(mesh, torch.tensor([45.0]), torch.tensor([30.0]), torch.tensor([40.0]), 64)[0]
     covered = picture[..., 3] > 0.5
     assert 0.3 < float(covered.float().mean()) < 0.8
     # the top face (lit from above) is brighter than the two side faces; grey albedo everywhere
@@ -194,8 +124,8 @@ def test_untextured_meshes_take_the_base_colour_and_big_textures_are_shrunk():
 def test_silhouettes_are_framed_and_match_across_batches():
     mesh = RenderMesh.from_trimesh(chair(), "cpu")
     azimuth, elevation, fov = torch.tensor([0.0, 90.0, 200.0]), torch.tensor([0.0, 30.0, -20.0]), torch.tensor([40.0, 20.0, 60.0])
-    together = silhouettes(mesh, CPU, azimuth, elevation, fov, 48)
-    apart = torch.cat([silhouettes(mesh, CPU, azimuth[i:i + 1], elevation[i:i + 1], fov[i:i + 1], 48) for i in range(3)])
+    together = silhouettes(mesh, azimuth, elevation, fov, 48)
+    apart = torch.cat([silhouettes(mesh, azimuth[i:i + 1], elevation[i:i + 1], fov[i:i + 1], 48) for i in range(3)])
     assert torch.equal(together, apart)
     for mask in together:
         rows, columns = torch.nonzero(mask, as_tuple=True)

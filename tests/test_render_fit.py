@@ -2,7 +2,7 @@
 
 Photos of the lopsided test chair are rendered from known cameras into 512 px frames and cropped by
 the pipeline's own ``crop_to_foreground``; the fit then has to find each camera. Measured here
-(torch reference rasterizer, 6 views): with the CPU preview's coarse search, azimuth within 2.5°,
+(6 views): with the CPU preview's coarse search, azimuth within 2.5°,
 elevation within 1.2°, field of view within 5°, IoU 0.969 or more; with the full search at 64 px,
 azimuth within 0.9°, elevation within 1.6°, IoU 0.979 or more. A photo of an ellipsoid fits at
 0.73-0.76. The assertions leave some room above those numbers.
@@ -18,13 +18,11 @@ from render_scenes import KNOWN_CAMERAS, angle_error, chair, ellipsoid, photo
 
 from trellis_mv.pipeline.preprocess import crop_to_foreground
 from trellis_mv.preview import PreviewOptions
-from trellis_mv.raster import rasterizers_for
-from trellis_mv.render import RenderMesh
-from trellis_mv.views_fit import FitSearch, ViewFit, fit_views, iou, square_view, view_masks
+from trellis_mv.preview.render import RenderMesh
+from trellis_mv.preview.views_fit import FitSearch, ViewFit, fit_views, iou, square_view, view_masks
 
 pytestmark = pytest.mark.timeout(60)
 
-CPU = rasterizers_for("cpu")
 SEARCHES = {
     "cpu preview": (PreviewOptions.for_device(torch.device("cpu")).search, 3.0),
     "full at 64 px": (FitSearch(resolution=64), 1.5),
@@ -34,8 +32,8 @@ SEARCHES = {
 @pytest.fixture(scope="module")
 def fits() -> dict[str, list[ViewFit]]:
     mesh = chair()
-    views = [photo(mesh, camera, CPU) for camera in KNOWN_CAMERAS] + [photo(ellipsoid(), (10.0, 10.0, 40.0), CPU)]
-    return {name: fit_views(RenderMesh.from_trimesh(mesh, "cpu"), views, CPU, search) for name, (search, _) in SEARCHES.items()}
+    views = [photo(mesh, camera) for camera in KNOWN_CAMERAS] + [photo(ellipsoid(), (10.0, 10.0, 40.0))]
+    return {name: fit_views(RenderMesh.from_trimesh(mesh, "cpu"), views, search) for name, (search, _) in SEARCHES.items()}
 
 
 @pytest.mark.parametrize("search", SEARCHES)
@@ -63,9 +61,9 @@ def test_the_answer_is_rounded_and_in_range():
 
 def test_one_fit_per_view_in_order_even_for_identical_views():
     mesh = chair()
-    view = photo(mesh, KNOWN_CAMERAS[0], CPU, size=256)
+    view = photo(mesh, KNOWN_CAMERAS[0], size=256)
     search = FitSearch(resolution=32, azimuth_step=45.0, elevations=(0.0, 30.0), starts=1, rounds=1)
-    found = fit_views(RenderMesh.from_trimesh(mesh, "cpu"), [view, view], CPU, search)
+    found = fit_views(RenderMesh.from_trimesh(mesh, "cpu"), [view, view], search)
     assert len(found) == 2 and found[0] == found[1]
 
 

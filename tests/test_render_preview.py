@@ -21,14 +21,13 @@ from PIL import Image
 from render_scenes import KNOWN_CAMERAS, chair, photo
 
 from trellis_mv.config import Settings
-from trellis_mv.preview import PreviewOptions, make_preview, overlay, sheet
-from trellis_mv.raster import rasterizers_for
+from trellis_mv.preview import PreviewOptions, make_preview
+from trellis_mv.preview.sheet import overlay, sheet
 from trellis_mv.storage import S3Store
 from trellis_mv.worker import run_job
 
 pytestmark = pytest.mark.timeout(60)
 
-CPU = rasterizers_for("cpu")
 OPTIONS = PreviewOptions.for_device(torch.device("cpu"))
 VIEWS = [png_b64((32, 32), (200, 40, 40, 255)), png_b64((40, 24), (40, 40, 200, 255))]
 
@@ -49,9 +48,15 @@ def tile(picture: np.ndarray, index: int, size: int) -> np.ndarray:
     return picture[top:top + size, left:left + size]
 
 
+def test_the_package_offers_make_preview():
+    import trellis_mv.preview
+
+    assert trellis_mv.preview.__all__ == ["Preview", "PreviewOptions", "make_preview"]
+
+
 def test_the_sheet_shows_the_turntable_and_every_view_over_its_fit():
     mesh = chair()
-    views = [photo(mesh, camera, CPU, size=256) for camera in KNOWN_CAMERAS[:3]]
+    views = [photo(mesh, camera, size=256) for camera in KNOWN_CAMERAS[:3]]
     preview = make_preview(mesh, views, device="cpu")
 
     picture = decoded_png(preview.png)

@@ -80,8 +80,9 @@ def pipeline_bf16(weights_root: Path) -> Any:
 
 
 @pytest.fixture(scope="session")
-def decoded(pipeline_bf16, record) -> Any:
-    """One decoded 1024_cascade mesh (12 steps, one view, seed 7), shared by the export and unwrap tests."""
+def decoded(pipeline_bf16: Any, record) -> Any:
+    """A default job's decoded mesh: 1024_cascade, 12 steps, one view, seed 7, random weights (once per
+    session, shared by the export, unwrap and rasterizer tests)."""
     import time
 
     from harness import rgba_view

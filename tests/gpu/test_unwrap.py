@@ -143,8 +143,7 @@ def _pictures(mesh, simplified):
     from trellis_mv.export.clean import y_up
     from trellis_mv.export.glb import TexturedMesh
     from trellis_mv.export.texture import texture_images
-    from trellis_mv.raster import rasterizers_for
-    from trellis_mv.render import RenderMesh, shaded
+    from trellis_mv.preview.render import RenderMesh, shaded
 
     _, _, surface, bvh, volume = simplified
     attrs, mask = bake.bake(mesh, surface, bvh, volume, SIZE)
@@ -155,7 +154,7 @@ def _pictures(mesh, simplified):
                             normals=y_up(mesh.normals).cpu().numpy(), uvs=mesh.uvs.cpu().numpy(),
                             base_color=png.getvalue(), metallic_roughness=None, image_format="png")
     views = 8
-    return shaded(RenderMesh.from_textured(textured, "cuda"), rasterizers_for("cuda"), torch.arange(views) * 360.0 / views,
+    return shaded(RenderMesh.from_textured(textured, "cuda"), torch.arange(views) * 360.0 / views,
                   torch.full((views,), 20.0), torch.full((views,), 40.0), 512)
 
 

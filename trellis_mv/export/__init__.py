@@ -1,4 +1,4 @@
-"""Mesh -> GLB: the only package that imports CuMesh, FlexGEMM and nvdiffrast, always inside functions.
+"""Mesh -> GLB: the only package that imports CuMesh and FlexGEMM, always inside functions.
 
 ``export_glb`` is o_voxel's ``to_glb`` taken apart into timed phases and made faster where the time
 went (``bake``), with closest points on the decoded surface in torch (``closest``, in place of

@@ -8,8 +8,8 @@ TRELLIS.2's example (``remesh_band=1, remesh_project=0``), as separate calls so 
 - ``remesh``: narrow-band dual contouring, then ``simplify`` to the target (``remesh: true``), or
   ``simplify_and_repair``: o_voxel's simplify / repair / simplify / repair sequence (``remesh: false``);
 - ``unwrap`` (in ``unwrap.py``): CuMesh's GPU clustering, then charts and their atlas;
-- ``bake``: rasterize in UV space (nvdiffrast), project every texel back onto the original surface
-  through that grid, read the attribute volume there (FlexGEMM's ``grid_sample_3d``).
+- ``bake``: rasterize in UV space (``trellis_mv.raster``), project every texel back onto the original
+  surface through that grid, read the attribute volume there (FlexGEMM's ``grid_sample_3d``).
 
 What differs, and why (xatlas measured on the CPU; tests/gpu/test_export_gpu.py records every phase
 on the GPU, simplify after remeshing with CuMesh's first thresholds 1e-8 to 1e-6 and at 256 against
@@ -25,7 +25,7 @@ on the GPU, simplify after remeshing with CuMesh's first thresholds 1e-8 to 1e-6
   every export re-ran the autotune (read from FlexGEMM's code; the phase took 1.6 s warm).
 - degenerate faces and normals are handled by ``clean.tidy_unwrapped`` (torch), not CuMesh.
 
-Every function imports CuMesh, FlexGEMM or nvdiffrast inside itself, so this module imports anywhere.
+Every function imports CuMesh or FlexGEMM inside itself, so this module imports anywhere.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from typing import Any, Mapping
 
 import torch
 
+from ..raster import interpolate, rasterize_uv
 from . import closest
 from .clean import UnwrappedMesh
 
@@ -62,7 +63,6 @@ REMESH_BAND = 1.0
 # 2.74 cells; the bake's texels lie about one cell (the band) off the decoded surface, plus what
 # simplification moved them.
 SEARCH_RADIUS = 2.8 * (REMESH_RESOLUTION + 3 * REMESH_BAND) / REMESH_RESOLUTION**2
-_RASTER_CHUNK = 100_000  # faces per nvdiffrast call, as o_voxel does
 
 
 @dataclass(frozen=True)
@@ -147,23 +147,17 @@ def simplify_and_repair(cu: Any, target_faces: int) -> None:
 
 
 def bake(mesh: UnwrappedMesh, surface: Surface, bvh: Any, volume: Volume, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The attribute volume baked into ``size``² texels: (size, size, C) values and the covered mask."""
-    import nvdiffrast.torch as dr
+    """The attribute volume baked into ``size``² texels: (size, size, C) values and the covered mask.
+
+    Each texel centre inside a UV triangle gets that triangle's point (``raster.rasterize_uv``: row 0 is
+    v = 0, as in glTF's images; charts do not overlap, so no depth test).
+    """
     from flex_gemm.ops.grid_sample import grid_sample_3d
 
     device = mesh.vertices.device
-    faces = mesh.faces.int().contiguous()
-    uvs = mesh.uvs.float()
-    clip = torch.cat([uvs * 2 - 1, torch.zeros_like(uvs[:, :1]), torch.ones_like(uvs[:, :1])], dim=-1)[None].contiguous()
-    context = dr.RasterizeCudaContext(device=device)
-    rast = torch.zeros((1, size, size, 4), device=device, dtype=torch.float32)
-    for start in range(0, faces.shape[0], _RASTER_CHUNK):
-        chunk, _ = dr.rasterize(context, clip, faces[start:start + _RASTER_CHUNK], resolution=[size, size])
-        covered = chunk[..., 3:4] > 0
-        chunk[..., 3:4] += start  # triangle id + 1 within the chunk -> within the whole mesh
-        rast = torch.where(covered, chunk, rast)
-    mask = rast[0, ..., 3] > 0
-    positions = dr.interpolate(mesh.vertices.float()[None].contiguous(), rast, faces)[0][0][mask]
+    rast = rasterize_uv(mesh.uvs, mesh.faces, size)
+    mask = rast[..., 3] > 0
+    positions = interpolate(mesh.vertices.float(), rast[mask], mesh.faces)
     # Read attributes where the texel lies on the *original* surface, not on the simplified one; a
     # texel farther than SEARCH_RADIUS from it (face -1) keeps its place.
     _, face_id, uvw = bvh.unsigned_distance(positions, return_uvw=True)

@@ -141,7 +141,7 @@ def _bake(mesh: Any, options: GlbOptions, phase: Phase, pool: Executor
 
 
 def _gltf_geometry(mesh: UnwrappedMesh) -> dict[str, Any]:
-    """glTF's axes; UVs stay as rasterized: nvdiffrast's row 0 is v = 0, and so is a glTF image's first row."""
+    """glTF's axes; UVs stay as rasterized: the bake's row 0 is v = 0, and so is a glTF image's first row."""
     return {
         "vertices": y_up(mesh.vertices).cpu().numpy(),
         "normals": y_up(mesh.normals).cpu().numpy(),

@@ -113,7 +113,7 @@ def warmup_mesh(device: Any = "cuda", resolution: int = 512, radius: float = 0.2
     """A sphere of ``radius`` as trellis2's ``MeshWithVoxel``, its attribute voxels a shell at ``resolution``.
 
     What ``decode_latent`` returns, at a fixed small size: the export it goes through launches the
-    kernels a job's export does (CuMesh, nvdiffrast, FlexGEMM's ``grid_sample_3d``).
+    kernels a job's export does (CuMesh, our rasterizer's Triton kernels, FlexGEMM's ``grid_sample_3d``).
     """
     import trimesh
     from trellis2.representations import MeshWithVoxel

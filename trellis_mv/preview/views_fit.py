@@ -1,7 +1,7 @@
 """The per-view self-check: from where does the result look like each photo's silhouette?
 
 For each view, a coarse-to-fine search finds the orbit camera (azimuth, elevation, and distance with
-its field of view, see :mod:`trellis_mv.cameras`) whose silhouette of the mesh best overlaps the
+its field of view, see :mod:`trellis_mv.preview.cameras`) whose silhouette of the mesh best overlaps the
 view's foreground mask, and answers that camera with the overlap as intersection over union.
 
 - **Framing.** TRELLIS.2 conditions on each view cropped to the square around its foreground, so a
@@ -32,7 +32,6 @@ import torch
 from PIL import Image
 
 from .cameras import FOV_RANGE, distance_for_fov, orbit_eyes
-from .raster import Rasterizers
 from .render import RenderMesh, silhouettes
 
 __all__ = ["FitSearch", "ViewFit", "fit_views", "iou", "square_view", "view_masks"]
@@ -78,7 +77,7 @@ class ViewFit:
         }
 
 
-def fit_views(mesh: RenderMesh, views: Sequence[Image.Image], rasterizers: Rasterizers, search: FitSearch = FitSearch()) -> list[ViewFit]:
+def fit_views(mesh: RenderMesh, views: Sequence[Image.Image], search: FitSearch = FitSearch()) -> list[ViewFit]:
     """The best camera and IoU for each view (see the module docstring); one entry per view, in order."""
     if not views:
         return []
@@ -89,7 +88,7 @@ def fit_views(mesh: RenderMesh, views: Sequence[Image.Image], rasterizers: Raste
         torch.arange(0.0, 360.0, search.azimuth_step), torch.tensor(search.elevations, dtype=torch.float32), indexing="ij"
     )
     grid = torch.stack([azimuth.flatten(), elevation.flatten(), torch.full((azimuth.numel(),), _COARSE_FOV)], dim=1)
-    coarse = _iou_matrix(_render(mesh, rasterizers, grid, size), masks)  # [G, N]
+    coarse = _iou_matrix(_render(mesh, grid, size), masks)  # [G, N]
     # 2. refine: pattern search from distinct starts, all views and starts in one batch per round
     spacing = float(np.diff(search.elevations).min()) if len(search.elevations) > 1 else search.azimuth_step
     best = torch.stack([grid[_distinct_best(grid, coarse[:, view], search.starts, search.azimuth_step)] for view in range(len(views))])
@@ -98,7 +97,7 @@ def fit_views(mesh: RenderMesh, views: Sequence[Image.Image], rasterizers: Raste
     offsets = torch.cartesian_prod(*[torch.tensor([-1.0, 0.0, 1.0])] * 3)  # [27, 3]
     for _ in range(search.rounds):
         candidates = _clamped(best[:, :, None, :] + offsets * step)  # [N, K, 27, 3]
-        scores = _iou_rows(_render(mesh, rasterizers, candidates.reshape(-1, 3), size), masks, repeats=candidates.shape[1] * 27)
+        scores = _iou_rows(_render(mesh, candidates.reshape(-1, 3), size), masks, repeats=candidates.shape[1] * 27)
         scores = scores.reshape(candidates.shape[:3]).cpu()
         choice = scores.argmax(dim=2)
         best = torch.gather(candidates, 2, choice[..., None, None].expand(-1, -1, 1, 3))[:, :, 0]
@@ -158,8 +157,8 @@ def _iou_rows(silhouettes_: torch.Tensor, masks: torch.Tensor, *, repeats: int) 
     return iou(silhouettes_, masks.repeat_interleave(repeats, dim=0))
 
 
-def _render(mesh: RenderMesh, rasterizers: Rasterizers, cameras: torch.Tensor, size: int) -> torch.Tensor:
-    return silhouettes(mesh, rasterizers, cameras[:, 0], cameras[:, 1], cameras[:, 2], size)
+def _render(mesh: RenderMesh, cameras: torch.Tensor, size: int) -> torch.Tensor:
+    return silhouettes(mesh, cameras[:, 0], cameras[:, 1], cameras[:, 2], size)
 
 
 def _clamped(cameras: torch.Tensor) -> torch.Tensor:

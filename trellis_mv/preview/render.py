@@ -2,9 +2,9 @@
 
 Works from what export writes into the GLB (:class:`~trellis_mv.export.glb.TexturedMesh`: vertices,
 faces, normals, UVs, the encoded base-colour image), so it shows what the user gets, from any
-generator; any textured ``trimesh.Trimesh`` works too. The rasterizer comes from
-:mod:`trellis_mv.raster` (nvdiffrast on CUDA); interpolation, texturing and lighting are torch here,
-the same code on either device. Images come back top row first, as PIL and PNG expect.
+generator; any textured ``trimesh.Trimesh`` works too. Rasterization and interpolation come from
+:mod:`trellis_mv.raster`; texturing and lighting are torch here, the same code on every device.
+Images come back top row first, as PIL and PNG expect.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import torch.nn.functional as F
 import trimesh
 from PIL import Image
 
+from ..export.clean import vertex_normals
+from ..export.glb import TexturedMesh
+from ..raster import coverage, interpolate, rasterize
 from .cameras import clip_space, distance_for_fov, frame_to_square, orbit_eyes
-from .export.clean import vertex_normals
-from .export.glb import TexturedMesh
-from .raster import Rasterizers
 
-__all__ = ["RenderMesh", "interpolate", "shaded", "silhouettes"]
+__all__ = ["RenderMesh", "shaded", "silhouettes"]
 
 _MAX_TEXTURE = 1024  # a preview tile shows a few hundred texels across: a smaller copy avoids aliasing
 _VERTEX_BUDGET = 16_000_000  # (camera, vertex) pairs projected, and rasterized, at once
@@ -86,7 +86,7 @@ class RenderMesh:
 
 
 def silhouettes(
-    mesh: RenderMesh, rasterizers: Rasterizers, azimuth: torch.Tensor, elevation: torch.Tensor, fov: torch.Tensor,
+    mesh: RenderMesh, azimuth: torch.Tensor, elevation: torch.Tensor, fov: torch.Tensor,
     resolution: int, *, margin: float = 0.0,
 ) -> torch.Tensor:
     """Coverage ``[B, S, S]`` (bool) from B orbit cameras, each framed to the object's bounding square."""
@@ -94,12 +94,12 @@ def silhouettes(
     for start in range(0, azimuth.shape[0], _chunk(mesh)):
         part = slice(start, start + _chunk(mesh))
         clip = frame_to_square(clip_space(mesh.vertices, azimuth[part], elevation[part], fov[part], radius=mesh.radius), margin=margin)
-        masks.append(rasterizers.coverage(clip, mesh.faces, (resolution, resolution)))
+        masks.append(coverage(clip, mesh.faces, (resolution, resolution)))
     return torch.cat(masks).flip(1)
 
 
 def shaded(
-    mesh: RenderMesh, rasterizers: Rasterizers, azimuth: torch.Tensor, elevation: torch.Tensor, fov: torch.Tensor,
+    mesh: RenderMesh, azimuth: torch.Tensor, elevation: torch.Tensor, fov: torch.Tensor,
     resolution: int, *, margin: float = 0.1, supersample: int = 1,
 ) -> torch.Tensor:
     """RGBA images ``[B, S, S, 4]`` (0..1) of the base colour under a key light, all views framed alike.
@@ -109,7 +109,7 @@ def shaded(
     """
     size = resolution * supersample
     clip = frame_to_square(clip_space(mesh.vertices, azimuth, elevation, fov, radius=mesh.radius), margin=margin, shared=True)
-    rast = rasterizers.rasterize(clip, mesh.faces, (size, size))
+    rast = rasterize(clip, mesh.faces, (size, size))
     covered = (rast[..., 3] > 0)[..., None]
     eyes = orbit_eyes(azimuth, elevation, distance_for_fov(fov)).to(mesh.vertices.device)
     to_eye = F.normalize(eyes[:, None, None, :] - interpolate(mesh.vertices, rast, mesh.faces), dim=-1)
@@ -123,17 +123,6 @@ def shaded(
     if supersample > 1:
         rgba = F.avg_pool2d(rgba.permute(0, 3, 1, 2), supersample).permute(0, 2, 3, 1)
     return rgba.flip(1)
-
-
-def interpolate(attributes: torch.Tensor, rast: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """Per-vertex ``attributes`` ``[V, C]`` at every pixel ``[B, H, W, C]`` (0 where nothing is drawn).
-
-    nvdiffrast's ``interpolate``: ``b0 * a0 + b1 * a1 + (1 - b0 - b1) * a2`` over the pixel's triangle.
-    """
-    face = rast[..., 3].long() - 1
-    corners = attributes[faces.long()[face.clamp(min=0)]]  # [B, H, W, 3, C]
-    weights = torch.stack([rast[..., 0], rast[..., 1], 1 - rast[..., 0] - rast[..., 1]], dim=-1)
-    return (corners * weights[..., None]).sum(dim=-2) * (face >= 0)[..., None]
 
 
 def _albedo(mesh: RenderMesh, rast: torch.Tensor) -> torch.Tensor:

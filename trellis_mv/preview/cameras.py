@@ -7,7 +7,7 @@ Conventions, chosen so that numbers in an answer mean something in any glTF view
 - **Orbit**: ``azimuth`` turns about +Y, 0° puts the camera on +Z (a glTF viewer's default front
   view), 90° on +X; ``elevation`` is the angle above the horizontal plane. Cameras look at the origin
   with +Y up, as TRELLIS.2's conditioning renders look at the cube's centre with its up axis up.
-- **Clip space**: OpenGL's, as nvdiffrast takes it (x right, y up, depth z/w in -1..1, near = -1).
+- **Clip space**: OpenGL's, as the rasterizer takes it (x right, y up, depth z/w in -1..1, near = -1).
 - **Distance and field of view** go together as in TRELLIS.2's conditioning renders
   (``data_toolkit/render_cond.py``): a camera with field of view ``fov`` stands at
   ``(√3/2) / sin(fov/2)``, where the unit cube's bounding sphere just fills the frame; fov 10°..70°.

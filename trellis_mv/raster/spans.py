@@ -1,0 +1,178 @@
+"""The rasterizer's core, in torch: per triangle its edge functions and box, per pixel row its span.
+
+``rasterize.cu`` (nvdiffrast) evaluates, at pixel centre f, the edge functions ``a_i = p_j × p_k``
+with ``p = (x - fx·w, y - fy·w)``; the fx·fy terms cancel, so each ``a_i`` is affine in (fx, fy), and
+so are ``Σ z_i a_i`` and ``Σ w_i a_i``, whose ratio is the depth z/w. Within one pixel row an affine
+function changes sign once, so the three edges bound the row's covered columns to one span. The
+fill rule: a centre on an edge belongs to the triangle on the edge's left, or above a horizontal
+edge; the two triangles of a shared edge have exactly opposite edge functions, so they compute the
+same bound and split the row there, with neither gap nor double count.
+
+Every path of the package (camera views, UV atlas, counts; and, step for step, the CUDA kernels of
+``uv_kernel``) goes through :func:`triangles` and :func:`spans`. Work is chunked by the memory the
+device has free (:func:`scratch_bytes`), with a few host synchronisations per call, not one per chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+__all__ = [
+    "BYTES_PER_PIXEL",
+    "BYTES_PER_ROW",
+    "INDEX_BITS",
+    "Triangles",
+    "evaluate",
+    "expand",
+    "image_groups",
+    "scratch_bytes",
+    "spans",
+    "triangles",
+    "winners",
+]
+
+# Scratch memory a step may use at once: an eighth of what the device has free, within these bounds;
+# the cap keeps the bake's peak about where nvdiffrast's was (issue 20: within +1 GiB).
+_MIN_SCRATCH, _MAX_SCRATCH, _CPU_SCRATCH = 32 * 2**20, 512 * 2**20, 64 * 2**20
+# Bytes held per unit of work at the peak of each step, torch's temporaries included (estimated).
+_BYTES_PER_TRIANGLE, BYTES_PER_ROW, BYTES_PER_PIXEL = 400, 200, 160
+INDEX_BITS = 31  # the triangle index in a key's low bits (rasterize.py puts depth above them)
+
+
+@dataclass(frozen=True)
+class Triangles:
+    """Instance t is triangle t % F seen in image t // F. Coefficients ``[T, 5, 3]``: rows a0, a1, a2
+    (edge functions), Σ z·a, Σ w·a; columns c, a, b of ``c + a·fx + b·fy``; signed so that inside is
+    a0, a1, a2 >= 0. ``y0``: first pixel row of the bounding box; ``rows``, ``columns``: its size
+    (rows 0: the triangle covers no pixel centre, or is skipped)."""
+
+    coefficients: torch.Tensor
+    y0: torch.Tensor
+    rows: torch.Tensor
+    columns: torch.Tensor
+    face_count: int
+
+
+def scratch_bytes(device: torch.device) -> int:
+    """Memory one step may take: an eighth of what is free (the driver's free memory and torch's cache)."""
+    if device.type != "cuda":
+        return _CPU_SCRATCH
+    free, _ = torch.cuda.mem_get_info(device)
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return min(_MAX_SCRATCH, max(_MIN_SCRATCH, free // 8))
+
+
+def image_groups(batch: int, face_count: int, scratch: int) -> list[slice]:
+    """Consecutive images whose triangles' setup fits ``scratch`` together (at least one image each)."""
+    step = max(1, scratch // (_BYTES_PER_TRIANGLE * max(1, face_count)))
+    return [slice(start, min(batch, start + step)) for start in range(0, batch, step)]
+
+
+def triangles(clip: torch.Tensor, faces: torch.Tensor, resolution: tuple[int, int]) -> Triangles:
+    """Edge functions and bounding boxes of every triangle in every image of ``clip`` ``[B, V, 4]``.
+
+    ``Σ a_i = det[x; y; w]`` is the same at every pixel: its sign is the winding, which the
+    coefficients are multiplied by (the ratios that make barycentrics and depth do not change).
+    Triangles with a corner at or behind the camera (w <= 0) are skipped, where nvdiffrast would clip
+    them: the previews' cameras keep the whole object in front of them.
+    """
+    height, width = resolution
+    batch, vertex_count, face_count = clip.shape[0], clip.shape[1], faces.shape[0]
+    index = torch.arange(batch, device=clip.device)[:, None, None] * vertex_count + faces.to(clip.device).long()
+    # component, corner, instance: instances last keeps each quantity one contiguous row
+    x, y, z, w = clip.float().reshape(-1, 4)[index.reshape(-1, 3)].permute(2, 1, 0)
+    (xj, yj, wj), (xk, yk, wk) = [[value.roll(-shift, dims=0) for value in (x, y, w)] for shift in (1, 2)]
+    edges = torch.stack([xj * yk - yj * xk, yj * wk - wj * yk, wj * xk - xj * wk])  # [3 terms, 3 edges, T]
+    depth = torch.stack([(z * edges).sum(dim=1), (w * edges).sum(dim=1)], dim=1)  # [3 terms, 2, T]
+    winding = torch.sign(edges[0, 0] + edges[0, 1] + edges[0, 2])  # summed in this order by uv_kernel too
+    coefficients = (torch.cat([edges, depth], dim=1) * winding).permute(2, 1, 0).contiguous()
+    # pixel centre (i, j) sits at x = (2i + 1) / W - 1, y = (2j + 1) / H - 1
+    in_front = (w > 0).all(dim=0) & (winding != 0)
+    w = torch.where(w > 0, w, torch.ones_like(w))
+    px, py = (x / w + 1) * width / 2 - 0.5, (y / w + 1) * height / 2 - 0.5
+    x0, y0 = px.amin(dim=0).ceil().clamp(0, width).long(), py.amin(dim=0).ceil().clamp(0, height).long()
+    columns = (px.amax(dim=0).floor().clamp(-1, width - 1).long() - x0 + 1).clamp(min=0) * in_front
+    rows = (py.amax(dim=0).floor().clamp(-1, height - 1).long() - y0 + 1).clamp(min=0) * in_front * (columns > 0)
+    return Triangles(coefficients, y0, rows, columns, face_count)
+
+
+def spans(
+    triangles: Triangles, resolution: tuple[int, int], weights: torch.Tensor, budget: int
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Per chunk of instances (``weights`` adding up to about ``budget``): every (instance, row) of their
+    boxes with the columns ``first <= column < end`` whose centres are inside (the fill rule above)."""
+    height, width = resolution
+    rows = triangles.rows
+    row_starts = torch.cumsum(torch.cat([rows.new_zeros(1), rows]), 0)
+    for start, stop, row_count in _chunks(weights, row_starts, budget):
+        which, offset = expand(rows[start:stop], row_count)
+        instance = which + start
+        row = triangles.y0[instance] + offset
+        fy = (2 * row.float() + 1) / height - 1
+        edges = triangles.coefficients[instance, :3]  # inside: c + a·fx + b·fy >= 0 for all three
+        level, slope = edges[..., 0] + edges[..., 2] * fy[:, None], edges[..., 1]
+        bound = -level / torch.where(slope == 0, torch.ones_like(slope), slope)
+        low = torch.where(slope > 0, bound, torch.full_like(bound, -torch.inf)).amax(dim=1)  # fx >= low
+        high = torch.where(slope < 0, bound, torch.full_like(bound, torch.inf)).amin(dim=1)  # fx < high
+        # an edge along the row takes all of it or none; on it, the triangle above it takes it
+        open_row = ((slope != 0) | (level > 0) | ((level == 0) & (edges[..., 2] > 0))).all(dim=1)
+        first = _column_at(low, width)
+        end = torch.where(open_row, torch.maximum(_column_at(high, width), first), first)
+        yield instance, row, first, end
+
+
+def expand(sizes: torch.Tensor, total: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each index repeated ``sizes[i]`` times, with its running offset 0..size-1 (``total``: their sum, if known)."""
+    total = int(sizes.sum()) if total is None else total
+    which = torch.repeat_interleave(torch.arange(sizes.shape[0], device=sizes.device), sizes, output_size=total)
+    offset = torch.arange(total, device=sizes.device) - (torch.cumsum(sizes, 0) - sizes)[which]
+    return which, offset
+
+
+def evaluate(
+    coefficients: torch.Tensor, column: torch.Tensor, row: torch.Tensor, resolution: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of ``coefficients`` ``[N, R, 3]`` at N pixel centres ``[N, R]``, and the last two's ratio (z/w)."""
+    height, width = resolution
+    fx = (2 * column.float() + 1) / width - 1
+    fy = (2 * row.float() + 1) / height - 1
+    values = coefficients[..., 0] + coefficients[..., 1] * fx[:, None] + coefficients[..., 2] * fy[:, None]
+    return values, values[:, -2] / values[:, -1]
+
+
+def winners(nearest: torch.Tensor, empty: int, triangles: Triangles, resolution: tuple[int, int], scratch: int) -> torch.Tensor:
+    """Per pixel ``[P, 4]``: the winning key's barycentrics, depth and index + 1, as nvdiffrast lays
+    them out (clamped the same way); zeros where ``nearest`` is ``empty``."""
+    height, width = resolution
+    rast = torch.zeros(nearest.shape[0], 4, dtype=torch.float32, device=nearest.device)
+    for pixel in torch.nonzero(nearest != empty).flatten().split(scratch // BYTES_PER_PIXEL):
+        face = nearest[pixel].long() & ((1 << INDEX_BITS) - 1)
+        image, within = torch.div(pixel, height * width, rounding_mode="floor"), pixel % (height * width)
+        values, zw = evaluate(
+            triangles.coefficients[image * triangles.face_count + face], within % width,
+            torch.div(within, width, rounding_mode="floor"), resolution,
+        )
+        b = (values[:, :2] / (values[:, 0] + values[:, 1] + values[:, 2])[:, None]).clamp(0, 1)
+        b = b / (b[:, 0] + b[:, 1]).clamp(min=1)[:, None]
+        rast[pixel] = torch.cat([b, zw.clamp(-1, 1)[:, None], (face + 1).float()[:, None]], dim=1)
+    return rast
+
+
+def _column_at(fx: torch.Tensor, width: int) -> torch.Tensor:
+    """The first column whose centre lies at or right of ``fx`` (clip x), clamped to 0..width."""
+    return torch.ceil(((fx + 1) * width - 1) / 2).clamp(0, width).long()
+
+
+def _chunks(weights: torch.Tensor, row_starts: torch.Tensor, budget: int) -> list[tuple[int, int, int]]:
+    """(first instance, end instance, rows in between) of consecutive instances whose ``weights`` add up
+    to about ``budget`` (or one instance alone), from two host synchronisations for the whole call."""
+    running = torch.cumsum(weights, 0)
+    total = int(running[-1]) if running.numel() else 0
+    cuts = torch.arange(1, max(1, -(-total // budget)), device=weights.device) * budget
+    marks = torch.searchsorted(running, cuts, right=True)
+    bounds = torch.cat([marks.new_zeros(1), marks, marks.new_full((1,), weights.shape[0])])
+    starts, row_starts = bounds.tolist(), row_starts[bounds].tolist()
+    return [(a, b, rows_b - rows_a) for a, b, rows_a, rows_b in zip(starts, starts[1:], row_starts, row_starts[1:]) if rows_b > rows_a]
