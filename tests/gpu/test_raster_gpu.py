@@ -39,12 +39,13 @@ _NVDIFFRAST_CHUNK = 100_000  # faces per nvdiffrast call in the bake before issu
 def atlas(decoded) -> SimpleNamespace:
     """The default export's unwrapped mesh, the surface it is baked from, its BVH and the attribute volume."""
     from trellis_mv.export import GlbOptions, bake
+    from trellis_mv.export.unwrap import unwrap
 
     cu, surface = bake.prepare(decoded)
     bvh = bake.surface_bvh(surface)
     bake.remesh(cu, surface, bvh)
     bake.simplify(cu, GlbOptions().decimation_target)
-    return SimpleNamespace(mesh=bake.unwrap(cu), surface=surface, bvh=bvh, volume=bake.volume_of(decoded))
+    return SimpleNamespace(mesh=unwrap(cu, GlbOptions().unwrap, SIZE), surface=surface, bvh=bvh, volume=bake.volume_of(decoded))
 
 
 def _milliseconds(run: Callable[[], Any], repeats: int = 20) -> float:

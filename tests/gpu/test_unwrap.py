@@ -38,8 +38,11 @@ VARIANTS = {  # name: (clustering changes, limits changes)
 
 
 @pytest.fixture(scope="module")
-def simplified(decoded):
-    """The default export's mesh before the unwrap: (vertices, faces, surface, bvh, volume)."""
+def simplified(decoded, out_dir):
+    """The default export's mesh before the unwrap: (vertices, faces, surface, bvh, volume).
+
+    Also written to ``unwrap_input.npz`` (vertices, faces), so that the unwrap can be studied on a CPU
+    with the mesh the GPU tests give it."""
     from trellis_mv.export import bake
 
     cu, surface = bake.prepare(decoded)
@@ -47,6 +50,7 @@ def simplified(decoded):
     bake.remesh(cu, surface, bvh)
     bake.simplify(cu, FACES)
     vertices, faces = cu.read()
+    np.savez_compressed(out_dir / "unwrap_input.npz", vertices=vertices.cpu().numpy(), faces=faces.cpu().numpy())
     return vertices.clone(), faces.clone(), surface, bvh, bake.volume_of(decoded)
 
 
