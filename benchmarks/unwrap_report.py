@@ -2,7 +2,7 @@
 
 Its keys come from tests/gpu/test_unwrap.py (both unwraps on one decoded default mesh: ``unwrap_fast``,
 ``unwrap_xatlas``, ``uv_*``, ``unwrap_fast_charts``, ``unwrap_fast_variants``), from
-tests/gpu/test_default_job.py (``unwrap_seconds_default``: the 1-view default job's ``export_unwrap``)
+tests/gpu/test_default_job.py (``unwrap_seconds_default``: the second 1-view default job's ``export_unwrap``)
 and from tests/gpu/test_export_gpu.py (o_voxel's ``to_glb`` on the same decoded mesh).
 """
 
@@ -39,7 +39,8 @@ _ROWS = [  # (row, key of atlas_quality or of the record)
 def lift(tests: dict[str, Any]) -> dict[str, Any]:
     """The issue's keys found in the GPU tests' records."""
     found = {key: tests[key] for key in FROM_TESTS if key in tests}
-    unwrap = tests.get("default_n1", {}).get("timings", {}).get("export_unwrap")
+    steady = tests.get("default_n1_again") or tests.get("default_n1", {})  # the second default job where it ran
+    unwrap = steady.get("timings", {}).get("export_unwrap")
     if unwrap is not None:
         found["unwrap_seconds_default"] = unwrap
     return found

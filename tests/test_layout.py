@@ -41,7 +41,7 @@ def test_every_module_imports_without_trellis2_o_voxel_nvdiffrast_or_transformer
     assert done.returncode == 0, done.stderr
 
 
-ADAPTERS = [("trellis2", "pipeline/"), ("cumesh", "export/"), ("flex_gemm", "export/"), ("triton", "raster/")]
+ADAPTERS = [("trellis2", "pipeline/"), ("cumesh", "export/"), ("flex_gemm", "export/"), ("triton", ("raster/", "export/closest_kernel.py"))]
 
 
 def users_of(package: str) -> set[str]:

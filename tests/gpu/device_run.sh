@@ -30,7 +30,7 @@
 #   results.tgz       every phase's small files, rewritten after each phase (a killed run keeps what
 #                     finished): env.json, *.log, gpu_results.json, bench/, first_job.json,
 #                     cold_start.json, flex_gemm_autotune/<gpu>.json, flex_gemm_autotune_cache.json
-#   glbs.tgz.NN       the tests' GLBs (default_* first), meshes (*.npz) and preview sheets (*.png, last), one gzipped
+#   glbs.tgz.NN       the tests' meshes (*.npz, first), GLBs (default_* next) and preview sheets (*.png, last), one gzipped
 #                     tar cut into 15 MiB parts; parts
 #                     past the caps are dropped (benchmarks/validate_glbs.py says what was lost)
 #   wheels/*.whl      after `build`
@@ -163,9 +163,8 @@ if wanted tests; then
   cp "$TRELLIS_MV_GPU_OUT/gpu_results.json" "$run/" 2>/dev/null
   pack
   # GLBs: defaults first, cut into parts within what the device tool returns (8 files, 64 MiB; 60 used at most)
-  (cd "$TRELLIS_MV_GPU_OUT" && for glb in default_*.glb; do echo "$glb"; done \
-    && for glb in *.glb; do [[ $glb == default_* ]] || echo "$glb"; done \
-    && for npz in *.npz; do echo "$npz"; done && for png in *.png; do echo "$png"; done) >/tmp/glbs.txt
+  (cd "$TRELLIS_MV_GPU_OUT" && for npz in *.npz; do echo "$npz"; done && for glb in default_*.glb; do echo "$glb"; done \
+    && for glb in *.glb; do [[ $glb == default_* ]] || echo "$glb"; done && for png in *.png; do echo "$png"; done) >/tmp/glbs.txt
   if [ -s /tmp/glbs.txt ]; then
     tar czf - -C "$TRELLIS_MV_GPU_OUT" -T /tmp/glbs.txt | split -b 15M -d -a 2 - "$out/glbs.tgz."
     others=$(find "$out" -type f ! -name 'glbs.tgz.*' | wc -l)

@@ -7,7 +7,8 @@ The GLB comes back as base64 (no bucket), under a cap large enough for any of th
 
 A warm-up (``trellis_mv.warmup.warm_up``, the worker's own) runs first, so the timings are those
 of a warm worker: ``export_over_generate_1024_cascade`` compares the export step with the generate
-step (sampling and decoding) of the 1-view default job. Every GLB is written to ``out_dir`` as
+step (sampling and decoding) of the second 1-view default job (the first can still meet a slow shape
+stage, which hides the export behind it). Every GLB is written to ``out_dir`` as
 ``default_<case>.glb``; the device has no node, so the Khronos validator runs on them afterwards
 (``benchmarks/validate_glbs.py``), which gives ``default_glb_validator_errors``.
 """
@@ -30,6 +31,7 @@ from trellis_mv.export import GlbOptions
 
 CASES = [  # (case, views, what the request sets beside the images)
     ("n1", 1, {}),
+    ("n1_again", 1, {}),  # steady state: the export/generate ratio and the unwrap's seconds come from this one
     ("n4", 4, {}),
     ("512_remesh_false", 1, {"pipeline_type": "512", "glb": {"remesh": False}}),
     ("512_png", 1, {"pipeline_type": "512", "glb": {"texture_format": "png", "texture_size": 1024}}),
@@ -95,6 +97,7 @@ def test_default_request_answers_a_glb(warm_generator, out_dir, record, case, vi
         "images": [image.get("mimeType") for image in gltf.get("images", [])]})
     if case == "n1":
         record("glb_bytes_1024_cascade_default", len(data))
+    if case == "n1_again":
         record("export_over_generate_1024_cascade", round(timings["export"] / timings["generate"], 3))
     assert answer["glb"]["bytes"] == len(data) and answer["glb"]["sha256"] == hashlib.sha256(data).hexdigest()
     assert answer["pipeline_type"] == extra.get("pipeline_type", "1024_cascade")

@@ -17,6 +17,10 @@ weights of the face's three vertices in order) from a uniform grid:
 - beyond ``radius``: a lower bound of the distance (at least ``radius``) from an occupancy
   pyramid, face -1, weights 0.
 
+On CUDA (with Triton) one kernel walks those cells instead (``closest_kernel.py``) and keeps only
+the best face per point; the torch search above is the path without it, and what the kernel is
+tested against. Either way the chosen face is measured again in float64.
+
 Remeshing stays exact: its coarse levels keep a cell while the distance at its centre is under a
 threshold, so a lower bound keeps a superset, which the next level tests again; its finest levels
 and the corner values that place vertices need exact distances up to a few cells only
@@ -29,6 +33,8 @@ import math
 from dataclasses import dataclass
 
 import torch
+
+from trellis_mv.export import closest_kernel
 
 __all__ = ["ClosestPoints", "build"]
 
@@ -54,6 +60,7 @@ class ClosestPoints:
     spheres: torch.Tensor  # (M,) their radii
     empty: tuple[torch.Tensor, ...]  # per pyramid level k (cells 2**k wide): no face in the 3x3x3 around
     max_pairs: int
+    corners: torch.Tensor | None = None  # (E, 9) the entries' corners, for the CUDA kernel (closest_kernel.py)
 
     def unsigned_distance(self, points: torch.Tensor, return_uvw: bool = False
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -67,28 +74,40 @@ class ClosestPoints:
         distances = torch.empty(points.shape[0], dtype=torch.float32, device=points.device)
         face_id = torch.full_like(distances, -1, dtype=torch.int64)
         uvw = torch.zeros_like(points)
-        step = max(1, self.max_pairs // 32)  # points per slice: their 27 cells take ~800 bytes each
-        for start in range(0, points.shape[0], step):
-            part = slice(start, start + step)
-            distances[part], face_id[part], uvw[part] = self._nearest(points[part])
+        if self.corners is not None and points.is_cuda:
+            squared, nearest = closest_kernel.nearest_faces(points, self.corners, self.entries, self.offsets,
+                                                            self.origin, self.cell, self.dims, self.radius)
+            step = self.max_pairs // 2  # points measured again in float64 at a time: ~200 bytes each
+            for start in range(0, points.shape[0], step):
+                part = slice(start, start + step)
+                distances[part], face_id[part], uvw[part] = self._measured(points[part], squared[part], nearest[part].long())
+        else:
+            step = max(1, self.max_pairs // 32)  # points per slice: their 27 cells take ~800 bytes each
+            for start in range(0, points.shape[0], step):
+                part = slice(start, start + step)
+                distances[part], face_id[part], uvw[part] = self._measured(points[part], *_unpack(self._nearest(points[part])))
         far = face_id < 0
         distances[far] = self._lower_bound(points[far])
         return distances.view(shape), face_id.view(shape), uvw.view(*shape, 3) if return_uvw else None
 
-    def _nearest(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Distances, face ids and weights for a slice of points; face -1 where none is within radius.
+    def _nearest(self, points: torch.Tensor) -> torch.Tensor:
+        """The nearest face of each point of a slice, as :func:`_pack`'s (squared distance, face) minimum.
 
         The point's own cell first: the nearest face there bounds the distance, and of the 26 other
         cells only those nearer than that bound are searched (near the surface, a few).
         """
-        n = points.shape[0]
         index, counts, gap = self._neighbour_cells(points)
-        best = torch.full((n,), _NONE, device=points.device)
+        best = torch.full((points.shape[0],), _NONE, device=points.device)
         best = self._search(points, index[:, 13:14], counts[:, 13:14], best)
         others = [*range(13), *range(14, 27)]
         bound = _unpack(best)[0].clamp(max=self.radius ** 2)
-        best = self._search(points, index[:, others], torch.where(gap[:, others] < bound[:, None], counts[:, others], 0), best)
-        squared, face = _unpack(best)
+        return self._search(points, index[:, others], torch.where(gap[:, others] < bound[:, None], counts[:, others], 0), best)
+
+    def _measured(self, points: torch.Tensor, squared: torch.Tensor, face: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Distances, face ids and weights of the nearest faces found, measured again in float64; face -1
+        (distance 0 until the lower bound) where none is within radius."""
+        n = points.shape[0]
         found = squared < self.radius ** 2
         corners = self.vertices[self.faces[face[found]]].double()
         squared, weights = closest_on_triangles(points[found].double(), corners[:, 0], corners[:, 1], corners[:, 2])
@@ -196,11 +215,13 @@ def build(vertices: torch.Tensor, faces: torch.Tensor, radius: float, max_pairs:
     counts = torch.bincount(key, minlength=math.prod(dims))
     offsets = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
     centres = corners.mean(dim=1)
+    entries = face[order].int()
     return ClosestPoints(
         vertices=vertices, faces=faces, radius=float(radius), cell=cell, origin=origin, dims=dims,
-        offsets=offsets, entries=face[order].int(), centres=centres,
+        offsets=offsets, entries=entries, centres=centres,
         spheres=(corners - centres[:, None]).norm(dim=2).amax(dim=1),
         empty=_emptiness_pyramid(counts.view(dims) > 0), max_pairs=max_pairs,
+        corners=closest_kernel.entry_corners(vertices, faces, entries) if vertices.is_cuda and closest_kernel.AVAILABLE else None,
     )
 
 
