@@ -85,7 +85,7 @@ def _rasterize(clip: torch.Tensor, faces: torch.Tensor, resolution: tuple[int, i
                 key = face.int()
             pixel = torch.div(instance, setup.face_count, rounding_mode="floor") * (height * width) + row * width + column
             nearest.scatter_reduce_(0, pixel, key, reduce="amin")
-        rast[images] = winners(nearest, empty, setup, resolution, scratch).reshape(-1, height * width, 4)
+        rast[images] = winners(nearest, empty, clip[images], faces, resolution, scratch).reshape(-1, height * width, 4)
     return rast.reshape(batch, height, width, 4)
 
 

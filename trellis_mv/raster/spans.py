@@ -143,21 +143,41 @@ def evaluate(
     return values, values[:, -2] / values[:, -1]
 
 
-def winners(nearest: torch.Tensor, empty: int, triangles: Triangles, resolution: tuple[int, int], scratch: int) -> torch.Tensor:
+def winners(nearest: torch.Tensor, empty: int, clip: torch.Tensor, faces: torch.Tensor, resolution: tuple[int, int],
+            scratch: int) -> torch.Tensor:
     """Per pixel ``[P, 4]``: the winning key's barycentrics, depth and index + 1, as nvdiffrast lays
-    them out (clamped the same way); zeros where ``nearest`` is ``empty``."""
+    them out (clamped the same way); zeros where ``nearest`` is ``empty``.
+
+    The edge functions are evaluated as ``rasterize.cu`` does, on the corners taken relative to the
+    pixel centre (``p - f·w``), not from the affine coefficients that decide coverage: those hold
+    products of whole clip coordinates, whose float32 rounding is large against a triangle of a few
+    pixels (measured on random 2048² atlases: barycentric errors of 0.03 at the 99.9th percentile,
+    against 1e-5 this way).
+    """
     height, width = resolution
+    pixels = height * width
     rast = torch.zeros(nearest.shape[0], 4, dtype=torch.float32, device=nearest.device)
+    vertex_count = clip.shape[1]
+    flat = clip.float().reshape(-1, 4)
     for pixel in torch.nonzero(nearest != empty).flatten().split(scratch // BYTES_PER_PIXEL):
         face = nearest[pixel].long() & ((1 << INDEX_BITS) - 1)
-        image, within = torch.div(pixel, height * width, rounding_mode="floor"), pixel % (height * width)
-        values, zw = evaluate(
-            triangles.coefficients[image * triangles.face_count + face], within % width,
-            torch.div(within, width, rounding_mode="floor"), resolution,
-        )
-        b = (values[:, :2] / (values[:, 0] + values[:, 1] + values[:, 2])[:, None]).clamp(0, 1)
-        b = b / (b[:, 0] + b[:, 1]).clamp(min=1)[:, None]
-        rast[pixel] = torch.cat([b, zw.clamp(-1, 1)[:, None], (face + 1).float()[:, None]], dim=1)
+        image, within = torch.div(pixel, pixels, rounding_mode="floor"), pixel % pixels
+        x, y, z, w = flat[image[:, None] * vertex_count + faces[face].long()].unbind(-1)  # [N, 3] each
+        fx = (2 * (within % width).float() + 1) / width - 1
+        fy = (2 * torch.div(within, width, rounding_mode="floor").float() + 1) / height - 1
+        px, py = x - fx[:, None] * w, y - fy[:, None] * w
+        a0 = px[:, 1] * py[:, 2] - py[:, 1] * px[:, 2]
+        a1 = px[:, 2] * py[:, 0] - py[:, 2] * px[:, 0]
+        a2 = px[:, 0] * py[:, 1] - py[:, 0] * px[:, 1]
+        total = a0 + a1 + a2
+        inverse = 1.0 / torch.where(total == 0, torch.ones_like(total), total)
+        b0 = torch.where(total == 0, 0.0, a0 * inverse).clamp(0, 1)
+        b1 = torch.where(total == 0, 0.0, a1 * inverse).clamp(0, 1)
+        scale = torch.clamp(b0 + b1, min=1)
+        depth = z[:, 0] * a0 + z[:, 1] * a1 + z[:, 2] * a2
+        weight = w[:, 0] * a0 + w[:, 1] * a1 + w[:, 2] * a2
+        zw = torch.where(weight == 0, 0.0, depth / torch.where(weight == 0, torch.ones_like(weight), weight))
+        rast[pixel] = torch.stack([b0 / scale, b1 / scale, zw.clamp(-1, 1), (face + 1).float()], dim=1)
     return rast
 
 

@@ -8,7 +8,8 @@ How: ``_nearest`` runs one program per triangle: the setup of ``spans.triangles`
 functions, winding, box), then for each pixel of the box, widened by one column on each side (a span
 may reach a centre on the box's border), the span of its row as ``spans.spans`` computes it, and an
 atomic minimum of the triangle index (the lowest wins, as in ``rasterize._rasterize``). ``_texels``
-runs over the texels: the winner's barycentrics at the texel centre (``spans.winners``). The float
+runs over the texels: the winner's barycentrics at the texel centre (``spans.winners``: the corners
+relative to the centre, as nvdiffrast's ``rasterize.cu``). The float
 operations are torch's, in torch's order, with IEEE division (``div_rn``) and no fused multiply-add
 (``enable_fp_fusion=False``), so the results are bit for bit those of the torch path;
 tests/gpu/test_raster_gpu.py compares the two on a real atlas. The torch path's infinite bounds are
@@ -158,18 +159,19 @@ if importlib.util.find_spec("triton") is not None:
         hit = valid & (face != EMPTY)
         face = tl.where(hit, face, 0)
         x0, y0, x1, y1, x2, y2 = _corners(uvs, faces, face, hit)
-        sign = _winding(x0, y0, x1, y1, x2, y2)
-        c0, a0, b0 = _edge(x1, y1, x2, y2, sign)
-        c1, a1, b1 = _edge(x2, y2, x0, y0, sign)
-        c2, a2, b2 = _edge(x0, y0, x1, y1, sign)
         row = texel // size
         fx = _pixel((texel - row * size).to(tl.float32), size)
         fy = _pixel(row.to(tl.float32), size)
-        # spans.evaluate and spans.winners: (c + a·fx) + b·fy, then clamped and renormalised ratios
-        value0, value1, value2 = c0 + a0 * fx + b0 * fy, c1 + a1 * fx + b1 * fy, c2 + a2 * fx + b2 * fy
-        total = value0 + value1 + value2
-        bary0 = tl.minimum(tl.maximum(tl.math.div_rn(value0, total), 0.0), 1.0)
-        bary1 = tl.minimum(tl.maximum(tl.math.div_rn(value1, total), 0.0), 1.0)
+        # spans.winners: the corners relative to the texel centre (w = 1), rasterize.cu's edge functions,
+        # clamped and renormalised ratios
+        px0, py0, px1, py1, px2, py2 = x0 - fx, y0 - fy, x1 - fx, y1 - fy, x2 - fx, y2 - fy
+        a0 = px1 * py2 - py1 * px2
+        a1 = px2 * py0 - py2 * px0
+        a2 = px0 * py1 - py0 * px1
+        total = a0 + a1 + a2
+        inverse = tl.math.div_rn(1.0, tl.where(total == 0, 1.0, total))
+        bary0 = tl.minimum(tl.maximum(tl.where(total == 0, 0.0, a0 * inverse), 0.0), 1.0)
+        bary1 = tl.minimum(tl.maximum(tl.where(total == 0, 0.0, a1 * inverse), 0.0), 1.0)
         scale = tl.maximum(bary0 + bary1, 1.0)
         out = rast + texel * 4
         tl.store(out, tl.where(hit, tl.math.div_rn(bary0, scale), 0.0), mask=valid)
