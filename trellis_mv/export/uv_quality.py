@@ -9,9 +9,11 @@ taken after scaling the UVs so that their total area equals the surface's, so th
 depend on how large the atlas is drawn. ``charts.py`` decides with these numbers which charts to
 solve again; the GPU tests report ``atlas_quality`` for both unwraps on one mesh.
 
-A face is flipped when its UV winding disagrees with the rest of its chart (or its UV area is zero):
-a chart as a whole may be mirrored (xatlas's may), which the bake follows, but a face turned over
-inside a chart puts its texels on top of its neighbours'.
+A face is flipped when its UV winding disagrees with the rest of its chart: a chart as a whole may
+be mirrored (xatlas's may), which the bake follows, but a face turned over inside a chart puts its
+texels on top of its neighbours'. A face whose UV area is zero in float32 covers no texel and no
+other face's; it is counted apart (``uv_degenerate_faces``). On the GPU tests' mesh these are
+slivers a few billionths of the mesh's size thick, alone in their charts, in either unwrap's atlas.
 """
 
 from __future__ import annotations
@@ -144,10 +146,11 @@ def atlas_quality(vertices: torch.Tensor, faces: torch.Tensor, uvs: torch.Tensor
     chart, count = vertex_charts(faces, vertices.shape[0])
     stretch = face_stretch(vertices, uvs, faces)
     orientation = torch.sign(segment_sum(stretch.uv_area, chart, count))[chart]
-    flipped = (stretch.uv_area * orientation) <= 0
+    flipped = (stretch.uv_area * orientation) < 0
+    uv_degenerate = stretch.uv_area == 0
     surface, uv = float(stretch.area.sum()), float(stretch.uv_area.abs().sum())
     scale = (uv / surface) ** 0.5 if surface > 0 else 1.0
-    good = ~flipped
+    good = ~flipped & ~uv_degenerate
     l2 = stretch.l2[good] * scale
     mean = float(((l2.square() * stretch.area[good]).sum() / stretch.area[good].sum()).sqrt()) if bool(good.any()) else float("nan")
     density = segment_sum(stretch.uv_area.abs(), chart, count) / segment_sum(stretch.area, chart, count).clamp_min(1e-300)
@@ -155,6 +158,7 @@ def atlas_quality(vertices: torch.Tensor, faces: torch.Tensor, uvs: torch.Tensor
     return {
         "charts": count,
         "flipped_faces": int(flipped.sum()),
+        "uv_degenerate_faces": int(uv_degenerate.sum()),
         "overlap_share": round(int((counts > 1).sum()) / max(covered, 1), 6),
         "packing_efficiency": round(covered / size**2, 4),
         "stretch_l2_mean": round(mean, 4),
