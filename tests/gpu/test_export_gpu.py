@@ -58,9 +58,23 @@ def _glb_is_sound(data: bytes) -> None:
     # The validator cannot look inside Draco data: this one lets it check every normal and index.
     ("plain", GlbOptions(compression="none")),
 ])
-def test_our_export_of_a_decoded_mesh(decoded, record, out_dir, name, options):
+def test_our_export_of_a_decoded_mesh(decoded, record, out_dir, name, options, monkeypatch):
+    from contextlib import contextmanager
+
+    from trellis_mv import timing
+    from trellis_mv.export import run
+
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
+    peak_so_far: dict[str, float] = {}  # torch's peak above the start when each phase ended: where it jumps, that phase
+
+    @contextmanager
+    def timed_with_peak(timings, phase, **options):
+        with timing.timed(timings, phase, **options):
+            yield
+        peak_so_far[phase] = round((torch.cuda.max_memory_allocated() - base) / 2**30, 2)
+
+    monkeypatch.setattr(run, "timed", timed_with_peak)
     start = time.perf_counter()
     glb = export_glb(decoded, options)
     seconds = time.perf_counter() - start
@@ -71,6 +85,7 @@ def test_our_export_of_a_decoded_mesh(decoded, record, out_dir, name, options):
         "vertices": glb.vertices, "faces": glb.faces,
         # torch's allocator only (our closest-point grid included): CuMesh allocates with cudaMalloc itself
         "torch_peak_gib_above_start": round((torch.cuda.max_memory_allocated() - base) / 2**30, 2),
+        "torch_peak_gib_when_each_phase_ended": peak_so_far,
     })
     assert 0 < glb.faces <= options.decimation_target
     if name == "warm":  # what the write phase no longer waits for: Draco on this host's CPU, and the threads
