@@ -1,4 +1,5 @@
-"""A loopback stand-in of RunPod's job API, for running ``python handler.py`` in its hosted mode.
+"""A loopback stand-in of RunPod's job API, for running ``python handler.py`` in its hosted mode and
+for calling it the way a client calls an endpoint (``python -m trellis_mv remote``, runpod's SDK).
 
 runpod's worker loop (runpod 1.12: ``rp_job``, ``rp_http``, ``rp_ping``, ``worker_state``) takes its
 addresses from the environment (``environment()`` below) and talks to:
@@ -12,8 +13,17 @@ addresses from the environment (``environment()`` below) and talks to:
   text; kept per job in arrival order.
 - ``GET  .../ping/<worker>?job_id=...&runpod_version=...``: the heartbeat, from a process of its own.
 
-Every request must carry ``RUNPOD_AI_API_KEY`` as its ``Authorization`` header. Tests wait on queues
-and events, never for a fixed time.
+Every request must carry ``RUNPOD_AI_API_KEY`` as its ``Authorization`` header. The client's side,
+under the same base (``<base>/v2/test-endpoint``), with ``Authorization: Bearer <USER_KEY>``:
+
+- ``POST .../run`` with ``{"input": ...}``: queues the job for the worker; ``{"id", "status": "IN_QUEUE"}``.
+- ``GET  .../status/<job id>``: ``IN_QUEUE`` until a worker takes it, then ``IN_PROGRESS`` with the
+  worker's latest progress update as ``output`` (as RunPod shows ``progress_update``), then
+  ``COMPLETED`` with ``output`` or ``FAILED`` with ``error``; or ``CANCELLED``. Every answer is kept.
+- ``POST .../cancel/<job id>``: recorded; the job is ``CANCELLED`` from then on (a queued one is never
+  handed out). The worker is not told: RunPod's stop signal (``job-stop``) is not stood in for.
+
+Tests wait on queues and events, never for a fixed time.
 """
 
 from __future__ import annotations
@@ -21,12 +31,15 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import uuid
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
 API_KEY = "test-api-key"
+USER_KEY = "test-user-key"  # a client's RUNPOD_API_KEY
+ENDED = ("COMPLETED", "FAILED", "CANCELLED")
 WORKER_ID = "worker-1"
 _NO_JOB = None
 
@@ -39,6 +52,10 @@ class JobApi:
         self.posts: dict[str, list[dict[str, Any]]] = defaultdict(list)  # job id -> bodies, in arrival order
         self.results: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
         self.pinged = threading.Event()
+        self.states: dict[str, dict[str, Any]] = {}  # job id -> what /status answers, for jobs sent to /run
+        self.answered: dict[str, list[dict[str, Any]]] = defaultdict(list)  # job id -> every /status answer
+        self.asked = threading.Event()  # a /status was answered
+        self.cancelled: list[str] = []
         self.unauthorized: list[str] = []
         self.closed = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self))
@@ -50,6 +67,11 @@ class JobApi:
     def url(self) -> str:
         host, port = self._server.server_address
         return f"http://{host}:{port}/v2/test-endpoint"
+
+    @property
+    def base(self) -> str:
+        """What a client takes as RunPod's API base (``RUNPOD_ENDPOINT_BASE_URL``); the endpoint id is ``test-endpoint``."""
+        return self.url.rsplit("/", 1)[0]
 
     def environment(self) -> dict[str, str]:
         """The variables RunPod sets on a worker, pointing here ($ID and $RUNPOD_POD_ID are runpod's placeholders)."""
@@ -87,15 +109,22 @@ class JobApi:
 def _handler_class(api: JobApi) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            path = urlsplit(self.path).path
+            if "/status/" in path:
+                self._client_call(path)
+                return
             if not self._authorized():
                 return
-            path = urlsplit(self.path).path
             if "/job-take/" in path:
                 job = _NO_JOB if api.closed.is_set() else api.jobs.get()
+                while job is not _NO_JOB and api.states.get(job["id"], {}).get("status") == "CANCELLED":
+                    job = api.jobs.get()
                 if job is _NO_JOB:
                     api.jobs.put(_NO_JOB)  # wake the next poll too
                     self._answer(204)
                 else:
+                    if job["id"] in api.states:
+                        api.states[job["id"]] = {"id": job["id"], "status": "IN_PROGRESS"}
                     self._answer(200, job)
             elif "/job-stop/" in path:
                 api.closed.wait()
@@ -107,15 +136,52 @@ def _handler_class(api: JobApi) -> type[BaseHTTPRequestHandler]:
                 self._answer(404)
 
         def do_POST(self) -> None:  # noqa: N802
+            path = urlsplit(self.path).path
+            if path.endswith("/run") or "/cancel/" in path:
+                self._client_call(path)
+                return
             if not self._authorized():
                 return
-            path = urlsplit(self.path).path
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             job_id = path.rsplit("/", 1)[1]
             api.posts[job_id].append(body)
+            state = api.states.get(job_id)
+            if state is not None and state["status"] not in ENDED:
+                if body.get("status") == "IN_PROGRESS":
+                    api.states[job_id] = {"id": job_id, "status": "IN_PROGRESS", "output": body["output"]}
+                elif "error" in body:
+                    api.states[job_id] = {"id": job_id, "status": "FAILED", "error": body["error"]}
+                else:
+                    api.states[job_id] = {"id": job_id, "status": "COMPLETED", "output": body["output"]}
             if body.get("status") != "IN_PROGRESS":
                 api.results.put((job_id, body))
             self._answer(200, {})
+
+        def _client_call(self, path: str) -> None:
+            """/run, /status and /cancel, as a client of the endpoint calls them."""
+            if self.headers.get("Authorization") != f"Bearer {USER_KEY}":
+                api.unauthorized.append(self.path)
+                self._answer(401)
+                return
+            if path.endswith("/run"):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                job_id = str(uuid.uuid4())
+                api.states[job_id] = {"id": job_id, "status": "IN_QUEUE"}
+                api.submit({"id": job_id, "input": body["input"]})
+                self._answer(200, api.states[job_id])
+                return
+            job_id = path.rsplit("/", 1)[1]
+            if job_id not in api.states:
+                self._answer(404, {"error": "request does not exist"})
+            elif "/cancel/" in path:
+                api.cancelled.append(job_id)
+                api.states[job_id] = {"id": job_id, "status": "CANCELLED"}
+                self._answer(200, api.states[job_id])
+            else:
+                state = dict(api.states[job_id])
+                api.answered[job_id].append(state)
+                api.asked.set()
+                self._answer(200, state)
 
         def _authorized(self) -> bool:
             if self.headers.get("Authorization") == API_KEY:

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_no_undefined_names_or_unused_imports_anywhere():
     done = subprocess.run(
         [sys.executable, "-m", "ruff", "check", "--isolated", "--no-cache", "--select", "F,E9", "--output-format",
-         "concise", "handler.py", "trellis_mv", "tests", "benchmarks", "builder"],
+         "concise", "handler.py", "trellis_mv", "tests", "benchmarks", "builder", "examples"],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -1,10 +1,11 @@
-"""The local command: ``python -m trellis_mv generate IMAGE... [-o out.glb] [options]``.
+"""The commands: ``python -m trellis_mv generate|remote IMAGE... [-o out.glb] [options]``.
 
-It turns image files into a job input (base64), runs it through ``worker.run_job`` — the endpoint's
-own validation, generation, export and preview, one code path — with the output answered inline and
-no size cap, and writes the files: the GLB, a JSON report (the answer without base64, file paths in
-its place) beside it and, with ``--preview``, the contact sheet. A bad request exits with status 1
-and the worker's own words; a bad command line with status 2.
+``generate`` turns image files into a job input (base64), runs it through ``worker.run_job`` — the
+endpoint's own validation, generation, export and preview, one code path — with the output answered
+inline and no size cap, and writes the files: the GLB, a JSON report (the answer without base64, file
+paths in its place) beside it and, with ``--preview``, the contact sheet. ``remote`` sends the same
+job input to a deployed endpoint and writes the same files (``trellis_mv.remote``). A bad request
+exits with status 1 and the worker's own words; a bad command line with status 2.
 
 The options are derived from ``schema.JobInput``, so they cannot drift from the contract: each field
 of the job, of ``preprocess``, ``glb`` and ``output`` is a flag of its own name (``--pipeline-type``,
@@ -42,9 +43,9 @@ from .schema import JobInput
 from .threads import use_cpu_budget
 from .worker import run_job
 
-__all__ = ["COMMAND_FIELDS", "Flag", "ProgressBars", "flags", "job_input", "main", "parser"]
+__all__ = ["COMMAND_FIELDS", "Flag", "ProgressBars", "flags", "job_input", "main", "parser", "write_files"]
 
-# Fields the command sets itself: the images are its arguments; output is always inline, then written to files.
+# Fields the commands set themselves: the images are their arguments; the answer's form is theirs to choose.
 COMMAND_FIELDS = frozenset({("images",), ("output", "type"), ("output", "key_prefix"), ("output", "expires_in")})
 _SECTIONS = ("preprocess", "glb", "output")  # their fields are flagged by their own names
 _UNLIMITED = sys.maxsize
@@ -96,6 +97,14 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ)
     output = Path(args.output or Path(args.images[0]).with_suffix(".glb"))
     if not os.access(output.parent, os.W_OK):  # before minutes of GPU time, not after
         command.error(f"{output}: cannot write to {output.parent}")
+    if args.command == "remote":
+        if args.local_api is not None and args.api_base is not None:
+            command.error("--api-base is RunPod's API, for --endpoint; --local-api names its own URL")
+        if args.endpoint is not None and not env.get("RUNPOD_API_KEY"):
+            command.error("RUNPOD_API_KEY is not set: export your RunPod API key (console: Settings, API Keys) as RUNPOD_API_KEY")
+        from .remote import remote  # runpod's import takes a second that generate need not wait for
+
+        return remote(args, job_input(args, images, inline=False), output, env)
     try:
         settings = dataclasses.replace(Settings.from_env(env), max_base64_glb_bytes=_UNLIMITED)
         logging.basicConfig(level=settings.log_level if args.verbose else logging.WARNING,
@@ -111,7 +120,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ)
     if "error" in answer:
         print(f"error: {answer['error']}", file=sys.stderr)
         return 1
-    for line in _write(answer, output):
+    files = {key: base64.b64decode(answer[key]["base64"]) for key in ("glb", "preview") if key in answer}
+    for line in write_files(answer, files, output):
         print(line)
     return 0
 
@@ -155,26 +165,49 @@ class ProgressBars:
 
 
 def parser() -> argparse.ArgumentParser:
-    """The command line: ``generate`` and its options (``flags``)."""
-    command = argparse.ArgumentParser(prog="python -m trellis_mv", description="trellis-mv on this machine: photos in, files out.")
+    """The command line: ``generate`` and ``remote``, each with the job's options (``flags``)."""
+    command = argparse.ArgumentParser(prog="python -m trellis_mv", description="trellis-mv: photos in, files out.")
     commands = command.add_subparsers(dest="command", required=True)
-    generate = commands.add_parser(
-        "generate", help="photos of one object -> a textured GLB",
+    generate = _job_command(
+        commands, "generate", help="photos of one object -> a textured GLB, on this machine",
         description="Photos of one object -> one textured GLB, with the endpoint's validation and defaults. "
         "Options name the job-input fields they set (README, 'The contract').",
     )
-    generate.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG or WebP files, 1 to TRELLIS_MV_MAX_VIEWS")
-    generate.add_argument("-o", "--output", metavar="PATH", help="the GLB to write (default: the first image's name, .glb); "
-                          "the report goes beside it as .json, the preview as .preview.png")
     generate.add_argument("-v", "--verbose", action="store_true", help="log at TRELLIS_MV_LOG_LEVEL (default: warnings only)")
-    for flag in flags():
-        generate.add_argument(flag.option, dest=flag.dest, default=argparse.SUPPRESS, help=_help(flag), **_reader(flag.field.annotation, flag.paths[0][-1]))
+    remote = _job_command(
+        commands, "remote", help="the same, from your deployed RunPod endpoint",
+        description="Photos of one object -> one textured GLB, made by a deployed endpoint: the job goes through "
+        "RunPod's API with runpod's SDK, the GLB comes back as the endpoint answers it (a URL or base64). "
+        "Options name the job-input fields they set (README, 'The contract').",
+    )
+    target = remote.add_mutually_exclusive_group(required=True)
+    target.add_argument("--endpoint", metavar="ID", help="the endpoint's id (RunPod console); the API key is read from RUNPOD_API_KEY")
+    target.add_argument("--local-api", metavar="URL", help="runpod's development API instead, as `python handler.py "
+                        "--rp_serve_api` serves it (e.g. http://localhost:8000): no key, no progress, no cancelling")
+    remote.add_argument("--api-base", metavar="URL", help="RunPod's API (default: RUNPOD_ENDPOINT_BASE_URL, else "
+                        "runpod's own, https://api.runpod.ai/v2)")
+    remote.add_argument("--timeout", type=_seconds, metavar="SECONDS", help="stop waiting after this long and cancel the "
+                        "job (default: wait until it ends)")
     return command
 
 
-def job_input(args: argparse.Namespace, images: list[str]) -> dict[str, Any]:
-    """The job input that parsed options and base64 ``images`` describe; a stage's own flag beats a shared one."""
-    job: dict[str, Any] = {"images": images, "output": {"type": "base64"}}
+def _job_command(commands: Any, name: str, **texts: str) -> argparse.ArgumentParser:
+    """A sub-command taking images, ``-o`` and one option per job-input field (``flags``)."""
+    sub = commands.add_parser(name, **texts)
+    sub.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG or WebP files, 1 to TRELLIS_MV_MAX_VIEWS")
+    sub.add_argument("-o", "--output", metavar="PATH", help="the GLB to write (default: the first image's name, .glb); "
+                     "the report goes beside it as .json, the preview as .preview.png")
+    for flag in flags():
+        sub.add_argument(flag.option, dest=flag.dest, default=argparse.SUPPRESS, help=_help(flag), **_reader(flag.field.annotation, flag.paths[0][-1]))
+    return sub
+
+
+def job_input(args: argparse.Namespace, images: list[str], *, inline: bool = True) -> dict[str, Any]:
+    """The job input that parsed options and base64 ``images`` describe; a stage's own flag beats a shared one.
+
+    ``inline`` asks for the GLB as base64 (``generate``); without it the endpoint chooses (``remote``).
+    """
+    job: dict[str, Any] = {"images": images, **({"output": {"type": "base64"}} if inline else {})}
     chosen = [flag for flag in flags() if flag.dest in vars(args)]
     for flag in sorted(chosen, key=lambda flag: len(flag.paths) == 1):
         for path in flag.paths:
@@ -185,19 +218,22 @@ def job_input(args: argparse.Namespace, images: list[str]) -> dict[str, Any]:
     return job
 
 
-def _write(answer: dict[str, Any], output: Path) -> list[str]:
-    """Write the GLB, the preview and the report; lines that say what was written."""
-    files = {"glb": output, "preview": output.with_suffix(".preview.png")}
+def write_files(answer: dict[str, Any], files: Mapping[str, bytes], output: Path) -> list[str]:
+    """Write the GLB and the preview (``files``: their bytes by answer field) and the report; lines that say so.
+
+    The report is the answer with each file's path in place of its base64 or its presigned URL (which
+    expires, and grants access to the object while it lasts); a stored object's ``key`` stays.
+    """
+    paths = {"glb": output, "preview": output.with_suffix(".preview.png")}
     report = dict(answer)
-    for key, path in files.items():
-        if key in answer:
-            path.write_bytes(base64.b64decode(answer[key]["base64"]))
-            report[key] = {"path": str(path), **{k: v for k, v in answer[key].items() if k != "base64"}}
+    for key, data in files.items():
+        paths[key].write_bytes(data)
+        report[key] = {"path": str(paths[key]), **{k: v for k, v in answer[key].items() if k not in ("base64", "url")}}
     report_path = output.with_suffix(".json")
     report_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     lines = [f"wrote {output} ({answer['glb']['bytes']:,} bytes, {answer['mesh']['faces']:,} faces) and {report_path}"]
     if "preview" in answer:
-        lines.append(f"wrote {files['preview']}")
+        lines.append(f"wrote {paths['preview']}")
         lines += [f"view {number}: IoU {fit['iou']:.3f} at azimuth {fit['azimuth']}°, elevation {fit['elevation']}°"
                   for number, fit in enumerate(answer["views_fit"], 1)]
     return lines
@@ -233,6 +269,14 @@ def _reader(annotation: Any, name: str) -> dict[str, Any]:
     choices = typing.get_args(kind)
     shown = "{" + ",".join(json.dumps(choice) if isinstance(choice, bool) else str(choice) for choice in choices) + "}"
     return {"type": _literal(choices), "metavar": shown}
+
+
+def _seconds(text: str) -> float:
+    """A positive number of seconds, for ``--timeout``."""
+    value = float(text) if text.replace(".", "", 1).isdigit() else 0.0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
 
 
 def _bare(annotation: Any) -> Any:

@@ -1,0 +1,282 @@
+"""``python -m trellis_mv remote``: a deployed endpoint called through runpod's SDK, on loopback.
+
+End to end against runpod's local API (``handler.py --rp_serve_api``) and against the job API
+stand-in with a hosted worker (``handler.py`` taking jobs from it, GLBs in a moto bucket and answered
+as presigned URLs), both running the CPU stand-in generator: photos in, GLB, preview and report out,
+and a job the worker refuses. The timeout, Ctrl-C and unauthorized paths run against the stand-in
+alone, where a job waits in the queue for as long as the test needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+import requests
+from helpers import png
+from job_api import USER_KEY, JobApi
+from PIL import Image
+from processes import ROOT, HandlerProcess, bucket_environment, environment, free_port
+
+from trellis_mv import cli
+from trellis_mv.remote import Api, TimedOut, wait
+
+pytestmark = pytest.mark.timeout(90)
+
+STANDIN = "trellis_mv.standin:create"
+KEY = {"RUNPOD_API_KEY": USER_KEY}
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> list[Path]:
+    paths = []
+    for index, colour in enumerate([(200, 40, 40, 255), (40, 40, 200, 255)]):
+        path = tmp_path / f"view{index}.png"
+        path.write_bytes(png((32, 32), colour))
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def local_api() -> str:
+    """``handler.py --rp_serve_api`` on loopback with the stand-in generator; its URL."""
+    port = free_port()
+    server = HandlerProcess("--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port", str(port),
+                            env=environment(TRELLIS_MV_GENERATOR=STANDIN))
+    if not server.wait_for("Uvicorn running on"):
+        server.stop()
+        pytest.fail("the API server did not start:\n" + server.output())
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def job_api():
+    """The job API stand-in with no worker: a job sent to it waits in the queue."""
+    api = JobApi()
+    yield api
+    api.close()
+    api.shutdown()
+
+
+@pytest.fixture(scope="module")
+def hosted(s3_endpoint: str):
+    """The job API stand-in with a hosted worker behind it, whose bucket makes URL answers."""
+    bucket = f"remote-{uuid.uuid4().hex[:12]}"
+    boto3.session.Session().client("s3", endpoint_url=s3_endpoint, aws_access_key_id="test", aws_secret_access_key="test",
+                                   region_name="us-east-1").create_bucket(Bucket=bucket)
+    api = JobApi()
+    worker = HandlerProcess(env=environment(**api.environment(), **bucket_environment(s3_endpoint, bucket),
+                                            TRELLIS_MV_GENERATOR=STANDIN))
+    try:
+        if not api.pinged.wait(60):
+            pytest.fail("the worker did not start:\n" + worker.output())
+        yield api
+    finally:
+        api.close()
+        worker.stop()
+        api.shutdown()
+
+
+def remote(*argv: str | Path, env: dict[str, str] | None = None) -> int:
+    return cli.main(["remote", *map(str, argv)], env=KEY if env is None else env)
+
+
+def test_remote_takes_the_options_of_generate(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["remote", "--help"])
+    assert exit_.value.code == 0
+    shown = capsys.readouterr().out
+    assert [flag.option for flag in cli.flags() if flag.option not in shown] == []
+    argv = ["--mode", "concat", "--steps", "8", "--shape-slat-steps", "3", "--texture-size", "1024", "--preview"]
+    local = cli.parser().parse_args(["generate", "a.png", *argv])
+    endpoint = cli.parser().parse_args(["remote", "a.png", "--endpoint", "e", *argv])
+    assert cli.job_input(endpoint, ["<a>"], inline=False) == {
+        "images": ["<a>"], "mode": "concat", "sparse_structure": {"steps": 8}, "shape_slat": {"steps": 3},
+        "tex_slat": {"steps": 8}, "glb": {"texture_size": 1024}, "output": {"preview": True},
+    }
+    inline = cli.job_input(local, ["<a>"])
+    assert inline.pop("output") == {"type": "base64", "preview": True}
+    assert inline == {key: value for key, value in cli.job_input(endpoint, ["<a>"], inline=False).items() if key != "output"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        ([], KEY, "one of the arguments --endpoint --local-api is required"),
+        (["--endpoint", "e", "--local-api", "http://127.0.0.1:1"], KEY, "argument --local-api: not allowed with argument --endpoint"),
+        (["--endpoint", "e"], {}, "RUNPOD_API_KEY is not set: export your RunPod API key (console: Settings, API Keys) as RUNPOD_API_KEY"),
+        (["--local-api", "http://127.0.0.1:1", "--api-base", "http://127.0.0.1:2"], KEY,
+         "--api-base is RunPod's API, for --endpoint; --local-api names its own URL"),
+        (["--endpoint", "e", "--timeout", "0"], KEY, "argument --timeout: '0' is not a positive number of seconds"),
+        (["--endpoint", "e", "--timeout", "soon"], KEY, "argument --timeout: 'soon' is not a positive number of seconds"),
+    ],
+)
+def test_a_bad_command_line_exits_with_status_2(photos, capsys, connections, argv, env, message):
+    with pytest.raises(SystemExit) as exit_:
+        remote(photos[0], *argv, env=env)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.rstrip().endswith(message)
+    assert connections == []
+
+
+def test_a_request_over_runpods_cap_is_refused_before_sending(tmp_path, capsys, connections):
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\0" * 7_600_000)  # 10,133,336 characters of base64
+    assert remote(big, "--endpoint", "e") == 1
+    assert capsys.readouterr().err.startswith("error: the request is 10,133,3")
+    assert connections == []
+
+
+class Script:
+    """A fake endpoint answering statuses from a list, on a fake clock that each sleep moves on."""
+
+    def __init__(self, states: list[dict]):
+        self.states, self.now, self.sleeps = list(states), 0.0, []
+
+    def status(self, job_id: str, seconds: float | None) -> dict:
+        state = self.states.pop(0)
+        if isinstance(state, Exception):
+            self.now += seconds
+            raise state
+        return state
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def wait(self, timeout_s: float | None = None) -> tuple[dict, list[dict]]:
+        shown: list[dict] = []
+        api = Api(name="fake", submit=lambda _: "j", status=self.status, cancel=None)
+        state = wait(api, "j", timeout_s=timeout_s, progress=shown.append, poll_s=1.0, clock=lambda: self.now, sleep=self.sleep)
+        return state, shown
+
+
+def test_each_progress_update_feeds_the_bars_once():
+    step = {"stage": "shape_slat", "step": 3, "steps": 12}
+    script = Script([
+        {"status": "IN_QUEUE"}, {"status": "IN_QUEUE"}, {"status": "IN_PROGRESS"},
+        {"status": "IN_PROGRESS", "output": {"stage": "validate"}}, {"status": "IN_PROGRESS", "output": {"stage": "validate"}},
+        {"status": "IN_PROGRESS", "output": step}, {"status": "COMPLETED", "output": {"glb": {}}},
+    ])
+    state, shown = script.wait()
+    assert state == {"status": "COMPLETED", "output": {"glb": {}}}
+    assert shown == [{"stage": "in queue"}, {"stage": "validate"}, step]
+    assert script.sleeps == [1.0] * 6
+
+
+def test_waiting_stops_at_the_timeout_with_the_last_state_known():
+    script = Script([{"status": "IN_QUEUE"}] * 3 + [{"status": "IN_PROGRESS"}] * 3)
+    with pytest.raises(TimedOut) as late:
+        script.wait(timeout_s=2.5)
+    assert (late.value.waited, late.value.status) == (2.5, "IN_QUEUE")
+    assert script.sleeps == [1.0, 1.0, 0.5]
+
+
+def test_a_status_call_that_outlasts_the_timeout_times_out_with_no_state():
+    # runpod's local API answers /status when the job is done: the call itself runs out of time
+    script = Script([requests.ReadTimeout()])
+    with pytest.raises(TimedOut) as late:
+        script.wait(timeout_s=4.0)
+    assert (late.value.waited, late.value.status) == (4.0, None)
+
+
+def test_the_local_api_makes_the_files(local_api, photos, tmp_path, capsys, valid_glb):
+    output = tmp_path / "chair.glb"
+    assert remote(*photos, "--local-api", local_api, "-o", output, "--seed", "3", "--steps", "2", "--preview", env={}) == 0
+    out, err = capsys.readouterr()
+    glb = output.read_bytes()
+    valid_glb(glb)
+    report = json.loads(output.with_suffix(".json").read_text())
+    assert report["glb"] == {"path": str(output), "bytes": len(glb), "sha256": hashlib.sha256(glb).hexdigest()}
+    assert (report["seed"], report["views"]) == (3, 2)
+    sheet = output.with_suffix(".preview.png")
+    assert report["preview"] == {"path": str(sheet), "bytes": sheet.stat().st_size,
+                                 "sha256": hashlib.sha256(sheet.read_bytes()).hexdigest()}
+    with Image.open(sheet) as image:
+        assert image.format == "PNG"
+    lines = out.splitlines()
+    assert lines[:2] == [f"wrote {output} ({len(glb):,} bytes, 1,280 faces) and {output.with_suffix('.json')}", f"wrote {sheet}"]
+    assert re.fullmatch(r"job test-[0-9a-f-]+ sent to the local API at http://127\.0\.0\.1:\d+", err.strip())
+
+
+def test_a_job_the_local_worker_refuses_exits_1_with_its_message(local_api, photos, capsys):
+    assert remote(photos[0], "--local-api", local_api, "--texture-size", "100", env={}) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == "error: glb.texture_size: 100 is not in the range 512<=x<=4096"
+    assert not photos[0].with_suffix(".glb").exists()
+
+
+def test_the_hosted_endpoint_makes_the_files_with_progress(hosted, photos, tmp_path, capsys, valid_glb):
+    output = tmp_path / "chair.glb"
+    assert remote(*photos, "--endpoint", "test-endpoint", "--api-base", hosted.base, "-o", output, "--steps", "2", "--preview") == 0
+    out, err = capsys.readouterr()
+    job_id = re.fullmatch(r"job (\S+) sent to endpoint test-endpoint", err.splitlines()[0]).group(1)
+    assert hosted.states[job_id]["status"] == "COMPLETED"
+    answer = hosted.states[job_id]["output"]
+    glb = output.read_bytes()
+    valid_glb(glb)
+    report = json.loads(output.with_suffix(".json").read_text())
+    # fetched from the presigned URLs; the report keeps the keys, not the URLs
+    assert report["glb"] == {"path": str(output), "bytes": len(glb), "sha256": hashlib.sha256(glb).hexdigest(),
+                             "key": answer["glb"]["key"]}
+    assert report["preview"]["key"] == answer["preview"]["key"] and "url" in answer["preview"]
+    assert output.with_suffix(".preview.png").stat().st_size == answer["preview"]["bytes"]
+    assert "X-Amz" not in output.with_suffix(".json").read_text()
+    assert out.splitlines()[0].startswith(f"wrote {output} ({len(glb):,} bytes")
+    # the bars showed the progress each status carried (no terminal: one line per bar)
+    updates = []
+    for state in hosted.answered[job_id]:
+        update = {"stage": "in queue"} if state["status"] == "IN_QUEUE" else state.get("output")
+        if state["status"] in ("IN_QUEUE", "IN_PROGRESS") and update and update not in updates[-1:]:
+            updates.append(update)
+    bars = [update["stage"] for index, update in enumerate(updates)
+            if "step" not in update or index == 0 or updates[index - 1]["stage"] != update["stage"]]
+    assert err.splitlines()[1:] == bars
+
+
+def test_a_job_the_hosted_worker_refuses_exits_1_with_its_message(hosted, photos, capsys):
+    assert remote(photos[0], "--endpoint", "test-endpoint", "--api-base", hosted.base, "--seed", "-1") == 1
+    assert capsys.readouterr().err.splitlines()[-1] == "error: seed: -1 is not in the range 0<=x<=4294967295"
+
+
+def test_a_timeout_says_how_long_it_waited_and_cancels_the_job(job_api, photos, capsys):
+    assert remote(photos[0], "--endpoint", "test-endpoint", "--api-base", job_api.base, "--timeout", "0.3") == 1
+    [job_id] = job_api.states
+    assert re.fullmatch(rf"error: job {job_id} still IN_QUEUE after 0\.[3-9] s \(--timeout 0\.3\); "
+                        rf"cancelled job {job_id} on endpoint test-endpoint", capsys.readouterr().err.splitlines()[-1])
+    assert job_api.cancelled == [job_id] and job_api.states[job_id]["status"] == "CANCELLED"
+
+
+def test_a_wrong_key_is_refused_in_runpods_words(job_api, photos, capsys):
+    env = {"RUNPOD_API_KEY": "wrong", "RUNPOD_ENDPOINT_BASE_URL": job_api.base}
+    assert remote(photos[0], "--endpoint", "test-endpoint", env=env) == 1
+    assert capsys.readouterr().err == (
+        "error: endpoint test-endpoint: 401 Unauthorized | Make sure Runpod API key is set and valid.\n")
+    assert job_api.states == {}
+
+
+def test_ctrl_c_cancels_the_job_on_the_endpoint(job_api, photos, tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trellis_mv", "remote", str(photos[0]), "--endpoint", "test-endpoint", "-o", str(tmp_path / "x.glb")],
+        cwd=ROOT, env=environment(**KEY, RUNPOD_ENDPOINT_BASE_URL=job_api.base), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert job_api.asked.wait(30)  # the job is queued and the command is waiting for it
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    [job_id] = job_api.states
+    assert process.returncode == 130, err
+    assert err.splitlines()[-1] == f"interrupted: cancelled job {job_id} on endpoint test-endpoint"
+    assert job_api.cancelled == [job_id] and out == ""
+    assert not (tmp_path / "x.glb").exists()
