@@ -56,6 +56,7 @@ def build_handler(settings: Settings, *, send_progress: bool, head: HeadStart | 
     With ``send_progress`` (the hosted mode only: RunPod's job API exists nowhere else), each job's
     progress goes to the job API throttled and in order, all of it before the answer. ``head`` is
     what :func:`main` began (``trellis_mv.headstart``); the generator's factory begins it otherwise.
+    A configured bucket is checked first (``S3Store.check``): a missing one raises ``StartupError``.
     """
     from trellis_mv.factory import build_generator
     from trellis_mv.progress import OrderedSender, throttled
@@ -64,8 +65,16 @@ def build_handler(settings: Settings, *, send_progress: bool, head: HeadStart | 
     from trellis_mv.worker import run_job
 
     use_cpu_budget(settings.cpu_threads)
-    generator = build_generator(settings, head)
     store = S3Store.from_settings(settings)
+    if store is not None:
+        try:
+            store.check()  # before minutes of loading: a missing bucket stops the start at once
+        except StartupError:
+            if head is not None:
+                head.stop()
+            raise
+        log.info("bucket %r at %s: found, credentials accepted", store.bucket, store.client.meta.endpoint_url)
+    generator = build_generator(settings, head)
 
     def handler(job: dict[str, Any]) -> dict[str, Any]:
         if not send_progress:

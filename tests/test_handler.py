@@ -17,7 +17,7 @@ from typing import Iterator
 import pytest
 import requests
 from helpers import png_b64
-from processes import HandlerProcess, environment, free_port, run_handler
+from processes import HandlerProcess, bucket_environment, environment, free_port, run_handler
 
 from handler import quiet_runpod, read_test_input_file, runpod_mode, take_glb_out
 from trellis_mv.progress import OrderedSender, throttled
@@ -126,6 +126,20 @@ def test_bad_settings_stop_the_start_with_the_variable_named():
     done = run_handler("--test_input", "test_input.json", TRELLIS_MV_MAX_VIEWS="many")
     assert done.returncode == 1
     assert "TRELLIS_MV_MAX_VIEWS: expected an integer, got 'many'" in done.stderr
+
+
+@pytest.mark.parametrize("mode", [["--test_input", "test_input.json"], ["--rp_serve_api", "--rp_api_port", "1"], []])
+def test_a_missing_bucket_stops_the_worker_at_start_in_one_line(s3_endpoint, mode):
+    env = {**bucket_environment(s3_endpoint, "no-such-bucket"), "TRELLIS_MV_GENERATOR": STANDIN}
+    if not mode:  # the hosted mode, as RunPod starts it: no argument (nothing is fetched: it stops before)
+        env["RUNPOD_WEBHOOK_GET_JOB"] = "http://127.0.0.1:1/job-take/$ID"
+    done = run_handler(*mode, **env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    log = done.stdout + done.stderr
+    refusals = [line.split(" ", 2)[2] for line in log.splitlines() if " INFO " not in line]
+    assert refusals == [f"CRITICAL trellis_mv.handler: cannot start: bucket 'no-such-bucket' at {s3_endpoint} does not exist: "
+                        "create it first, or set BUCKET_NAME to a bucket that exists"], log
+    assert log.rstrip().endswith("a bucket that exists") and "Traceback" not in log
 
 
 @pytest.fixture(scope="module")
