@@ -41,6 +41,7 @@ from .errors import StartupError, StorageError, UserError, WorkerError
 from .export import export_glb
 from .generator import Generator, ProgressFn
 from .licences import job_warnings
+from .messages import counted
 from .preview import make_preview
 from .timing import timed
 
@@ -99,7 +100,8 @@ def run_job(
     except Exception as error:  # the one catch site: no job may stop the worker
         return _released(_internal_error(job_id, error), error)
     timings["total"] = round(time.perf_counter() - started, 3)
-    log.info("job %s done: %d views, %d faces, %d bytes, %.1f s", job_id, len(views), glb.faces, len(glb.data), timings["total"])
+    log.info("job %s done: %s, %d faces, %d bytes, %.1f s", job_id, counted(len(views), "view"), glb.faces, len(glb.data),
+             timings["total"])
     warnings = [*result.warnings, *job_warnings(result.components)]
     for warning in warnings:
         log.warning("job %s: %s", job_id, warning)
