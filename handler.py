@@ -6,13 +6,17 @@
 
 Stock runpod takes ``--test_input`` only as a JSON string; a path to a JSON file is read here and
 passed on as its text. A local job writes its base64 GLB to ``--glb_out`` (default ``<job id>.glb``,
-``local_test.glb`` unless the input names an id), answers the file's path in place of the base64,
-and exits with status 1 on an error answer (runpod's ``rp_local``).
+``local_test.glb`` unless the input names an id) and its base64 preview sheet to ``--preview_out``
+(default ``<job id>.preview.png``), answers the files' paths in place of the base64, and exits with
+status 1 on an error answer (runpod's ``rp_local``). ``--help`` lists runpod's options and ours; a
+command line with any argument is checked whole before the worker is built (a mistake exits with
+status 2 at once, not after minutes of loading); RunPod starts the worker with none, and nothing waits.
 
 Logs carry sizes, ids and timings, never job contents: runpod's own logger prints every job's input
 and output at its INFO and DEBUG levels (its default is DEBUG), so it is set to WARN unless
 ``RUNPOD_LOG_LEVEL`` or ``--rp_log_level`` asks otherwise; ``TRELLIS_MV_LOG_LEVEL`` sets our loggers,
-and other libraries log warnings only (botocore's DEBUG log holds request bodies).
+and other libraries log warnings only (botocore's DEBUG log holds request bodies). A local job's
+answer is logged with its files' paths, keys and sizes, never their base64 or presigned URLs.
 
 The generator is chosen once: ``TRELLIS_MV_GENERATOR="module:callable"`` (the callable gets the
 ``Settings`` and returns a ``Generator``; ``trellis_mv.standin:create`` is a CPU stand-in that makes
@@ -28,6 +32,7 @@ meanwhile.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import importlib
@@ -56,6 +61,7 @@ def build_handler(settings: Settings, *, send_progress: bool, head: HeadStart | 
     With ``send_progress`` (the hosted mode only: RunPod's job API exists nowhere else), each job's
     progress goes to the job API throttled and in order, all of it before the answer. ``head`` is
     what :func:`main` began (``trellis_mv.headstart``); the generator's factory begins it otherwise.
+    A configured bucket is checked first (``S3Store.check``): a missing one raises ``StartupError``.
     """
     from trellis_mv.factory import build_generator
     from trellis_mv.progress import OrderedSender, throttled
@@ -64,8 +70,16 @@ def build_handler(settings: Settings, *, send_progress: bool, head: HeadStart | 
     from trellis_mv.worker import run_job
 
     use_cpu_budget(settings.cpu_threads)
-    generator = build_generator(settings, head)
     store = S3Store.from_settings(settings)
+    if store is not None:
+        try:
+            store.check()  # before minutes of loading: a missing bucket stops the start at once
+        except StartupError:
+            if head is not None:
+                head.stop()
+            raise
+        log.info("bucket %r at %s: found, credentials accepted", store.bucket, store.client.meta.endpoint_url)
+    generator = build_generator(settings, head)
 
     def handler(job: dict[str, Any]) -> dict[str, Any]:
         if not send_progress:
@@ -79,31 +93,39 @@ def build_handler(settings: Settings, *, send_progress: bool, head: HeadStart | 
     return handler
 
 
-def writing_glb_files(handler: Handler, glb_out: Path | None) -> Handler:
-    """For a local job: write a base64 GLB to ``glb_out`` (default ``<job id>.glb``) and answer its path instead."""
+def writing_files(handler: Handler, glb_out: Path | None = None, preview_out: Path | None = None) -> Handler:
+    """For a local job: a base64 GLB and preview written to ``glb_out`` and ``preview_out`` (default
+    ``<job id>.glb``, ``<job id>.preview.png``), their paths answered instead; the answer is logged
+    with paths, keys and sizes, never base64 or a presigned URL."""
 
     def local(job: dict[str, Any]) -> dict[str, Any]:
         answer = handler(job)
         if "error" in answer:
             return answer  # runpod logs it and exits with status 1
-        glb = answer["glb"]
-        if "base64" in glb:
-            path = glb_out or Path(f"{job['id']}.glb")
-            path.write_bytes(base64.b64decode(glb.pop("base64")))
-            glb["path"] = str(path)
-            log.info("job %s: GLB written to %s (%d bytes)", job["id"], path, glb["bytes"])
-        elif "key" in glb:
-            log.info("job %s: GLB uploaded as %s (%d bytes); the presigned URL is in the answer, not in this log",
-                     job["id"], glb["key"], glb["bytes"])
-        shown = {**answer, "glb": {name: value for name, value in glb.items() if name != "url"}}
-        log.info("job %s answer: %s", job["id"], json.dumps(shown))
+        paths = {"glb": glb_out or Path(f"{job['id']}.glb"), "preview": preview_out or Path(f"{job['id']}.preview.png")}
+        for name, path in paths.items():
+            stored = answer.get(name)
+            if stored is None:
+                continue
+            if "base64" in stored:
+                path.write_bytes(base64.b64decode(stored.pop("base64")))
+                stored["path"] = str(path)
+                log.info("job %s: %s written to %s (%d bytes)", job["id"], name, path, stored["bytes"])
+            else:
+                log.info("job %s: %s uploaded as %s (%d bytes); its presigned URL is in the answer, not in this log",
+                         job["id"], name, stored["key"], stored["bytes"])
+        shown = {name: {key: value for key, value in answer[name].items() if key != "url"} for name in paths if name in answer}
+        log.info("job %s answer: %s", job["id"], json.dumps({**answer, **shown}))
         return answer
 
     return local
 
 
 def read_test_input_file(argv: list[str]) -> list[str]:
-    """Replace the value of ``--test_input`` by the file's text when it names a file (not JSON)."""
+    """Replace the value of ``--test_input`` by the file's text when it names a file (not JSON).
+
+    Raises ``ValueError`` when the value is neither a file nor a JSON object.
+    """
     args = list(argv)
     for index, arg in enumerate(args):
         if arg == "--test_input" and index + 1 < len(args):
@@ -113,19 +135,36 @@ def read_test_input_file(argv: list[str]) -> list[str]:
     return args
 
 
-def take_glb_out(argv: list[str]) -> tuple[list[str], Path | None]:
-    """Remove ``--glb_out PATH`` (ours, unknown to runpod) from ``argv``; return the rest and the path."""
-    args, path = list(argv), None
-    for index, arg in enumerate(args):
-        if arg == "--glb_out" and index + 1 < len(args):
-            path = Path(args[index + 1])
-            del args[index:index + 2]
-            break
-        if arg.startswith("--glb_out="):
-            path = Path(arg.split("=", 1)[1])
-            del args[index]
-            break
-    return args, path
+def local_options() -> argparse.ArgumentParser:
+    """handler.py's own options, for a local job (``--test_input``); runpod never sees them."""
+    options = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    local = options.add_argument_group("a local job (--test_input): where its files go")
+    local.add_argument("--glb_out", type=Path, metavar="PATH",
+                       help="the GLB, when answered as base64 (no bucket, or output.type base64); "
+                       "default: <job id>.glb, local_test.glb unless the input names an id")
+    local.add_argument("--preview_out", type=Path, metavar="PATH",
+                       help="the preview sheet (output.preview true), when answered as base64 like the GLB; "
+                       "default: <job id>.preview.png")
+    return options
+
+
+def command_line(runpod_options: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The whole command line, runpod's options (``runpod_options``) and ours: for ``--help`` and to refuse a bad one."""
+    return argparse.ArgumentParser(
+        prog="python handler.py", parents=[runpod_options, local_options()], add_help=False, allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="trellis-mv's RunPod worker. With no option it takes jobs from RunPod's job API (on RunPod; "
+        "elsewhere runpod runs ./test_input.json).\n\n"
+        "  python handler.py --test_input test_input.json   one local job from a file (or a JSON string)\n"
+        "  python handler.py --rp_serve_api                 runpod's local HTTP API: /run, /runsync, /status",
+        epilog="Settings come from environment variables (BUCKET_*, TRELLIS_MV_*): README.md, 'Environment variables'.",
+    )
+
+
+def take_local_options(argv: list[str]) -> tuple[list[str], argparse.Namespace]:
+    """``argv`` without our options (what runpod parses), and our options' values."""
+    ours, rest = local_options().parse_known_args(argv[1:])
+    return [argv[0], *rest], ours
 
 
 def quiet_runpod(argv: list[str], env: Mapping[str, str]) -> list[str]:
@@ -150,13 +189,21 @@ def configure_logging(level: str) -> None:
 
 
 def main() -> None:
-    """Configure logging, build the worker and start runpod; a start-up failure exits with status 1."""
-    args, glb_out = take_glb_out(read_test_input_file(sys.argv))
-    sys.argv = quiet_runpod(args, os.environ)
-    mode = runpod_mode(sys.argv, os.environ)
+    """Check the command line, configure logging, build the worker and start runpod; a start-up failure exits with status 1."""
     importing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-runpod")
     runpod = importing.submit(importlib.import_module, "runpod")
     importing.shutdown(wait=False)
+    argv = sys.argv
+    if len(argv) > 1:  # RunPod starts the worker with no argument: only a person's command line waits for runpod here
+        command = command_line(runpod.result().serverless.parser)
+        command.parse_args(argv[1:])  # --help prints and exits; a bad command line exits with status 2
+        try:
+            argv = read_test_input_file(argv)
+        except ValueError as error:
+            command.error(str(error))
+    args, ours = take_local_options(argv)
+    sys.argv = quiet_runpod(args, os.environ)
+    mode = runpod_mode(sys.argv, os.environ)
     try:
         settings = Settings.from_env(os.environ)
         configure_logging(settings.log_level)
@@ -166,7 +213,8 @@ def main() -> None:
         logging.basicConfig()
         log.critical("cannot start: %s", error, exc_info=error.__cause__)
         sys.exit(1)
-    runpod.result().serverless.start({"handler": writing_glb_files(handler, glb_out) if mode == "local" else handler})
+    local = writing_files(handler, ours.glb_out, ours.preview_out) if mode == "local" else handler
+    runpod.result().serverless.start({"handler": local})
 
 
 async def _post_progress(job: dict[str, Any], update: dict[str, Any]) -> None:
@@ -184,12 +232,16 @@ def _given(argv: list[str], flag: str) -> bool:
 
 
 def _json_text(value: str) -> str:
-    if value.lstrip().startswith("{"):
-        return value
+    """The JSON object ``value`` is or names (a file); ``ValueError`` when it is neither."""
     path = Path(value)
-    if not path.is_file():
-        sys.exit(f"--test_input: {value!r} is neither a JSON object nor a file")
-    return path.read_text(encoding="utf-8")
+    text = value if value.lstrip().startswith("{") or not path.is_file() else path.read_text(encoding="utf-8")
+    if not text.lstrip().startswith("{"):
+        raise ValueError(f"--test_input: {value!r} is neither a JSON object nor a file")
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--test_input: {'the JSON text' if text is value else path} is not valid JSON: {error}") from None
+    return text
 
 
 if __name__ == "__main__":

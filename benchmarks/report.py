@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import tarfile
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -60,15 +59,19 @@ PART_OF = {**{key: "tests" for key in (*FROM_TESTS, "default_glb_validator_error
            "cold_start_s": "cold_start"}
 
 
-def read_run(run_dir: Path, scratch: Path) -> dict[str, Any]:
-    """The run's small files by name (parsed JSON), from ``results.tgz`` or loose in ``run_dir``."""
+def read_run(run_dir: Path) -> dict[str, Any]:
+    """The run's small files by name (parsed JSON), from ``results.tgz`` or loose in ``run_dir``.
+
+    The archive's files are read where they are, never extracted: nothing in it can write outside a
+    folder, on any Python (tarfile's extraction filters came with 3.11.4).
+    """
+    names = {"bench": "bench/results.json", "tests": "gpu_results.json", "first_job": "first_job.json",
+             "cold_start": "cold_start.json", "env": "env.json"}
     archive = run_dir / "results.tgz"
     if archive.is_file():
         with tarfile.open(archive) as files:
-            files.extractall(scratch, filter="data")
-        run_dir = scratch
-    names = {"bench": "bench/results.json", "tests": "gpu_results.json", "first_job": "first_job.json",
-             "cold_start": "cold_start.json", "env": "env.json"}
+            found = {member.name.removeprefix("./"): member for member in files.getmembers() if member.isfile()}
+            return {key: json.load(files.extractfile(found[name])) for key, name in names.items() if name in found}
     return {key: json.loads((run_dir / name).read_text()) for key, name in names.items() if (run_dir / name).is_file()}
 
 
@@ -285,8 +288,7 @@ def main() -> None:
     found: dict[str, Any] = {}
     sources: dict[str, Any] = {}
     for run_dir in args.run_dirs:
-        with tempfile.TemporaryDirectory() as scratch:
-            parts = read_run(run_dir, Path(scratch))
+        parts = read_run(run_dir)
         for part, value in parts.items():
             found[part] = {**found.get(part, {}), **value}
             if "env" in parts and part != "env":

@@ -105,9 +105,11 @@ def test_the_command_writes_the_glb_the_report_and_the_preview(photos, tmp_path,
     lines = done.stdout.splitlines()
     assert lines[0] == f"wrote {output} ({len(glb):,} bytes, 1,280 faces) and {output.with_suffix('.json')}"
     assert lines[1] == f"wrote {sheet}" and lines[2].startswith("view 1: IoU ")
-    # no terminal, no bars: one line per stage on stderr
+    # no terminal, no bars: one line per stage on stderr, and the answer's warnings logged
     stages = ["validate", "decode", "generate", "sparse_structure", "shape_slat", "tex_slat", "export", "preview", "store"]
-    assert done.stderr.splitlines() == stages
+    logged = [line for line in done.stderr.splitlines() if " WARNING trellis_mv.worker: " in line]
+    assert [line for line in done.stderr.splitlines() if line not in logged] == stages
+    assert [line.split("job local: ", 1)[1] for line in logged] == report["warnings"]
 
 
 def test_the_glb_goes_beside_the_first_image_by_default(photos, monkeypatch, tmp_path):
@@ -130,17 +132,22 @@ def test_the_glb_goes_beside_the_first_image_by_default(photos, monkeypatch, tmp
          "view_weights: 3 weights given for 2 images; send one positive number per image"),
     ],
 )
-def test_a_bad_value_is_refused_in_the_workers_words(photos, capsys, argv, message):
-    assert cli.main(["generate", *map(str, photos), *argv], env=CPU) == 1
-    assert capsys.readouterr().err == f"validate\nerror: {message}\n"  # no terminal: stage lines, no bars
+def test_a_bad_value_is_a_bad_command_line_refused_in_the_workers_words(photos, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_:  # before the generator is built: no stage has started
+        cli.main(["generate", *map(str, photos), *argv], env={"TRELLIS_MV_GENERATOR": "no_such_module:create"})
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m trellis_mv") and err.endswith(f"error: {message}\n")
     assert not photos[0].with_suffix(".glb").exists()
 
 
 def test_a_file_that_is_no_image_is_refused_by_its_position(photos, capsys, tmp_path):
     notes = tmp_path / "notes.png"
     notes.write_text("not an image")
-    assert cli.main(["generate", str(photos[0]), str(notes)], env=CPU) == 1
-    assert capsys.readouterr().err.splitlines() == ["validate", "error: images[1]: not a PNG, JPEG or WebP image"]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["generate", str(photos[0]), str(notes)], env=CPU)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith("error: images[1]: not a PNG, JPEG or WebP image")
 
 
 @pytest.mark.parametrize(
@@ -186,3 +193,5 @@ def test_progress_bars_follow_the_job():
     assert "sparse_structure: 100%" in text and "4/4" in text
     assert "shape_slat: 100%" in text and "8/8" in text
     assert text.index("generate") < text.index("sparse_structure") < text.index("shape_slat") < text.index("export")
+    assert "it/s" not in text and "0it" not in text  # a step without a count is a line, not an empty bar
+    assert text.splitlines()[0] == "generate" and text.splitlines()[-1] == "export"

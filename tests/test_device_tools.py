@@ -248,16 +248,22 @@ def test_the_report_sets_our_rasterizer_beside_nvdiffrast():
     assert "| rasterize 512², 8 views (ms) | not measured | not measured | not measured |  |" in text
 
 
-def test_the_report_reads_the_runs_archive(tmp_path):
-    run_dir, scratch = tmp_path / "run", tmp_path / "scratch"
-    (run_dir / "files").mkdir(parents=True)
-    scratch.mkdir()
+def test_the_report_reads_the_runs_archive_without_extracting_it(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "files" / "bench").mkdir(parents=True)
     files = _run_files()
-    for key, name in (("tests", "gpu_results.json"), ("first_job", "first_job.json"), ("env", "env.json")):
+    files["bench"] = {"overhead": 1.01}
+    for key, name in (("tests", "gpu_results.json"), ("first_job", "first_job.json"), ("env", "env.json"),
+                      ("bench", "bench/results.json")):
         (run_dir / "files" / name).write_text(json.dumps(files[key]))
     with tarfile.open(run_dir / "results.tgz", "w:gz") as archive:
         archive.add(run_dir / "files", arcname=".")
-    assert report.read_run(run_dir, scratch) == {key: files[key] for key in ("tests", "first_job", "env")}
+        escaping = tarfile.TarInfo("../escaped.json")  # a member that extraction without a filter would write outside
+        escaping.size = 2
+        archive.addfile(escaping, io.BytesIO(b"{}"))
+    before = sorted(tmp_path.rglob("*"))
+    assert report.read_run(run_dir) == {key: files[key] for key in ("bench", "tests", "first_job", "env")}
+    assert sorted(tmp_path.rglob("*")) == before
 
 
 def test_cold_start_phases_are_the_gaps_between_marks():

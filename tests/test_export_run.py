@@ -28,9 +28,9 @@ def sphere():
 
 OPTIONS = [  # (options, extensions)
     (GlbOptions(), ["EXT_texture_webp", "KHR_draco_mesh_compression"]),
-    (GlbOptions(compression="none"), ["EXT_texture_webp"]),
-    (GlbOptions(texture_format="png"), ["KHR_draco_mesh_compression"]),
-    (GlbOptions(texture_format="png", compression="none"), []),
+    (GlbOptions(compression="none", texture_size=512), ["EXT_texture_webp"]),
+    (GlbOptions(texture_format="png", texture_size=1024), ["KHR_draco_mesh_compression"]),
+    (GlbOptions(texture_format="png", compression="none", texture_size=512), []),
 ]
 
 
@@ -47,8 +47,9 @@ def test_a_textured_trimesh_exports_a_valid_glb(options, extensions, valid_glb, 
     [primitive] = read["primitives"]
     assert primitive["indices"] == 3 * 1280
     assert abs(primitive["normalLength"][0] - 1) < 1e-5 and abs(primitive["normalLength"][1] - 1) < 1e-5
-    # The test generator's texture: one base colour image, constant metallic and roughness factors.
-    assert read["textures"] == [{"mimeType": f"image/{options.texture_format}", "size": [64, 64]}]
+    # The test generator's texture (64²) at texture_size: one base colour image, constant metallic and roughness factors.
+    size = options.texture_size
+    assert read["textures"] == [{"mimeType": f"image/{options.texture_format}", "size": [size, size]}]
 
 
 def test_the_answer_times_every_export_phase(valid_glb):

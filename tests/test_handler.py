@@ -17,9 +17,9 @@ from typing import Iterator
 import pytest
 import requests
 from helpers import png_b64
-from processes import HandlerProcess, environment, free_port, run_handler
+from processes import HandlerProcess, bucket_environment, environment, free_port, run_handler
 
-from handler import quiet_runpod, read_test_input_file, runpod_mode, take_glb_out
+from handler import quiet_runpod, read_test_input_file, runpod_mode, take_local_options
 from trellis_mv.progress import OrderedSender, throttled
 
 pytestmark = pytest.mark.timeout(60)
@@ -37,15 +37,43 @@ def test_test_input_file_paths_are_read_and_json_strings_pass_through(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("argv", "rest", "path"),
+    ("argv", "rest", "glb", "preview"),
     [
-        (["h.py", "--test_input", "{}", "--glb_out", "a/b.glb"], ["h.py", "--test_input", "{}"], Path("a/b.glb")),
-        (["h.py", "--glb_out=x.glb"], ["h.py"], Path("x.glb")),
-        (["h.py", "--rp_serve_api"], ["h.py", "--rp_serve_api"], None),
+        (["h.py", "--test_input", "{}", "--glb_out", "a/b.glb"], ["h.py", "--test_input", "{}"], Path("a/b.glb"), None),
+        (["h.py", "--glb_out=x.glb", "--preview_out", "x.png"], ["h.py"], Path("x.glb"), Path("x.png")),
+        (["h.py", "--rp_serve_api"], ["h.py", "--rp_serve_api"], None, None),
     ],
 )
-def test_glb_out_is_ours_and_runpod_never_sees_it(argv, rest, path):
-    assert take_glb_out(argv) == (rest, path)
+def test_the_file_options_are_ours_and_runpod_never_sees_them(argv, rest, glb, preview):
+    args, ours = take_local_options(argv)
+    assert (args, ours.glb_out, ours.preview_out) == (rest, glb, preview)
+
+
+def test_help_lists_our_options_with_their_defaults_and_runpods():
+    done = run_handler("--help")
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    assert "usage: python handler.py" in text
+    assert "--glb_out PATH the GLB, when answered as base64 (no bucket, or output.type base64); default: <job id>.glb" in text
+    assert ("--preview_out PATH the preview sheet (output.preview true), when answered as base64 like the GLB; "
+            "default: <job id>.preview.png") in text
+    assert "--rp_serve_api" in text and "--test_input TEST_INPUT" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--glb-out", "x.glb"], "unrecognized arguments: --glb-out x.glb"),
+        (["--rp_api_port", "eighty"], "argument --rp_api_port: invalid int value: 'eighty'"),
+        (["--test_input", "no-such-file.json"], "--test_input: 'no-such-file.json' is neither a JSON object nor a file"),
+        (["--test_input", '{"input": '], "--test_input: the JSON text is not valid JSON: Expecting value: line 1 column 11"),
+        (["--test_input", "test_input.json", "--glb_out"], "argument --glb_out: expected one argument"),
+    ],
+)
+def test_a_bad_command_line_exits_with_status_2_before_the_worker_is_built(args, message):
+    done = run_handler(*args, TRELLIS_MV_GENERATOR="no_such_module:create")  # building the worker would fail with 1
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith("usage: python handler.py") and message in done.stderr
 
 
 @pytest.mark.parametrize(
@@ -82,10 +110,11 @@ def test_the_repository_test_input_writes_a_glb_file_and_prints_no_base64(tmp_pa
     assert done.returncode == 0, done.stdout + done.stderr
     log = done.stdout + done.stderr
     assert "job local_test done: 2 views" in log
-    assert f"job local_test: GLB written to {glb} ({glb.stat().st_size} bytes)" in log
+    assert f"job local_test: glb written to {glb} ({glb.stat().st_size} bytes)" in log
     answer = json.loads(log.split("job local_test answer: ", 1)[1].splitlines()[0])
     assert answer["glb"]["path"] == str(glb) and "base64" not in answer["glb"]
-    assert (answer["pipeline_type"], answer["resolution"], answer["warnings"]) == ("512", 512, [])
+    assert (answer["pipeline_type"], answer["resolution"]) == ("512", 512)
+    assert [warning.split(":")[0] for warning in answer["warnings"]] == ["stand-in generator"]
     assert base64.b64encode(glb.read_bytes()).decode()[:64] not in log
     valid_glb(glb.read_bytes())
 
@@ -94,6 +123,7 @@ def test_the_glb_goes_to_the_job_id_in_the_current_folder_by_default(tmp_path, v
     job = json.dumps({"id": "chair-1", "input": {"images": [png_b64()], "seed": 1, "pipeline_type": "512"}})
     done = run_handler("--test_input", job, cwd=tmp_path, TRELLIS_MV_GENERATOR=STANDIN)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "job chair-1 done: 1 view, " in done.stdout + done.stderr
     valid_glb((tmp_path / "chair-1.glb").read_bytes())
 
 
@@ -116,16 +146,24 @@ def test_without_cuda_a_valid_job_fails_with_a_clear_message_and_the_way_out():
     ) in done.stdout + done.stderr
 
 
-def test_a_missing_file_is_named():
-    done = run_handler("--test_input", "no-such-file.json")
-    assert done.returncode != 0
-    assert "--test_input: 'no-such-file.json' is neither a JSON object nor a file" in done.stderr
-
-
 def test_bad_settings_stop_the_start_with_the_variable_named():
     done = run_handler("--test_input", "test_input.json", TRELLIS_MV_MAX_VIEWS="many")
     assert done.returncode == 1
     assert "TRELLIS_MV_MAX_VIEWS: expected an integer, got 'many'" in done.stderr
+
+
+@pytest.mark.parametrize("mode", [["--test_input", "test_input.json"], ["--rp_serve_api", "--rp_api_port", "1"], []])
+def test_a_missing_bucket_stops_the_worker_at_start_in_one_line(s3_endpoint, mode):
+    env = {**bucket_environment(s3_endpoint, "no-such-bucket"), "TRELLIS_MV_GENERATOR": STANDIN}
+    if not mode:  # the hosted mode, as RunPod starts it: no argument (nothing is fetched: it stops before)
+        env["RUNPOD_WEBHOOK_GET_JOB"] = "http://127.0.0.1:1/job-take/$ID"
+    done = run_handler(*mode, **env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    log = done.stdout + done.stderr
+    refusals = [line.split(" ", 2)[2] for line in log.splitlines() if " INFO " not in line]
+    assert refusals == [f"CRITICAL trellis_mv.handler: cannot start: bucket 'no-such-bucket' at {s3_endpoint} does not exist: "
+                        "create it first, or set BUCKET_NAME to a bucket that exists"], log
+    assert log.rstrip().endswith("a bucket that exists") and "Traceback" not in log
 
 
 @pytest.fixture(scope="module")

@@ -73,8 +73,8 @@ def test_the_stand_in_commands_name_a_generator_that_loads():
 
 def test_the_readme_test_command_is_what_ci_runs():
     assert "```sh\n.ci/run\n```" in README
-    assert CI.rstrip().endswith("python -m pytest")
-    assert "`python -m pytest`" in README
+    assert "\npython -m pytest || status=$?\n" in CI and '\n"$image" -m pytest || status=$?\n' in CI
+    assert "`python -m pytest`" in README and "`.venv-image`" in README
     default_spec = re.search(r"torch_spec=\$\{TORCH_SPEC:-([^}]+)\}", CI).group(1)
     cpu_index = re.search(r"^cpu_index=(\S+)$", CI, re.M).group(1)
     assert f"(default\n`{default_spec}`)" in README or f"(default `{default_spec}`)" in README

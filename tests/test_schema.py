@@ -115,7 +115,8 @@ BAD_INPUTS = [
     (job(shape_slat=5), "shape_slat: expected an object, got 5"),
     # view_weights
     (two(view_weights=[1, 2, 3]), f"view_weights: 3 weights given for 2 images; {ONE_WEIGHT}"),
-    (two(view_weights=[1]), f"view_weights: 1 weights given for 2 images; {ONE_WEIGHT}"),
+    (two(view_weights=[1]), f"view_weights: 1 weight given for 2 images; {ONE_WEIGHT}"),
+    (job(mode="multidiffusion", view_weights=[1, 2]), f"view_weights: 2 weights given for 1 image; {ONE_WEIGHT}"),
     (two(view_weights=[]), f"view_weights: 0 weights given for 2 images; {ONE_WEIGHT}"),
     (two(view_weights=[1, 0]), "view_weights[1]: 0 is not a positive number"),
     (two(view_weights=[-0.5, 1]), "view_weights[0]: -0.5 is not a positive number"),

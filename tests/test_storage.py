@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import re
+import subprocess
+import sys
+import threading
+from typing import Iterator
 from urllib.parse import parse_qs, urlsplit
 
+import boto3
 import pytest
 import requests
+from processes import environment, free_port
 
 from trellis_mv import storage
 from trellis_mv.config import Settings
-from trellis_mv.errors import UserError, WorkerError
+from trellis_mv.errors import StartupError, StorageError, UserError
 from trellis_mv.schema import OutputInput
 from trellis_mv.storage import S3Store, glb_key, store_glb
 
@@ -65,10 +72,31 @@ def test_uploads_send_no_checksums_that_r2_and_minio_refuse(s3_settings):
     assert [name for name in sent[0] if name.lower().startswith(("x-amz-checksum", "x-amz-sdk-checksum"))] == []
 
 
-def test_a_refused_upload_is_an_error_not_a_base64_answer(s3_settings):
+def test_a_refused_upload_is_a_storage_error_not_a_base64_answer(s3_settings):
     settings = dataclasses.replace(s3_settings, bucket_name="no-such-bucket")
-    with pytest.raises(WorkerError, match=r"^upload to bucket 'no-such-bucket' failed: NoSuchBucket \("):
+    with pytest.raises(StorageError, match=r"^storage error: upload to bucket 'no-such-bucket' failed: NoSuchBucket \("):
         store_glb(DATA, OutputInput(), job_id="j", settings=settings, store=S3Store.from_settings(settings))
+
+
+def test_the_start_up_check_passes_for_a_bucket_that_exists(s3_settings):
+    S3Store.from_settings(s3_settings).check()
+
+
+@pytest.mark.parametrize(
+    ("change", "cause"),
+    [
+        ({"bucket_name": "no-such-bucket"}, "does not exist: create it first, or set BUCKET_NAME to a bucket that exists"),
+        ({"bucket_endpoint_url": "http://127.0.0.1:9"}, "cannot be reached: Could not connect to the endpoint URL"),
+    ],
+)
+def test_the_start_up_check_names_the_bucket_and_the_cause_in_one_line(s3_settings, change, cause):
+    settings = dataclasses.replace(s3_settings, **change)
+    store = S3Store.from_settings(settings)
+    with pytest.raises(StartupError) as caught:
+        store.check()
+    message = str(caught.value)
+    assert message.startswith(f"bucket '{settings.bucket_name}' at {settings.bucket_endpoint_url} {cause}")
+    assert "\n" not in message and caught.value.__cause__ is None
 
 
 def test_base64_when_no_bucket_is_configured():
@@ -97,3 +125,53 @@ def test_a_glb_too_large_for_base64_says_what_to_configure():
 
 def test_no_store_without_bucket_settings():
     assert S3Store.from_settings(Settings()) is None
+
+
+@pytest.fixture(scope="module")
+def checking_s3(tmp_path_factory) -> Iterator[tuple[str, str, str]]:
+    """A moto S3 server that checks credentials, as AWS, R2 and MinIO do (the session's accepts any):
+    its first four requests make a user, its key, its policy and a bucket; every later one is
+    authenticated. Yields the endpoint, the key id and its secret."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              env={**environment(), "INITIAL_NO_AUTH_ACTION_COUNT": "4"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    drain = threading.Thread(target=server.stderr.read, daemon=True)  # its request log, once it listens
+    try:
+        for line in server.stderr:  # werkzeug says where it listens once it does
+            if "Running on" in line:
+                break
+        drain.start()
+        endpoint = f"http://127.0.0.1:{port}"
+        session = boto3.session.Session(aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1")
+        iam = session.client("iam", endpoint_url=endpoint)
+        iam.create_user(UserName="worker")
+        key = iam.create_access_key(UserName="worker")["AccessKey"]
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+        iam.put_user_policy(UserName="worker", PolicyName="s3", PolicyDocument=json.dumps(policy))
+        session.client("s3", endpoint_url=endpoint).create_bucket(Bucket="glbs")
+        yield endpoint, key["AccessKeyId"], key["SecretAccessKey"]
+    finally:
+        server.terminate()
+        server.wait(10)
+        if drain.ident is not None:  # started
+            drain.join(10)
+        server.stderr.close()
+
+
+@pytest.mark.parametrize(("key_id", "secret", "cause"), [
+    (None, None, None),
+    (None, "wrong", "refused the credentials (403 Forbidden): check BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY"),
+    ("AKIAUNKNOWN0000000", None, "refused the credentials (403 Forbidden)"),
+])
+def test_the_start_up_check_refuses_wrong_credentials(checking_s3, key_id, secret, cause):
+    endpoint, right_key_id, right_secret = checking_s3
+    settings = dataclasses.replace(Settings(), bucket_endpoint_url=endpoint, bucket_name="glbs",
+                                   bucket_access_key_id=key_id or right_key_id, bucket_secret_access_key=secret or right_secret)
+    store = S3Store.from_settings(settings)
+    if cause is None:
+        store.check()
+        return
+    with pytest.raises(StartupError) as caught:
+        store.check()
+    assert str(caught.value).startswith(f"bucket 'glbs' at {endpoint} {cause}")

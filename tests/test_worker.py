@@ -231,13 +231,31 @@ def test_out_of_memory_asks_runpod_for_a_fresh_worker(error):
     )
 
 
-def test_a_failed_upload_is_an_error_and_the_worker_goes_on(s3_settings, valid_glb):
-    broken = dataclasses.replace(s3_settings, bucket_name="no-such-bucket")
-    failed = run_job(job(), settings=broken, generator=CpuGenerator(), store=S3Store.from_settings(broken))
-    assert re.fullmatch(r"internal error [0-9a-f]{8}: upload to bucket 'no-such-bucket' failed: NoSuchBucket \(.*\)", failed["error"])
-    assert "glb" not in failed
+class DeletingTheBucket:
+    """The stand-in, deleting the bucket while it generates: the start-up check passed, the upload will fail."""
 
-    answer = run_job(job(), settings=s3_settings, generator=CpuGenerator(), store=S3Store.from_settings(s3_settings))
+    def __init__(self, client, bucket: str):
+        self.inner, self.client, self.bucket = CpuGenerator(), client, bucket
+
+    def generate(self, request, progress=None):
+        self.client.delete_bucket(Bucket=self.bucket)
+        return self.inner.generate(request, progress)
+
+
+def test_an_upload_failing_mid_job_is_a_storage_error_naming_the_bucket_and_the_worker_goes_on(s3_settings, valid_glb, caplog):
+    store = S3Store.from_settings(s3_settings)
+    store.check()  # the bucket is there when the worker starts
+    bucket = s3_settings.bucket_name
+    with caplog.at_level(logging.INFO, logger="trellis_mv"):
+        failed = run_job(job(), settings=s3_settings, generator=DeletingTheBucket(store.client, bucket), store=store)
+    assert failed == {"error": f"storage error: upload to bucket '{bucket}' failed: NoSuchBucket (The specified bucket "
+                               "does not exist); the worker's storage settings (BUCKET_*) or the bucket need fixing, not the request"}
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert [record.getMessage() for record in errors] == [f"job job-1 cannot run: {failed['error']}"]
+    assert "Traceback" not in caplog.text and "internal error" not in caplog.text
+
+    store.client.create_bucket(Bucket=bucket)
+    answer = run_job(job(), settings=s3_settings, generator=CpuGenerator(), store=store)
     valid_glb(requests.get(answer["glb"]["url"], timeout=10).content)
 
 

@@ -4,8 +4,10 @@
 endpoint's own validation, generation, export and preview, one code path — with the output answered
 inline and no size cap, and writes the files: the GLB, a JSON report (the answer without base64, file
 paths in its place) beside it and, with ``--preview``, the contact sheet. ``remote`` sends the same
-job input to a deployed endpoint and writes the same files (``trellis_mv.remote``). A bad request
-exits with status 1 and the worker's own words; a bad command line with status 2.
+job input to a deployed endpoint and writes the same files (``trellis_mv.remote``). A bad command line
+exits with status 2: a missing file, an option argparse cannot read, and any value or image the
+worker's validation refuses (in the worker's own words, before the generator loads); a job that fails
+after that, with status 1.
 
 The options are derived from ``schema.JobInput``, so they cannot drift from the contract: each field
 of the job, of ``preprocess``, ``glb`` and ``output`` is a flag of its own name (``--pipeline-type``,
@@ -36,10 +38,10 @@ from pydantic import BaseModel
 from tqdm import tqdm
 
 from .config import Settings
-from .errors import StartupError
+from .errors import StartupError, UserError
 from .factory import build_generator
 from .generator import STAGES
-from .schema import JobInput
+from .schema import JobInput, parse_job_input
 from .threads import use_cpu_budget
 from .worker import run_job
 
@@ -107,16 +109,24 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ)
         return remote(args, job_input(args, images, inline=False), output, env)
     try:
         settings = dataclasses.replace(Settings.from_env(env), max_base64_glb_bytes=_UNLIMITED)
-        logging.basicConfig(level=settings.log_level if args.verbose else logging.WARNING,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    except StartupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    job = {"id": "local", "input": job_input(args, images)}
+    try:  # the worker's own validation: a value it refuses is a bad command line, found before the generator loads
+        parse_job_input(job["input"], settings, has_bucket=False)
+    except UserError as error:
+        command.error(str(error))
+    logging.basicConfig(level=settings.log_level if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
         use_cpu_budget(settings.cpu_threads)
         generator = build_generator(settings)
     except StartupError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     with ProgressBars() as progress:
-        answer = run_job({"id": "local", "input": job_input(args, images)}, settings=settings, generator=generator,
-                         store=None, progress=progress)
+        answer = run_job(job, settings=settings, generator=generator, store=None, progress=progress)
     if "error" in answer:
         print(f"error: {answer['error']}", file=sys.stderr)
         return 1
@@ -127,10 +137,12 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ)
 
 
 class ProgressBars:
-    """One tqdm bar per job step and per sampling stage (steps done / steps), on stderr.
+    """One tqdm bar per sampling stage (steps done / steps), on stderr; a job step without a count
+    (``validate``, ``export``, ...) is one plain line, not a bar that could only say ``0it``.
 
     As in k-diffusion, ``disable=None`` turns the bars off when stderr is not a terminal (``docker
-    run`` without ``-t``, a log file); each stage then gets one plain line instead.
+    run`` without ``-t``, a log file); each stage then gets one plain line instead. ``disable=True``
+    prints nothing.
     """
 
     def __init__(self, *, file: TextIO | None = None, disable: bool | None = None):
@@ -140,12 +152,13 @@ class ProgressBars:
 
     def __call__(self, update: dict[str, Any]) -> None:
         stage = update["stage"]
-        if "step" not in update or stage != self.stage:
+        if "step" not in update or stage != self.stage or self.bar is None:
             self.close()
             self.stage = stage
-            self.bar = tqdm(desc=stage, total=update.get("steps"), unit="step" if "step" in update else "it",
-                            file=self.file or sys.stderr, disable=self.disable, leave=True, dynamic_ncols=True)
-            if self.bar.disable and self.disable is None:
+            if "step" in update:
+                self.bar = tqdm(desc=stage, total=update["steps"], unit="step", file=self.file or sys.stderr,
+                                disable=self.disable, leave=True, dynamic_ncols=True)
+            if self.disable is not True and (self.bar is None or self.bar.disable):
                 print(stage, file=self.file or sys.stderr, flush=True)
         if "step" in update:
             self.bar.total = update["steps"]

@@ -4,13 +4,16 @@
   answered to the client as is.
 - ``WorkerError``: we failed (a bug, a broken model, an unreachable bucket); the client gets a short
   message and an id that matches the traceback in the log.
-- ``StartupError``: the worker cannot serve at all (no CUDA, missing weights or extensions); raised
-  before any job is taken.
+- ``StartupError``: the worker cannot serve at all (no CUDA, missing weights or extensions, a bucket
+  that is missing or refuses the credentials); raised before any job is taken.
+- ``StorageError``: the bucket refused or could not be reached during a job. Not the client's doing,
+  nor a bug of ours: the worker's ``BUCKET_*`` configuration (or the store) needs fixing, so the
+  answer names the bucket and the cause, and the log holds one line, no traceback.
 """
 
 from __future__ import annotations
 
-__all__ = ["StartupError", "UserError", "WorkerError"]
+__all__ = ["StartupError", "StorageError", "UserError", "WorkerError"]
 
 
 class UserError(ValueError):
@@ -23,8 +26,12 @@ class UserError(ValueError):
 
 
 class WorkerError(RuntimeError):
-    """A fault on our side: never the client's doing, always logged with a traceback."""
+    """A fault on our side: never the client's doing; logged with a traceback unless a subclass says otherwise."""
 
 
 class StartupError(WorkerError):
     """The worker cannot take jobs: raised during start-up, before the first job."""
+
+
+class StorageError(WorkerError):
+    """The bucket refused an upload or could not be reached: a configuration problem, answered as is."""

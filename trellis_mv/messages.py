@@ -2,7 +2,8 @@
 
 ``"shape_slat.steps: 0 is not in the range 1<=x<=50"``, ``"glb.colour: unknown field; allowed: ..."``,
 ``"mode: \"fast\" is not allowed; use \"stochastic\", ..."``: values are shown as the client wrote
-them (JSON), cut short so that a stray base64 string stays readable.
+them (JSON), cut short so that a stray base64 string stays readable. ``counted`` words a number of
+things for messages and logs ("1 image", "2 images").
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["shown", "worded"]
+__all__ = ["counted", "shown", "worded"]
 
 _EXPECTED = {
     "int_type": "an integer",
@@ -67,3 +68,8 @@ def shown(value: Any) -> str:
     except (TypeError, ValueError):
         text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def counted(number: int, noun: str) -> str:
+    """``"1 image"``, ``"2 images"``, ``"0 images"``: a count and its noun, plural unless it is one."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

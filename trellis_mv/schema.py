@@ -31,7 +31,7 @@ from .errors import UserError
 from .export import GlbOptions
 from .generator import STAGES, GenerationRequest, Mode, PipelineType, StageOptions
 from .limits import KEY_PREFIX_RULE, MAX_EXPIRES_IN, MIN_EXPIRES_IN, key_prefix_allowed
-from .messages import shown, worded
+from .messages import counted, shown, worded
 
 __all__ = [
     "GlbInput",
@@ -214,7 +214,7 @@ class JobInput(_Input):
         if not isinstance(value, list):
             raise ValueError(f"expected a list of 1 to {most} images, got {shown(value)}")
         if not 1 <= len(value) <= most:
-            raise ValueError(f"{len(value)} images given; send 1 to {most}")
+            raise ValueError(f"{counted(len(value), 'image')} given; send 1 to {most}")
         return value
 
     @field_validator("view_weights")
@@ -225,7 +225,8 @@ class JobInput(_Input):
             return value
         images = info.data.get("images")
         if images is not None and len(value) != len(images):
-            raise ValueError(f"{len(value)} weights given for {len(images)} images; send one positive number per image")
+            raise ValueError(f"{counted(len(value), 'weight')} given for {counted(len(images), 'image')}; "
+                             "send one positive number per image")
         modes = {getattr(info.data.get(stage), "mode", None) or info.data.get("mode") for stage in STAGES}
         unweighed = [f'"{mode}" ({why})' for mode, why in _UNWEIGHED.items() if mode in modes]
         if unweighed:

@@ -7,7 +7,12 @@ multi-view sampler (``trellis_mv.sampling``: Euler steps, guidance with rescale,
 batched passes under ``max_batch``) runs its three stages on tiny random torch flows with
 TRELLIS.2's call signature, the cascades sample the shape twice and pick their resolution with
 TRELLIS.2's rule (``trellis_mv.cascade``), and the mesh goes through the real GLB export and
-storage. Same seed + same input = same GLB bytes. It runs on a CPU in well under a second.
+storage. Same seed + same input = same GLB bytes. It runs on a CPU in about a second.
+
+What it does not do, every answer says in ``warnings``: it removes no background (views are used as
+sent), and ``glb.decimation_target``, ``glb.remesh`` and ``glb.unwrap`` shape TRELLIS.2's decoded
+meshes, not its 1280-face sphere with UVs of its own. ``glb.texture_size``, ``texture_format`` and
+``compression`` apply as for TRELLIS.2 (the export resamples its 64² texture to ``texture_size``²).
 
     TRELLIS_MV_GENERATOR=trellis_mv.standin:create python handler.py --test_input test_input.json
 """
@@ -27,7 +32,7 @@ from .config import Settings
 from .generator import STAGES, GenerationRequest, GenerationResult, ProgressFn, StageOptions
 from .sampling import DenseBatcher, guided, sample_flow_euler, time_grid
 
-__all__ = ["DEFAULTS", "StandInGenerator", "create", "shell_voxels"]
+__all__ = ["DEFAULTS", "NOT_DONE", "StandInGenerator", "create", "shell_voxels"]
 
 LATENT = 48
 TOKENS = 8 * 8  # a view becomes 8x8 tokens of RGBA
@@ -35,6 +40,8 @@ TOKENS = 8 * 8  # a view becomes 8x8 tokens of RGBA
 DEFAULTS = StageOptions(steps=4, guidance_strength=3.0, guidance_rescale=0.5, guidance_interval=(0.0, 1.0), rescale_t=1.0)
 SIGMA_MIN = 1e-5
 _RESOLUTION = {"512": 512, "1024": 1024, "1024_cascade": 1024, "1536_cascade": 1536}
+# How the stand-in's warning begins: every answer it makes carries one (what it did other than asked).
+NOT_DONE = "stand-in generator: a textured sphere, not a reconstruction of the views"
 
 
 class TinyFlow(torch.nn.Module):
@@ -88,7 +95,7 @@ class StandInGenerator:
             timings=timings,
             stats={"views": len(views)},
             resolution=resolution,
-            warnings=warnings,
+            warnings=[*_not_done(request), *warnings],
             views=tuple(image.convert("RGBA") for image in request.images),  # no preprocessing: as sent
         )
 
@@ -127,6 +134,13 @@ def shell_voxels(resolution: int) -> np.ndarray:
     axis = np.arange(size) - (size - 1) / 2
     radius = np.sqrt(axis[:, None, None] ** 2 + axis[None, :, None] ** 2 + axis[None, None, :] ** 2)
     return np.argwhere(np.abs(radius - 0.4 * size) < 0.5)
+
+
+def _not_done(request: GenerationRequest) -> list[str]:
+    """What a TRELLIS.2 worker would have done with ``request`` and the stand-in did not, as one warning."""
+    background = "" if request.remove_background is False else "it removes no background (views are used as sent); "
+    return [f"{NOT_DONE}; {background}glb.decimation_target, glb.remesh and glb.unwrap shape TRELLIS.2's meshes "
+            "and were not applied to its sphere"]
 
 
 def _options(options: StageOptions) -> Callable[[str], Any]:

@@ -3,7 +3,13 @@
 Any S3-compatible store works (AWS, Cloudflare R2, MinIO, ...). boto3 is configured for them:
 checksums only when the operation requires them (boto3 1.36 started sending CRC checksums by default,
 which R2 and MinIO reject), path-style addressing for custom endpoints, and botocore's "standard"
-retries for transient errors. A failed upload is an error answer — never a quiet switch to base64.
+retries for transient errors.
+
+The bucket is checked when the worker starts (``S3Store.check``: ``head_bucket`` with the configured
+credentials), so a missing bucket or refused credentials stop the worker at start, before any GPU
+work, with one line naming the bucket and the cause. An upload that fails later (the bucket deleted,
+the credentials revoked, the store down) raises ``StorageError``: the job's answer names the bucket and
+the cause, as a configuration problem, never a quiet switch to base64.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .config import Settings
-from .errors import UserError, WorkerError
+from .errors import StartupError, StorageError, UserError
 from .schema import OutputInput
 
 __all__ = ["GLB_CONTENT_TYPE", "PREVIEW_CONTENT_TYPE", "S3Store", "glb_key", "store_glb", "store_preview"]
@@ -27,6 +33,16 @@ __all__ = ["GLB_CONTENT_TYPE", "PREVIEW_CONTENT_TYPE", "S3Store", "glb_key", "st
 GLB_CONTENT_TYPE = "model/gltf-binary"
 PREVIEW_CONTENT_TYPE = "image/png"
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+_MISSING = "does not exist: create it first, or set BUCKET_NAME to a bucket that exists"
+# What head_bucket's status codes mean for this worker (a HEAD answer has no body: the code is all there is).
+_REFUSALS = {
+    "404": _MISSING,
+    "NoSuchBucket": _MISSING,
+    "403": "refused the credentials (403 Forbidden): check BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY, "
+           "and that they may read and write this bucket",
+    "301": "is in another region (301 Moved Permanently): set BUCKET_REGION to the bucket's region",
+    "400": "answered 400 Bad Request: check BUCKET_REGION (auto for R2) and BUCKET_ENDPOINT_URL",
+}
 
 
 class S3Store:
@@ -60,18 +76,27 @@ class S3Store:
         )
         return cls(client, settings.bucket_name)
 
+    def check(self) -> None:
+        """``head_bucket`` with the configured credentials; ``StartupError`` naming the bucket and the cause."""
+        where = f"bucket {self.bucket!r} at {self.client.meta.endpoint_url}"
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as error:
+            code = str(error.response.get("Error", {}).get("Code", "error"))
+            cause = _REFUSALS.get(code, f"refused head_bucket: {_described_error(error)}")
+            raise StartupError(f"{where} {cause}") from None  # one line: the cause is in it
+        except BotoCoreError as error:
+            raise StartupError(f"{where} cannot be reached: {error}; check BUCKET_ENDPOINT_URL") from None
+
     def put(self, key: str, data: bytes, *, content_type: str) -> None:
-        """Upload ``data`` under ``key``; raises ``WorkerError`` when the store refuses or cannot be reached."""
+        """Upload ``data`` under ``key``; raises ``StorageError`` when the store refuses or cannot be reached."""
         try:
             self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
-        except ClientError as error:
-            details = error.response.get("Error", {})
-            raise WorkerError(
-                f"upload to bucket {self.bucket!r} failed: {details.get('Code', 'error')} "
-                f"({details.get('Message', 'no message')})"
+        except (ClientError, BotoCoreError) as error:
+            raise StorageError(
+                f"storage error: upload to bucket {self.bucket!r} failed: {_described_error(error)}; "
+                "the worker's storage settings (BUCKET_*) or the bucket need fixing, not the request"
             ) from error
-        except BotoCoreError as error:
-            raise WorkerError(f"upload to bucket {self.bucket!r} failed: {error}") from error
 
     def presigned_url(self, key: str, *, expires_in: int) -> str:
         """A GET URL for ``key`` that works without credentials for ``expires_in`` seconds."""
@@ -127,6 +152,13 @@ def store_preview(
     assert store is not None, "a GLB with a key was uploaded to this store"
     key = glb["key"].removesuffix(".glb") + ".preview.png"
     return {**described, **_upload(store, key, data, PREVIEW_CONTENT_TYPE, output, settings)}
+
+
+def _described_error(error: ClientError | BotoCoreError) -> str:
+    if isinstance(error, BotoCoreError):
+        return str(error)
+    details = error.response.get("Error", {})
+    return f"{details.get('Code', 'error')} ({details.get('Message') or 'no message'})"
 
 
 def _described(data: bytes) -> dict[str, Any]:

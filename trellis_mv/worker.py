@@ -10,6 +10,8 @@ Answers to failures, all as ``{"error": ...}`` and never a traceback:
 
 - the client's mistakes (``UserError``): the message as is, e.g. ``"seed: -1 is not in the range ..."``;
 - a worker that cannot generate at all (``StartupError``, e.g. no CUDA GPU): the message as is;
+- a bucket that refused the upload or could not be reached (``StorageError``): the message as is,
+  naming the bucket and the cause, one log line and no traceback: a configuration problem, not ours;
 - CUDA out of memory: a short message plus ``"refresh_worker": True``, so RunPod replaces the worker
   rather than letting a fragmented GPU fail the next job too;
 - anything else: ``"internal error <id>: <short>"``, with ``<id>`` in the logged traceback.
@@ -35,10 +37,11 @@ import torch
 
 from . import images, schema, storage
 from .config import Settings
-from .errors import StartupError, UserError, WorkerError
+from .errors import StartupError, StorageError, UserError, WorkerError
 from .export import export_glb
 from .generator import Generator, ProgressFn
 from .licences import job_warnings
+from .messages import counted
 from .preview import make_preview
 from .timing import timed
 
@@ -91,13 +94,14 @@ def run_job(
     except UserError as error:
         log.info("job %s refused: %s", job_id, error)
         return _released({"error": str(error)}, error)
-    except StartupError as error:
+    except (StartupError, StorageError) as error:
         log.error("job %s cannot run: %s", job_id, error)
         return _released({"error": str(error)}, error)
     except Exception as error:  # the one catch site: no job may stop the worker
         return _released(_internal_error(job_id, error), error)
     timings["total"] = round(time.perf_counter() - started, 3)
-    log.info("job %s done: %d views, %d faces, %d bytes, %.1f s", job_id, len(views), glb.faces, len(glb.data), timings["total"])
+    log.info("job %s done: %s, %d faces, %d bytes, %.1f s", job_id, counted(len(views), "view"), glb.faces, len(glb.data),
+             timings["total"])
     warnings = [*result.warnings, *job_warnings(result.components)]
     for warning in warnings:
         log.warning("job %s: %s", job_id, warning)

@@ -3,8 +3,9 @@
 TRELLIS.2 decodes a ``MeshWithVoxel``: a dense triangle mesh plus a sparse voxel volume of PBR
 attributes. ``bake`` turns it into an unwrapped mesh and baked attributes on the GPU, ``texture``
 pads and encodes the textures, ``glb`` writes the file with Draco geometry (``compress``). Test
-generators hand over a textured ``trimesh.Trimesh`` instead: it skips the GPU phases and goes
-through the same normals, encoding and writing, so CI runs everything after the bake.
+generators hand over a textured ``trimesh.Trimesh`` instead: its texture is resampled to
+``texture_size``², it skips the GPU phases (``remesh``, ``decimation_target`` and ``unwrap`` do not
+apply to it) and goes through the same normals, encoding and writing, so CI runs everything after the bake.
 
 Phases and their timing keys: clean (fill holes; for a trimesh: normals), bvh, remesh, simplify,
 unwrap (charts, atlas, degenerate faces, normals; with ``glb.unwrap: "fast"`` also its steps
@@ -30,6 +31,7 @@ from typing import Any, Callable, ContextManager, Literal
 import numpy as np
 import torch
 import trimesh
+from PIL import Image
 
 from . import bake
 from .clean import UnwrappedMesh, vertex_normals, y_up
@@ -80,7 +82,7 @@ def export_glb(mesh: Any, options: GlbOptions) -> ExportedGlb:
     with ThreadPoolExecutor(max_workers=_export_threads(), thread_name_prefix="export") as pool:
         if isinstance(mesh, trimesh.Trimesh):
             with phase("clean"):
-                geometry, images = _from_trimesh(mesh)
+                geometry, images = _from_trimesh(mesh, options.texture_size)
             draco = _encode_geometry(pool, geometry, options.compression)
         else:
             geometry, images, draco = _bake(mesh, options, phase, pool)
@@ -150,8 +152,8 @@ def _gltf_geometry(mesh: UnwrappedMesh) -> dict[str, Any]:
     }
 
 
-def _from_trimesh(mesh: trimesh.Trimesh) -> tuple[dict[str, Any], list[np.ndarray]]:
-    """A textured trimesh (test generators) as glTF geometry plus its base-colour image."""
+def _from_trimesh(mesh: trimesh.Trimesh, texture_size: int) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """A textured trimesh (test generators) as glTF geometry plus its base-colour image, ``texture_size``² texels."""
     material = mesh.visual.material
     if not isinstance(material, trimesh.visual.material.PBRMaterial):
         material = material.to_pbr()
@@ -167,4 +169,7 @@ def _from_trimesh(mesh: trimesh.Trimesh) -> tuple[dict[str, Any], list[np.ndarra
         "roughness": float(material.roughnessFactor if material.roughnessFactor is not None else 1.0),
         "double_sided": bool(material.doubleSided),
     }
-    return geometry, [np.asarray(material.baseColorTexture.convert("RGB"))]
+    texture = material.baseColorTexture.convert("RGB")
+    if texture.size != (texture_size, texture_size):
+        texture = texture.resize((texture_size, texture_size), Image.Resampling.BILINEAR)
+    return geometry, [np.asarray(texture)]
