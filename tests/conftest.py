@@ -23,7 +23,10 @@ from typing import Callable
 import boto3
 import pytest
 import torch
+from helpers import png
+from job_api import JobApi
 from moto.server import ThreadedMotoServer
+from processes import HandlerProcess, environment, free_port
 
 from trellis_mv.config import Settings
 
@@ -124,3 +127,36 @@ def valid_glb(tmp_path_factory: pytest.TempPathFactory) -> Callable[[bytes], dic
         return report
 
     return validate
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> list[Path]:
+    """Two small PNG views, red and blue, as files."""
+    paths = []
+    for index, colour in enumerate([(200, 40, 40, 255), (40, 40, 200, 255)]):
+        path = tmp_path / f"view{index}.png"
+        path.write_bytes(png((32, 32), colour))
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def local_api():
+    """``handler.py --rp_serve_api`` on loopback with the stand-in generator; yields its base URL."""
+    port = free_port()
+    server = HandlerProcess("--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port", str(port),
+                            env=environment(TRELLIS_MV_GENERATOR="trellis_mv.standin:create"))
+    if not server.wait_for("Uvicorn running on"):
+        server.stop()
+        pytest.fail("the API server did not start:\n" + server.output())
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def job_api():
+    """The hosted-mode job API stand-in (tests/job_api.py) on loopback."""
+    api = JobApi()
+    yield api
+    api.close()
+    api.shutdown()

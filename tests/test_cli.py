@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import png
 from PIL import Image
 from pydantic import BaseModel
 
@@ -37,16 +36,6 @@ def leaf_fields(model: type[BaseModel] = JobInput, prefix: tuple[str, ...] = ())
         else:
             found.add((*prefix, name))
     return found
-
-
-@pytest.fixture
-def photos(tmp_path: Path) -> list[Path]:
-    paths = []
-    for index, colour in enumerate([(200, 40, 40, 255), (40, 40, 200, 255)]):
-        path = tmp_path / f"view{index}.png"
-        path.write_bytes(png((32, 32), colour))
-        paths.append(path)
-    return paths
 
 
 def test_every_field_of_the_job_has_a_flag_or_is_set_by_the_command():

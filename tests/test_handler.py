@@ -12,12 +12,11 @@ import base64
 import json
 import threading
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import requests
 from helpers import png_b64
-from processes import HandlerProcess, bucket_environment, environment, free_port, run_handler
+from processes import bucket_environment, run_handler
 
 from handler import quiet_runpod, read_test_input_file, runpod_mode, take_local_options
 from trellis_mv.progress import OrderedSender, throttled
@@ -166,25 +165,12 @@ def test_a_missing_bucket_stops_the_worker_at_start_in_one_line(s3_endpoint, mod
     assert log.rstrip().endswith("a bucket that exists") and "Traceback" not in log
 
 
-@pytest.fixture(scope="module")
-def api() -> Iterator[str]:
-    """``handler.py --rp_serve_api`` on loopback, with the stand-in generator; yields its base URL."""
-    port = free_port()
-    server = HandlerProcess("--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port", str(port),
-                            env=environment(TRELLIS_MV_GENERATOR=STANDIN))
-    if not server.wait_for("Uvicorn running on"):
-        server.stop()
-        pytest.fail("the API server did not start:\n" + server.output())
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 def job_input(**fields) -> dict:
     return {"images": [png_b64((32, 32), (220, 120, 20, 255)), png_b64((32, 32), (20, 120, 220, 255))], "seed": 3, **fields}
 
 
-def test_runsync_answers_a_valid_glb(api, valid_glb):
-    response = requests.post(f"{api}/runsync", json={"input": job_input()}, timeout=30)
+def test_runsync_answers_a_valid_glb(local_api, valid_glb):
+    response = requests.post(f"{local_api}/runsync", json={"input": job_input()}, timeout=30)
     body = response.json()
     assert response.status_code == 200 and body["status"] == "COMPLETED", body
     output = body["output"]
@@ -193,24 +179,24 @@ def test_runsync_answers_a_valid_glb(api, valid_glb):
     valid_glb(data)
 
 
-def test_run_answers_in_progress_and_the_job_runs_on_the_first_status(api, valid_glb):
-    sync = requests.post(f"{api}/runsync", json={"input": job_input()}, timeout=30).json()["output"]
-    queued = requests.post(f"{api}/run", json={"input": job_input()}, timeout=30).json()
+def test_run_answers_in_progress_and_the_job_runs_on_the_first_status(local_api, valid_glb):
+    sync = requests.post(f"{local_api}/runsync", json={"input": job_input()}, timeout=30).json()["output"]
+    queued = requests.post(f"{local_api}/run", json={"input": job_input()}, timeout=30).json()
     assert queued == {"id": queued["id"], "status": "IN_PROGRESS"}
     # runpod's local API takes POST here (the hosted /status takes GET) and runs the job in this call
-    status = requests.post(f"{api}/status/{queued['id']}", timeout=30).json()
+    status = requests.post(f"{local_api}/status/{queued['id']}", timeout=30).json()
     assert status["status"] == "COMPLETED", status
     assert status["output"]["glb"]["sha256"] == sync["glb"]["sha256"]
     valid_glb(base64.b64decode(status["output"]["glb"]["base64"]))
     # the job is gone once answered: a second /status does not find it
-    again = requests.post(f"{api}/status/{queued['id']}", timeout=30).json()
+    again = requests.post(f"{local_api}/status/{queued['id']}", timeout=30).json()
     assert again == {"id": queued["id"], "status": "FAILED", "error": "Job ID not found"}
 
 
-def test_a_bad_job_fails_with_its_message_and_the_server_goes_on(api, valid_glb):
-    failed = requests.post(f"{api}/runsync", json={"input": job_input(images=[])}, timeout=30).json()
+def test_a_bad_job_fails_with_its_message_and_the_server_goes_on(local_api, valid_glb):
+    failed = requests.post(f"{local_api}/runsync", json={"input": job_input(images=[])}, timeout=30).json()
     assert failed == {"id": failed["id"], "status": "FAILED", "error": "images: 0 images given; send 1 to 8"}
-    healthy = requests.post(f"{api}/runsync", json={"input": job_input()}, timeout=30).json()
+    healthy = requests.post(f"{local_api}/runsync", json={"input": job_input()}, timeout=30).json()
     assert healthy["status"] == "COMPLETED"
     valid_glb(base64.b64decode(healthy["output"]["glb"]["base64"]))
 

@@ -16,21 +16,12 @@ import pytest
 import requests
 from cpu_generator import OOM_SEED
 from helpers import b64, encode, noise
-from job_api import JobApi
 from processes import ROOT, HandlerProcess, assert_clean, bucket_environment, environment
 
 pytestmark = pytest.mark.timeout(120)
 
 IMAGES = [b64(encode(noise((48, 48), seed=seed))) for seed in (3, 4)]
 STAGES = ["validate", "decode", "generate", "export", "store"]
-
-
-@pytest.fixture
-def job_api():
-    api = JobApi()
-    yield api
-    api.close()
-    api.shutdown()
 
 
 def job(job_id: str, **fields) -> dict:

@@ -40,6 +40,7 @@ SKIPPED = {
 }
 # What commands print that shows they did their work, not only that they exited 0.
 SAID = {
+    "moto_server -p 9000 &": r"bucket 'glbs' at http://127\.0\.0\.1:\d+: found, credentials accepted",
     'curl -s -X POST "http://localhost:8000/status/': r'"status":\s*"COMPLETED"',
     "python -m trellis_mv remote": r"^wrote model\.glb \(",
     "TRELLIS_MV_GENERATOR=trellis_mv.standin:create python -m trellis_mv generate": r"^wrote model\.glb \(",
@@ -49,13 +50,17 @@ WRITTEN = re.compile(r"(?<!\S)(?:>|-o|--glb_out)\s+(\S+)|open\(\"([^\"]+)\", \"w
 DOCKER_MOUNT = "/data/"  # docker run -v "$PWD:/data", from the repository's root
 
 
+BACKGROUND = re.compile(r"&\s*(#.*)?$", re.M)  # a line that starts a server in the background
+
+
 def commands(text: str = README) -> list[str]:
-    """The shell commands of ``text``'s sh blocks, in order."""
+    """The shell commands of ``text``'s sh blocks, in order; a block that starts a server in the
+    background (the bucket example) is one command, a script whose lines share that shell."""
     found = []
     for block in re.findall(r"^```sh\n(.*?)^```", text, re.M | re.S):
-        for line in re.sub(r"\\\n\s*", "", block).splitlines():
-            if line.strip() and not line.lstrip().startswith("#"):
-                found.append(line.strip())
+        lines = [line.strip() for line in re.sub(r"\\\n\s*", "", block).splitlines()
+                 if line.strip() and not line.lstrip().startswith("#")]
+        found.extend(["\n".join(lines)] if BACKGROUND.search(block) else lines)
     return found
 
 
@@ -111,11 +116,14 @@ def test_every_cpu_command_runs_as_written(tmp_path):
                 assert server.wait_for("Uvicorn running on"), server.output()
                 continue
             assert server is not None or "localhost:8000" not in command, "a command needs the server before it starts"
-            done = subprocess.run(["bash", "-euo", "pipefail", "-c", command.replace("localhost:8000", f"127.0.0.1:{port}")],
+            script = command.replace("localhost:8000", f"127.0.0.1:{port}")
+            if BACKGROUND.search(command):  # its server on a free port, stopped with the script
+                script = "trap 'kill $(jobs -p) 2>/dev/null' EXIT\n" + script.replace("9000", str(free_port()))
+            done = subprocess.run(["bash", "-euo", "pipefail", "-c", script],
                                   cwd=scratch, env=env, capture_output=True, text=True, timeout=240)
             assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
             said = next((pattern for start, pattern in SAID.items() if command.startswith(start)), None)
-            assert said is None or re.search(said, done.stdout, re.M), f"{command}\n{done.stdout}\n{done.stderr}"
+            assert said is None or re.search(said, done.stdout + done.stderr, re.M), f"{command}\n{done.stdout}\n{done.stderr}"
     finally:
         if server is not None:
             server.stop()

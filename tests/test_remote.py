@@ -21,10 +21,9 @@ from pathlib import Path
 import boto3
 import pytest
 import requests
-from helpers import png
 from job_api import USER_KEY, JobApi
 from PIL import Image
-from processes import ROOT, HandlerProcess, bucket_environment, environment, free_port
+from processes import ROOT, HandlerProcess, bucket_environment, environment
 
 from trellis_mv import cli
 from trellis_mv.remote import Api, TimedOut, wait
@@ -33,38 +32,6 @@ pytestmark = pytest.mark.timeout(90)
 
 STANDIN = "trellis_mv.standin:create"
 KEY = {"RUNPOD_API_KEY": USER_KEY}
-
-
-@pytest.fixture
-def photos(tmp_path: Path) -> list[Path]:
-    paths = []
-    for index, colour in enumerate([(200, 40, 40, 255), (40, 40, 200, 255)]):
-        path = tmp_path / f"view{index}.png"
-        path.write_bytes(png((32, 32), colour))
-        paths.append(path)
-    return paths
-
-
-@pytest.fixture(scope="module")
-def local_api() -> str:
-    """``handler.py --rp_serve_api`` on loopback with the stand-in generator; its URL."""
-    port = free_port()
-    server = HandlerProcess("--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port", str(port),
-                            env=environment(TRELLIS_MV_GENERATOR=STANDIN))
-    if not server.wait_for("Uvicorn running on"):
-        server.stop()
-        pytest.fail("the API server did not start:\n" + server.output())
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def job_api():
-    """The job API stand-in with no worker: a job sent to it waits in the queue."""
-    api = JobApi()
-    yield api
-    api.close()
-    api.shutdown()
 
 
 @pytest.fixture(scope="module")
