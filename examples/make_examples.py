@@ -48,9 +48,7 @@ def render_views() -> dict[str, Image.Image]:
     cameras = torch.tensor(list(VIEWS.values()))
     rgba = shaded(RenderMesh.from_trimesh(chair(), "cpu"), cameras[:, 0], cameras[:, 1], cameras[:, 2], SIZE,
                   margin=0.15, supersample=SUPERSAMPLE).numpy()
-    alpha = rgba[..., 3:]
-    rgb = np.divide(rgba[..., :3], alpha, out=np.zeros_like(rgba[..., :3]), where=alpha > 0)  # shaded's colour is premultiplied
-    pixels = (np.concatenate([rgb, alpha], axis=-1).clip(0, 1) * 255).round().astype(np.uint8)
+    pixels = (rgba.clip(0, 1) * 255).round().astype(np.uint8)
     return {name: Image.fromarray(image, "RGBA") for name, image in zip(VIEWS, pixels)}
 
 

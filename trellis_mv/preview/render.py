@@ -105,7 +105,8 @@ def shaded(
     """RGBA images ``[B, S, S, 4]`` (0..1) of the base colour under a key light, all views framed alike.
 
     The key light comes from above the camera and a little to its right; back faces are lit as front
-    faces (o_voxel's meshes are not always closed). ``supersample`` renders larger and averages.
+    faces (o_voxel's meshes are not always closed). ``supersample`` renders larger and averages;
+    the colours are straight (not premultiplied by alpha) either way.
     """
     size = resolution * supersample
     clip = frame_to_square(clip_space(mesh.vertices, azimuth, elevation, fov, radius=mesh.radius), margin=margin, shared=True)
@@ -122,6 +123,9 @@ def shaded(
     rgba = torch.cat([colour.clamp(0, 1) * covered, covered.float()], dim=-1)
     if supersample > 1:
         rgba = F.avg_pool2d(rgba.permute(0, 3, 1, 2), supersample).permute(0, 2, 3, 1)
+        # the average of premultiplied colours: back to straight alpha, as the sheet composites it
+        alpha = rgba[..., 3:]
+        rgba = torch.cat([torch.where(alpha > 0, rgba[..., :3] / alpha.clamp(min=1e-6), 0.0), alpha], dim=-1)
     return rgba.flip(1)
 
 
