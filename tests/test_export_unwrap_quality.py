@@ -121,3 +121,17 @@ def test_overlapping_charts_finds_a_chart_drawn_over_itself():
     faces = torch.tensor([[0, 1, 2], [0, 2, 3], [4, 5, 6], [7, 8, 9], [10, 11, 12]])
     vertex_chart = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2])
     assert overlapping_charts(uvs, faces, vertex_chart, 3).tolist() == [False, True, False]
+
+
+def test_overlapping_charts_in_more_than_one_grid():
+    # a noisy mesh's ~50k charts are drawn a grid of CHARTS_PER_GRID at a time; the overlapping chart
+    # sits in the second grid, among thousands of single triangles
+    from trellis_mv.export.uv_quality import CHARTS_PER_GRID
+
+    singles = CHARTS_PER_GRID + 10
+    triangle = torch.tensor([[0.0, 0], [2, 0], [0, 2]])
+    uvs = torch.cat([triangle.repeat(singles, 1), torch.tensor([[0.0, 0], [2, 0], [0, 2], [0.5, 0.5], [2.5, 0.5], [0.5, 2.5]])])
+    faces = torch.arange(3 * singles + 6).reshape(-1, 3)
+    vertex_chart = torch.cat([torch.arange(singles).repeat_interleave(3), torch.full((6,), singles)])
+    overlapping = overlapping_charts(uvs, faces, vertex_chart, singles + 1)
+    assert overlapping.nonzero().flatten().tolist() == [singles]

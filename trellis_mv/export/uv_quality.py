@@ -33,6 +33,7 @@ __all__ = ["FaceStretch", "atlas_quality", "chart_stretch", "face_stretch", "ove
 # Texels across each chart's tile in ``overlapping_charts``, and how many of them may be covered twice
 # (a texel centre exactly on a corner that several faces share can count twice).
 TILE = 64
+CHARTS_PER_GRID = 4096  # 64 x 64 tiles: 4096² texels, ~70 MB per count buffer
 OVERLAP_TEXELS = 1
 
 
@@ -81,26 +82,33 @@ def chart_stretch(stretch: FaceStretch, chart: torch.Tensor, count: int, counted
 def overlapping_charts(uvs: torch.Tensor, faces: torch.Tensor, vertex_chart: torch.Tensor, count: int) -> torch.Tensor:
     """Per chart: whether its ``faces`` cover a texel twice when the chart is drawn alone, ``TILE`` texels across.
 
-    Every chart gets a tile of its own in one grid, so one ``raster.texel_counts`` call sees them all.
-    A flipped face overlaps its neighbours by definition; among unflipped ones this finds a fan that
-    turns more than once around a vertex, and a chart's boundary running over itself. ``vertex_chart``
-    is each vertex's chart; no vertex is shared by two charts.
+    Every chart gets a tile of its own in a grid, so one ``raster.texel_counts`` call sees
+    ``CHARTS_PER_GRID`` of them at once: a grid for all of a noisy mesh's ~50k charts would be 14k
+    texels across, gigabytes of counts. A flipped face overlaps its neighbours by definition; among
+    unflipped ones this finds a fan that turns more than once around a vertex, and a chart's boundary
+    running over itself. ``vertex_chart`` is each vertex's chart; no vertex is shared by two charts.
     """
     def extreme(reduce: str, start: float) -> torch.Tensor:
         out = torch.full((count, 2), start, dtype=uvs.dtype, device=uvs.device)
         return out.scatter_reduce(0, vertex_chart[:, None].expand(-1, 2), uvs, reduce)
 
     low, high = extreme("amin", math.inf), extreme("amax", -math.inf)
-    across = math.ceil(math.sqrt(count))
-    index = torch.arange(count, device=uvs.device)
-    tile = torch.stack([index % across, torch.div(index, across, rounding_mode="floor")], dim=1)
     extent = (high - low).amax(dim=1).clamp_min(torch.finfo(uvs.dtype).tiny)
     # off the texel grid by an irrational step, so that regular meshes do not put vertices on texel centres
     placed = (uvs - low[vertex_chart]) / extent[vertex_chart, None] * (TILE - 3) + 1 / math.pi + 1
-    counts = texel_counts((placed + tile[vertex_chart] * TILE) / (across * TILE), faces, across * TILE)
-    rows, columns = (counts > 1).nonzero(as_tuple=True)
-    chart = torch.div(rows, TILE, rounding_mode="floor") * across + torch.div(columns, TILE, rounding_mode="floor")
-    return torch.bincount(chart, minlength=count) > OVERLAP_TEXELS
+    face_chart = vertex_chart[faces[:, 0].long()]
+    overlapping = torch.zeros(count, dtype=torch.bool, device=uvs.device)
+    for first in range(0, count, CHARTS_PER_GRID):
+        charts = min(CHARTS_PER_GRID, count - first)
+        across = math.ceil(math.sqrt(charts))
+        local = (vertex_chart - first).clamp(0, charts - 1)
+        tile = torch.stack([local % across, torch.div(local, across, rounding_mode="floor")], dim=1)
+        mine = (face_chart >= first) & (face_chart < first + charts)
+        counts = texel_counts((placed + tile * TILE) / (across * TILE), faces[mine], across * TILE)
+        rows, columns = (counts > 1).nonzero(as_tuple=True)
+        chart = torch.div(rows, TILE, rounding_mode="floor") * across + torch.div(columns, TILE, rounding_mode="floor")
+        overlapping[first:first + charts] = torch.bincount(chart, minlength=charts)[:charts] > OVERLAP_TEXELS
+    return overlapping
 
 
 def vertex_charts(faces: torch.Tensor, vertex_count: int) -> tuple[torch.Tensor, int]:
