@@ -230,9 +230,10 @@ def test_the_uv_path_gives_the_camera_paths_texels_and_barycentrics():
     assert torch.allclose(positions[rows, columns, :2], torch.stack([(columns + 0.5) / SIZE, (rows + 0.5) / SIZE], dim=1), atol=1e-6)
 
 
-def test_barycentrics_of_triangles_a_few_texels_wide_are_exact_to_float32():
-    # Default atlases hold ~180k triangles of a few texels in 2048²: barycentrics computed from whole
-    # clip coordinates (the coverage coefficients) were off by 0.03 at the 99.9th percentile there.
+def test_coverage_and_barycentrics_of_triangles_a_few_texels_wide_are_exact_to_float32():
+    # Default atlases hold ~180k triangles of a few texels in 2048²: computed from whole clip
+    # coordinates (affine edge functions), barycentrics were off by 0.03 at the 99.9th percentile
+    # there, and 0.3% of the covered texel centres lay outside their triangle, up to 0.36 beyond an edge.
     size, count = 2048, 2000
     generator = torch.Generator().manual_seed(0)
     centres = torch.rand(count, 2, generator=generator) * 0.9 + 0.05
@@ -249,7 +250,8 @@ def test_barycentrics_of_triangles_a_few_texels_wide_are_exact_to_float32():
     area = cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
     exact = torch.stack([cross(corners[:, 1] - point, corners[:, 2] - point) / area,
                          cross(corners[:, 2] - point, corners[:, 0] - point) / area], dim=1)
-    inside = (exact >= 0).all(dim=1) & (exact.sum(dim=1) <= 1)
-    error = (rast[rows, columns, :2].double() - exact).abs().amax(dim=1)[inside]
-    assert len(rows) > 5000 and float(inside.double().mean()) > 0.99
+    weights = torch.cat([exact, 1 - exact.sum(dim=1, keepdim=True)], dim=1)
+    error = (rast[rows, columns, :2].double() - exact).abs().amax(dim=1)
+    assert len(rows) > 5000
+    assert float(-weights.amin(dim=1).min()) < 1e-4  # a covered centre lies inside, to float rounding
     assert float(torch.quantile(error.float(), 0.999)) < 2e-4 and float(error.max()) < 2e-3

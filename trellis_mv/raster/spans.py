@@ -38,7 +38,7 @@ __all__ = [
 # the cap keeps the bake's peak about where nvdiffrast's was (issue 20: within +1 GiB).
 _MIN_SCRATCH, _MAX_SCRATCH, _CPU_SCRATCH = 32 * 2**20, 512 * 2**20, 64 * 2**20
 # Bytes held per unit of work at the peak of each step, torch's temporaries included (estimated).
-_BYTES_PER_TRIANGLE, BYTES_PER_ROW, BYTES_PER_PIXEL = 400, 200, 160
+_BYTES_PER_TRIANGLE, BYTES_PER_ROW, BYTES_PER_PIXEL = 430, 200, 160
 INDEX_BITS = 31  # the triangle index in a key's low bits (rasterize.py puts depth above them)
 
 
@@ -46,10 +46,15 @@ INDEX_BITS = 31  # the triangle index in a key's low bits (rasterize.py puts dep
 class Triangles:
     """Instance t is triangle t % F seen in image t // F. Coefficients ``[T, 5, 3]``: rows a0, a1, a2
     (edge functions), Σ z·a, Σ w·a; columns c, a, b of ``c + a·fx + b·fy``; signed so that inside is
-    a0, a1, a2 >= 0. ``y0``: first pixel row of the bounding box; ``rows``, ``columns``: its size
-    (rows 0: the triangle covers no pixel centre, or is skipped)."""
+    a0, a1, a2 >= 0 (the depth test's z/w comes from them). ``x``, ``y`` ``[T, 3]``: the corners in clip
+    space divided by w, and ``winding`` ``[T]`` the sign of the triangle's area: the spans come from
+    these. ``y0``: first pixel row of the bounding box; ``rows``, ``columns``: its size (rows 0: the
+    triangle covers no pixel centre, or is skipped)."""
 
     coefficients: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
+    winding: torch.Tensor
     y0: torch.Tensor
     rows: torch.Tensor
     columns: torch.Tensor
@@ -96,7 +101,7 @@ def triangles(clip: torch.Tensor, faces: torch.Tensor, resolution: tuple[int, in
     x0, y0 = px.amin(dim=0).ceil().clamp(0, width).long(), py.amin(dim=0).ceil().clamp(0, height).long()
     columns = (px.amax(dim=0).floor().clamp(-1, width - 1).long() - x0 + 1).clamp(min=0) * in_front
     rows = (py.amax(dim=0).floor().clamp(-1, height - 1).long() - y0 + 1).clamp(min=0) * in_front * (columns > 0)
-    return Triangles(coefficients, y0, rows, columns, face_count)
+    return Triangles(coefficients, (x / w).t().contiguous(), (y / w).t().contiguous(), winding, y0, rows, columns, face_count)
 
 
 def spans(
@@ -112,16 +117,37 @@ def spans(
         instance = which + start
         row = triangles.y0[instance] + offset
         fy = (2 * row.float() + 1) / height - 1
-        edges = triangles.coefficients[instance, :3]  # inside: c + a·fx + b·fy >= 0 for all three
-        level, slope = edges[..., 0] + edges[..., 2] * fy[:, None], edges[..., 1]
-        bound = -level / torch.where(slope == 0, torch.ones_like(slope), slope)
-        low = torch.where(slope > 0, bound, torch.full_like(bound, -torch.inf)).amax(dim=1)  # fx >= low
-        high = torch.where(slope < 0, bound, torch.full_like(bound, torch.inf)).amin(dim=1)  # fx < high
+        x, y, winding = triangles.x[instance], triangles.y[instance], triangles.winding[instance, None]
+        crossing, slope, flat_level, flat_b = _edges_on_row(x.roll(-1, 1), y.roll(-1, 1), x.roll(-2, 1), y.roll(-2, 1),
+                                                           winding, fy[:, None])
+        low = torch.where(slope > 0, crossing, torch.full_like(crossing, -torch.inf)).amax(dim=1)  # fx >= low
+        high = torch.where(slope < 0, crossing, torch.full_like(crossing, torch.inf)).amin(dim=1)  # fx < high
         # an edge along the row takes all of it or none; on it, the triangle above it takes it
-        open_row = ((slope != 0) | (level > 0) | ((level == 0) & (edges[..., 2] > 0))).all(dim=1)
+        open_row = ((slope != 0) | (flat_level > 0) | ((flat_level == 0) & (flat_b > 0))).all(dim=1)
         first = _column_at(low, width)
         end = torch.where(open_row, torch.maximum(_column_at(high, width), first), first)
         yield instance, row, first, end
+
+
+def _edges_on_row(xj: torch.Tensor, yj: torch.Tensor, xk: torch.Tensor, yk: torch.Tensor, winding: torch.Tensor,
+                  fy: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Edge j→k (of a triangle of that ``winding``) on the row at ``fy``: where it crosses the row, the
+    sign of its edge function's slope along the row (inside lies at fx >= crossing where positive),
+    and, for an edge along the row, the signs of its edge function on the row and across it.
+
+    The crossing is taken from the edge's lower end (then its left one) whatever the triangle's
+    order, so two triangles sharing an edge compute it from the same floats to the same bound, and
+    in relative terms: accurate to the corners' own rounding, where an affine ``c + a·fx + b·fy``
+    of whole clip coordinates loses float32 precision against small triangles.
+    """
+    swap = (yj > yk) | ((yj == yk) & (xj > xk))
+    xp, yp = torch.where(swap, xk, xj), torch.where(swap, yk, yj)
+    xq, yq = torch.where(swap, xj, xk), torch.where(swap, yj, yk)
+    flat = yp == yq
+    t = (fy - yp) / torch.where(flat, torch.ones_like(yq), yq - yp)
+    crossing = xp + t * (xq - xp)
+    slope = torch.sign(yj - yk) * winding
+    return crossing, slope, torch.sign(yp - fy) * torch.sign(xj - xk) * winding, torch.sign(xk - xj) * winding
 
 
 def expand(sizes: torch.Tensor, total: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,8 +4,8 @@ Why: the bake rasterizes its atlas (a default job: about 176k triangles at 2048�
 torch that takes about a hundred eager launches and a few host synchronisations: the earlier torch
 rasterizer took 3.1 ms on the H200 there, nvdiffrast 0.5 ms. Two launches take a fraction of that.
 
-How: ``_nearest`` runs one program per triangle: the setup of ``spans.triangles`` for w = 1 (edge
-functions, winding, box), then for each pixel of the box, widened by one column on each side (a span
+How: ``_nearest`` runs one program per triangle: the setup of ``spans.triangles`` for w = 1 (winding,
+box), then for each pixel of the box, widened by one column on each side (a span
 may reach a centre on the box's border), the span of its row as ``spans.spans`` computes it, and an
 atomic minimum of the triangle index (the lowest wins, as in ``rasterize._rasterize``). ``_texels``
 runs over the texels: the winner's barycentrics at the texel centre (``spans.winners``: the corners
@@ -76,20 +76,23 @@ if importlib.util.find_spec("triton") is not None:
         return tl.where(total > 0, 1.0, tl.where(total < 0, -1.0, 0.0))
 
     @triton.jit
-    def _edge(xj, yj, xk, yk, sign):
-        """One edge's ``c, a, b`` for w = 1, signed: ``spans.triangles``' ``xj·yk - yj·xk, yj·wk - wj·yk, wj·xk - xj·wk``."""
-        return (xj * yk - yj * xk) * sign, (yj - yk) * sign, (xk - xj) * sign
+    def _sign(value):
+        return tl.where(value > 0, 1.0, tl.where(value < 0, -1.0, 0.0))
 
     @triton.jit
-    def _bound(c, a, b, fy):
-        """The edge along row ``fy``: its level ``c + b·fy`` and where it crosses the row, ``-level / a``."""
-        level = c + b * fy
-        return level, tl.math.div_rn(-level, tl.where(a == 0, 1.0, a))
-
-    @triton.jit
-    def _takes_row(a, b, level):
-        """``spans.spans``' open row for one edge: it crosses the row, or runs along it with the triangle above."""
-        return (a != 0) | (level > 0) | ((level == 0) & (b > 0))
+    def _edge_on_row(xj, yj, xk, yk, winding, fy):
+        """``spans._edges_on_row`` for one edge: crossing, slope sign, and whether it opens the row."""
+        swap = (yj > yk) | ((yj == yk) & (xj > xk))
+        xp, yp = tl.where(swap, xk, xj), tl.where(swap, yk, yj)
+        xq, yq = tl.where(swap, xj, xk), tl.where(swap, yj, yk)
+        flat = yp == yq
+        t = tl.math.div_rn(fy - yp, tl.where(flat, 1.0, yq - yp))
+        crossing = xp + t * (xq - xp)
+        slope = _sign(yj - yk) * winding
+        flat_level = _sign(yp - fy) * _sign(xj - xk) * winding
+        flat_b = _sign(xk - xj) * winding
+        opens = (slope != 0) | (flat_level > 0) | ((flat_level == 0) & (flat_b > 0))
+        return crossing, slope, opens
 
     @triton.jit
     def _column_at(fx, width):
@@ -115,9 +118,6 @@ if importlib.util.find_spec("triton") is not None:
         mine = face < face_count
         x0, y0, x1, y1, x2, y2 = _corners(uvs, faces, face, mine)
         sign = _winding(x0, y0, x1, y1, x2, y2) * mine
-        c0, a0, b0 = _edge(x1, y1, x2, y2, sign)
-        c1, a1, b1 = _edge(x2, y2, x0, y0, sign)
-        c2, a2, b2 = _edge(x0, y0, x1, y1, sign)
         # the box of pixel centres (spans.triangles: x = (2i + 1) / W - 1)
         px0, px1, px2 = _centre_units(x0, size), _centre_units(x1, size), _centre_units(x2, size)
         py0, py1, py2 = _centre_units(y0, size), _centre_units(y1, size), _centre_units(y2, size)
@@ -136,16 +136,16 @@ if importlib.util.find_spec("triton") is not None:
             row = top[:, None] + r
             column = left[:, None] - 1 + k - r * wide[:, None]
             fy = _pixel(row.to(tl.float32), size)
-            level0, bound0 = _bound(c0[:, None], a0[:, None], b0[:, None], fy)
-            level1, bound1 = _bound(c1[:, None], a1[:, None], b1[:, None], fy)
-            level2, bound2 = _bound(c2[:, None], a2[:, None], b2[:, None], fy)
-            low = tl.maximum(tl.maximum(tl.where(a0[:, None] > 0, bound0, -3e38), tl.where(a1[:, None] > 0, bound1, -3e38)),
-                             tl.where(a2[:, None] > 0, bound2, -3e38))
-            high = tl.minimum(tl.minimum(tl.where(a0[:, None] < 0, bound0, 3e38), tl.where(a1[:, None] < 0, bound1, 3e38)),
-                              tl.where(a2[:, None] < 0, bound2, 3e38))
+            winding = sign[:, None]
+            bound0, slope0, opens0 = _edge_on_row(x1[:, None], y1[:, None], x2[:, None], y2[:, None], winding, fy)
+            bound1, slope1, opens1 = _edge_on_row(x2[:, None], y2[:, None], x0[:, None], y0[:, None], winding, fy)
+            bound2, slope2, opens2 = _edge_on_row(x0[:, None], y0[:, None], x1[:, None], y1[:, None], winding, fy)
+            low = tl.maximum(tl.maximum(tl.where(slope0 > 0, bound0, -3e38), tl.where(slope1 > 0, bound1, -3e38)),
+                             tl.where(slope2 > 0, bound2, -3e38))
+            high = tl.minimum(tl.minimum(tl.where(slope0 < 0, bound0, 3e38), tl.where(slope1 < 0, bound1, 3e38)),
+                              tl.where(slope2 < 0, bound2, 3e38))
             # an edge along the row: all of it or none; on it, the triangle above it takes it
-            open_row = _takes_row(a0[:, None], b0[:, None], level0) & _takes_row(a1[:, None], b1[:, None], level1) \
-                & _takes_row(a2[:, None], b2[:, None], level2)
+            open_row = opens0 & opens1 & opens2
             first = _column_at(low, size)
             end = tl.where(open_row, tl.maximum(_column_at(high, size), first), first)
             inside = (k < count[:, None]) & (column >= first) & (column < end)
