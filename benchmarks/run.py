@@ -203,7 +203,7 @@ def render(results: dict[str, Any]) -> str:
               "views at the pipeline's resolutions, the `cond` column below):", ""]
     for kind, values in results.get("ratios_by_pipeline_type", {}).items():
         if values:
-            lines.append(f"- {kind}: " + ", ".join(f"`{k}` {v}" for k, v in values.items()))
+            lines.append(f"- {kind}: " + ", ".join(f"`{k}` {v}" for k, v in values.items() if not k.endswith("_from")))
     lines += ["", f"Weights written in {results.get('write_weights_s')} s; pipeline load (build on the GPU, "
               f"read the partial random checkpoints) {results.get('load_s')} s. Loading real weights adds "
               "their read time, not measured here.", ""]
