@@ -100,7 +100,7 @@ if AVAILABLE:
         py = tl.load(points + lane * 3 + 1, mask=live, other=0.0)
         pz = tl.load(points + lane * 3 + 2, mask=live, other=0.0)
         sx, sy, sz = (px - ox) / cell, (py - oy) / cell, (pz - oz) / cell
-        cx, cy, cz = tl.floor(sx).to(tl.int32), tl.floor(sy).to(tl.int32), tl.floor(sz).to(tl.int32)
+        cx, cy, cz = tl.math.floor(sx).to(tl.int32), tl.math.floor(sy).to(tl.int32), tl.math.floor(sz).to(tl.int32)
         fx, fy, fz = (sx - cx) * cell, (sy - cy) * cell, (sz - cz) * cell
         best = tl.full((POINTS,), float("inf"), tl.float32)
         best_face = tl.full((POINTS,), -1, tl.int32)
