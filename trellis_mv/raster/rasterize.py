@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .spans import BYTES_PER_PIXEL, BYTES_PER_ROW, INDEX_BITS, expand, evaluate, image_groups, scratch_bytes, spans, triangles, winners
+from .spans import BYTES_PER_PIXEL, BYTES_PER_ROW, INDEX_BITS, depth_at, expand, image_groups, scratch_bytes, spans, triangles, winners
 
 __all__ = ["coverage", "interpolate", "rasterize", "rasterize_uv", "texel_counts"]
 
@@ -79,7 +79,7 @@ def _rasterize(clip: torch.Tensor, faces: torch.Tensor, resolution: tuple[int, i
             instance, row, column = instance[span], row[span], first[span] + offset
             face = instance % setup.face_count
             if depth_test:
-                _, zw = evaluate(setup.coefficients[instance, 3:], column, row, resolution)
+                zw = depth_at(setup.depth[instance], column, row, resolution)
                 key = (((zw.clamp(-1, 1) + 1) / 2 * _DEPTH_LEVELS).long() << INDEX_BITS) | face
             else:
                 key = face.int()

@@ -1,12 +1,12 @@
-"""The rasterizer's core, in torch: per triangle its edge functions and box, per pixel row its span.
+"""The rasterizer's core, in torch: per triangle its corners and box, per pixel row its span.
 
 ``rasterize.cu`` (nvdiffrast) evaluates, at pixel centre f, the edge functions ``a_i = p_j × p_k``
 with ``p = (x - fx·w, y - fy·w)``; the fx·fy terms cancel, so each ``a_i`` is affine in (fx, fy), and
-so are ``Σ z_i a_i`` and ``Σ w_i a_i``, whose ratio is the depth z/w. Within one pixel row an affine
-function changes sign once, so the three edges bound the row's covered columns to one span. The
-fill rule: a centre on an edge belongs to the triangle on the edge's left, or above a horizontal
-edge; the two triangles of a shared edge have exactly opposite edge functions, so they compute the
-same bound and split the row there, with neither gap nor double count.
+so are ``Σ z_i a_i`` and ``Σ w_i a_i``, whose ratio is the depth z/w. Within one pixel row an edge
+function changes sign once, where the edge crosses the row, so the three edges bound the row's
+covered columns to one span. The fill rule: a centre on an edge belongs to the triangle on the edge's
+left, or above a horizontal edge; the two triangles of a shared edge compute its crossing from the
+same floats (``_edges_on_row``), so they split the row there, with neither gap nor double count.
 
 Every path of the package (camera views, UV atlas, counts; and, step for step, the CUDA kernels of
 ``uv_kernel``) goes through :func:`triangles` and :func:`spans`. Work is chunked by the memory the
@@ -25,7 +25,7 @@ __all__ = [
     "BYTES_PER_ROW",
     "INDEX_BITS",
     "Triangles",
-    "evaluate",
+    "depth_at",
     "expand",
     "image_groups",
     "scratch_bytes",
@@ -38,20 +38,19 @@ __all__ = [
 # the cap keeps the bake's peak about where nvdiffrast's was (issue 20: within +1 GiB).
 _MIN_SCRATCH, _MAX_SCRATCH, _CPU_SCRATCH = 32 * 2**20, 512 * 2**20, 64 * 2**20
 # Bytes held per unit of work at the peak of each step, torch's temporaries included (estimated).
-_BYTES_PER_TRIANGLE, BYTES_PER_ROW, BYTES_PER_PIXEL = 430, 200, 160
+_BYTES_PER_TRIANGLE, BYTES_PER_ROW, BYTES_PER_PIXEL = 400, 200, 160
 INDEX_BITS = 31  # the triangle index in a key's low bits (rasterize.py puts depth above them)
 
 
 @dataclass(frozen=True)
 class Triangles:
-    """Instance t is triangle t % F seen in image t // F. Coefficients ``[T, 5, 3]``: rows a0, a1, a2
-    (edge functions), Σ z·a, Σ w·a; columns c, a, b of ``c + a·fx + b·fy``; signed so that inside is
-    a0, a1, a2 >= 0 (the depth test's z/w comes from them). ``x``, ``y`` ``[T, 3]``: the corners in clip
-    space divided by w, and ``winding`` ``[T]`` the sign of the triangle's area: the spans come from
-    these. ``y0``: first pixel row of the bounding box; ``rows``, ``columns``: its size (rows 0: the
-    triangle covers no pixel centre, or is skipped)."""
+    """Instance t is triangle t % F seen in image t // F. ``depth`` ``[T, 2, 3]``: rows Σ z·a, Σ w·a,
+    columns c, a, b of ``c + a·fx + b·fy``, whose ratio is the depth test's z/w (``depth_at``). ``x``,
+    ``y`` ``[T, 3]``: the corners in clip space divided by w, and ``winding`` ``[T]`` the sign of the
+    triangle's area: the spans come from these. ``y0``: first pixel row of the bounding box; ``rows``,
+    ``columns``: its size (rows 0: the triangle covers no pixel centre, or is skipped)."""
 
-    coefficients: torch.Tensor
+    depth: torch.Tensor
     x: torch.Tensor
     y: torch.Tensor
     winding: torch.Tensor
@@ -77,10 +76,10 @@ def image_groups(batch: int, face_count: int, scratch: int) -> list[slice]:
 
 
 def triangles(clip: torch.Tensor, faces: torch.Tensor, resolution: tuple[int, int]) -> Triangles:
-    """Edge functions and bounding boxes of every triangle in every image of ``clip`` ``[B, V, 4]``.
+    """Corners, depth coefficients and bounding boxes of every triangle in every image of ``clip`` ``[B, V, 4]``.
 
-    ``Σ a_i = det[x; y; w]`` is the same at every pixel: its sign is the winding, which the
-    coefficients are multiplied by (the ratios that make barycentrics and depth do not change).
+    ``Σ a_i = det[x; y; w]`` is the same at every pixel: its sign is the winding, which the depth
+    coefficients are multiplied by (their ratio does not change).
     Triangles with a corner at or behind the camera (w <= 0) are skipped, where nvdiffrast would clip
     them: the previews' cameras keep the whole object in front of them.
     """
@@ -93,7 +92,7 @@ def triangles(clip: torch.Tensor, faces: torch.Tensor, resolution: tuple[int, in
     edges = torch.stack([xj * yk - yj * xk, yj * wk - wj * yk, wj * xk - xj * wk])  # [3 terms, 3 edges, T]
     depth = torch.stack([(z * edges).sum(dim=1), (w * edges).sum(dim=1)], dim=1)  # [3 terms, 2, T]
     winding = torch.sign(edges[0, 0] + edges[0, 1] + edges[0, 2])  # summed in this order by uv_kernel too
-    coefficients = (torch.cat([edges, depth], dim=1) * winding).permute(2, 1, 0).contiguous()
+    depth = (depth * winding).permute(2, 1, 0).contiguous()
     # pixel centre (i, j) sits at x = (2i + 1) / W - 1, y = (2j + 1) / H - 1
     in_front = (w > 0).all(dim=0) & (winding != 0)
     w = torch.where(w > 0, w, torch.ones_like(w))
@@ -101,7 +100,7 @@ def triangles(clip: torch.Tensor, faces: torch.Tensor, resolution: tuple[int, in
     x0, y0 = px.amin(dim=0).ceil().clamp(0, width).long(), py.amin(dim=0).ceil().clamp(0, height).long()
     columns = (px.amax(dim=0).floor().clamp(-1, width - 1).long() - x0 + 1).clamp(min=0) * in_front
     rows = (py.amax(dim=0).floor().clamp(-1, height - 1).long() - y0 + 1).clamp(min=0) * in_front * (columns > 0)
-    return Triangles(coefficients, (x / w).t().contiguous(), (y / w).t().contiguous(), winding, y0, rows, columns, face_count)
+    return Triangles(depth, (x / w).t().contiguous(), (y / w).t().contiguous(), winding, y0, rows, columns, face_count)
 
 
 def spans(
@@ -158,15 +157,13 @@ def expand(sizes: torch.Tensor, total: int | None = None) -> tuple[torch.Tensor,
     return which, offset
 
 
-def evaluate(
-    coefficients: torch.Tensor, column: torch.Tensor, row: torch.Tensor, resolution: tuple[int, int]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The rows of ``coefficients`` ``[N, R, 3]`` at N pixel centres ``[N, R]``, and the last two's ratio (z/w)."""
+def depth_at(depth: torch.Tensor, column: torch.Tensor, row: torch.Tensor, resolution: tuple[int, int]) -> torch.Tensor:
+    """z/w of N triangles (their ``Triangles.depth`` rows ``[N, 2, 3]``) at N pixel centres."""
     height, width = resolution
     fx = (2 * column.float() + 1) / width - 1
     fy = (2 * row.float() + 1) / height - 1
-    values = coefficients[..., 0] + coefficients[..., 1] * fx[:, None] + coefficients[..., 2] * fy[:, None]
-    return values, values[:, -2] / values[:, -1]
+    values = depth[..., 0] + depth[..., 1] * fx[:, None] + depth[..., 2] * fy[:, None]
+    return values[:, 0] / values[:, 1]
 
 
 def winners(nearest: torch.Tensor, empty: int, clip: torch.Tensor, faces: torch.Tensor, resolution: tuple[int, int],
@@ -175,7 +172,7 @@ def winners(nearest: torch.Tensor, empty: int, clip: torch.Tensor, faces: torch.
     them out (clamped the same way); zeros where ``nearest`` is ``empty``.
 
     The edge functions are evaluated as ``rasterize.cu`` does, on the corners taken relative to the
-    pixel centre (``p - f·w``), not from the affine coefficients that decide coverage: those hold
+    pixel centre (``p - f·w``), not as affine functions of the pixel centre: their coefficients hold
     products of whole clip coordinates, whose float32 rounding is large against a triangle of a few
     pixels (measured on random 2048² atlases: barycentric errors of 0.03 at the 99.9th percentile,
     against 1e-5 this way).
