@@ -78,14 +78,17 @@ class ClosestPoints:
             squared, nearest = closest_kernel.nearest_faces(points, self.corners, self.entries, self.offsets,
                                                             self.origin, self.cell, self.dims, self.radius)
             step = self.max_pairs // 2  # points measured again in float64 at a time: ~200 bytes each
-            for start in range(0, points.shape[0], step):
-                part = slice(start, start + step)
-                distances[part], face_id[part], uvw[part] = self._measured(points[part], squared[part], nearest[part].long())
+
+            def search(part: slice) -> tuple[torch.Tensor, torch.Tensor]:
+                return squared[part], nearest[part].long()
         else:
             step = max(1, self.max_pairs // 32)  # points per slice: their 27 cells take ~800 bytes each
-            for start in range(0, points.shape[0], step):
-                part = slice(start, start + step)
-                distances[part], face_id[part], uvw[part] = self._measured(points[part], *_unpack(self._nearest(points[part])))
+
+            def search(part: slice) -> tuple[torch.Tensor, torch.Tensor]:
+                return _unpack(self._nearest(points[part]))
+        for start in range(0, points.shape[0], step):
+            part = slice(start, start + step)
+            distances[part], face_id[part], uvw[part] = self._measured(points[part], *search(part))
         far = face_id < 0
         distances[far] = self._lower_bound(points[far])
         return distances.view(shape), face_id.view(shape), uvw.view(*shape, 3) if return_uvw else None
