@@ -97,18 +97,21 @@ def unwrapped(simplified, record):
 
 
 def _flipped_faces(mesh) -> dict:
-    """What the flipped faces of an atlas are: UV area in texels, surface area over the mean face's, chart size."""
-    from trellis_mv.export.segments import segment_sum
-    from trellis_mv.export.uv_quality import face_stretch, vertex_charts
+    """What the flipped and the zero-UV-area faces of an atlas are: UV area in texels, surface area over
+    the mean face's, chart size (20 of each at most)."""
+    from trellis_mv.export.uv_quality import face_stretch, flipped_faces, vertex_charts
 
     chart, count = vertex_charts(mesh.faces, mesh.vertices.shape[0])
     stretch = face_stretch(mesh.vertices, mesh.uvs, mesh.faces)
-    orientation = torch.sign(segment_sum(stretch.uv_area, chart, count))[chart]
-    flipped = ((stretch.uv_area * orientation) <= 0).nonzero()[:, 0][:20]
     faces_per_chart = torch.bincount(chart, minlength=count)
-    return {"uv_area_texels": (stretch.uv_area[flipped] * SIZE**2).tolist(),
-            "area_over_mean": (stretch.area[flipped] / stretch.area.mean()).tolist(),
-            "chart_faces": faces_per_chart[chart[flipped]].tolist()}
+
+    def described(which: torch.Tensor) -> dict:
+        which = which.nonzero()[:, 0][:20]
+        return {"uv_area_texels": (stretch.uv_area[which] * SIZE**2).tolist(),
+                "area_over_mean": (stretch.area[which] / stretch.area.mean()).tolist(),
+                "chart_faces": faces_per_chart[chart[which]].tolist()}
+
+    return {"flipped": described(flipped_faces(stretch.uv_area, chart, count)), "uv_degenerate": described(stretch.uv_area == 0)}
 
 
 def test_the_fast_unwrap_meets_the_issues_bars(unwrapped, record):

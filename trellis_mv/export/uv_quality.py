@@ -27,8 +27,8 @@ import torch
 from ..raster import texel_counts
 from .segments import components, compact, segment_sum
 
-__all__ = ["FaceStretch", "atlas_quality", "chart_stretch", "face_stretch", "overlapping_charts", "seam_length",
-           "vertex_charts"]
+__all__ = ["FaceStretch", "atlas_quality", "chart_stretch", "face_stretch", "flipped_faces", "overlapping_charts",
+           "seam_length", "vertex_charts"]
 
 # Texels across each chart's tile in ``overlapping_charts``, and how many of them may be covered twice
 # (a texel centre exactly on a corner that several faces share can count twice).
@@ -140,6 +140,11 @@ def seam_length(vertices: torch.Tensor, faces: torch.Tensor, chart: torch.Tensor
     return float(length[smallest != largest].sum())
 
 
+def flipped_faces(uv_area: torch.Tensor, chart: torch.Tensor, count: int) -> torch.Tensor:
+    """Per face: whether its signed UV area has the sign opposite to its chart's total (zero is not)."""
+    return uv_area * torch.sign(segment_sum(uv_area, chart, count))[chart] < 0
+
+
 def atlas_quality(vertices: torch.Tensor, faces: torch.Tensor, uvs: torch.Tensor, size: int) -> dict[str, float | int]:
     """Chart count, flipped faces, overlap, packing, stretch and texel-density spread of a packed, UV-split mesh.
 
@@ -153,8 +158,7 @@ def atlas_quality(vertices: torch.Tensor, faces: torch.Tensor, uvs: torch.Tensor
     covered = int((counts > 0).sum())
     chart, count = vertex_charts(faces, vertices.shape[0])
     stretch = face_stretch(vertices, uvs, faces)
-    orientation = torch.sign(segment_sum(stretch.uv_area, chart, count))[chart]
-    flipped = (stretch.uv_area * orientation) < 0
+    flipped = flipped_faces(stretch.uv_area, chart, count)
     uv_degenerate = stretch.uv_area == 0
     surface, uv = float(stretch.area.sum()), float(stretch.uv_area.abs().sum())
     scale = (uv / surface) ** 0.5 if surface > 0 else 1.0
