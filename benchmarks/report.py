@@ -59,6 +59,21 @@ PART_OF = {**{key: "tests" for key in (*FROM_TESTS, "default_glb_validator_error
            "cold_start_s": "cold_start"}
 
 
+def read_runs(run_dirs: list[Path]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Several calls' parts, key by key (later calls win), and the call each part, and each GPU-test key, came from."""
+    found: dict[str, Any] = {}
+    sources: dict[str, Any] = {}
+    for run_dir in run_dirs:
+        parts = read_run(run_dir)
+        for part, value in parts.items():
+            found[part] = {**found.get(part, {}), **value}
+            if "env" in parts and part != "env":
+                sources[part] = {key: parts["env"].get(key) for key in ("date", "gpu", "commit")}
+                if part == "tests":
+                    sources.setdefault("tests_by_key", {}).update(dict.fromkeys(value, sources[part]))
+    return found, sources
+
+
 def read_run(run_dir: Path) -> dict[str, Any]:
     """The run's small files by name (parsed JSON), from ``results.tgz`` or loose in ``run_dir``.
 
@@ -79,7 +94,8 @@ def merge(base: dict[str, Any], found: dict[str, Any], checks: dict[str, Any] | 
           sources: dict[str, Any] | None = None) -> dict[str, Any]:
     """The new results.json: the run's parts where it measured them, ``base``'s elsewhere; headline keys on top.
 
-    ``sources`` names the device call (its env.json) each part of ``found`` came from.
+    ``sources`` names the device call (its env.json) each part of ``found`` came from, and under
+    ``tests_by_key`` the call of each GPU-test key (the tests part merges several calls key by key).
     """
     results = dict(found.get("bench") or base)
     results["gpu_tests"] = dict(found.get("tests") or base.get("gpu_tests", {}))
@@ -106,10 +122,16 @@ def merge(base: dict[str, Any], found: dict[str, Any], checks: dict[str, Any] | 
     if "1" in tests.get("parity_fp32_512_max_abs", {}):
         results["parity_fp32_512_max_abs"] = max(tests["parity_fp32_512_max_abs"]["1"].values())
     ratios.apply_headline(results)
-    for key, part in PART_OF.items():
-        if key in results and part in results["sources"]:
-            results["figures"][key] = {"value": results[key], **results["sources"][part]}
+    for key in PART_OF:
+        if key in results and source_of(results, key):
+            results["figures"][key] = {"value": results[key], **source_of(results, key)}
     return results
+
+
+def source_of(results: dict[str, Any], key: str) -> dict[str, Any]:
+    """The device call that measured a device goal's key: its own for a GPU-test key, else its part's."""
+    sources = results.get("sources", {})
+    return sources.get("tests_by_key", {}).get(key) or sources.get(PART_OF.get(key, ""), {})
 
 
 def first_job_keys(first: dict[str, Any]) -> dict[str, Any]:
@@ -143,7 +165,7 @@ def render(results: dict[str, Any]) -> str:
         bound, met = goal_met(results, key)
         shown = json.dumps(results[key]) if isinstance(results.get(key), dict) else _value(results.get(key))
         lines.append(f"| `{key}` | {shown} | {_COMPARE[compare]} {_value(bound)} | {met} | {what} | "
-                     f"{_call(results.get('sources', {}).get(PART_OF.get(key, ''), {}))} |")
+                     f"{_call(source_of(results, key))} |")
     lines += [f"- `{key}`: {_value(results.get(key))}" for key in REPORTED]
     lines += _default_section(results) + _first_job_section(results.get("first_job", {}))
     lines += _cold_start_section(results.get("cold_start", {})) + unwrap_report.section(results) + _raster_section(results)
@@ -285,14 +307,7 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md")
     args = parser.parse_args()
     base = json.loads(args.results.read_text()) if args.results.is_file() else {}
-    found: dict[str, Any] = {}
-    sources: dict[str, Any] = {}
-    for run_dir in args.run_dirs:
-        parts = read_run(run_dir)
-        for part, value in parts.items():
-            found[part] = {**found.get(part, {}), **value}
-            if "env" in parts and part != "env":
-                sources[part] = {key: parts["env"].get(key) for key in ("date", "gpu", "commit")}
+    found, sources = read_runs(args.run_dirs)
     with_glbs = [run_dir for run_dir in args.run_dirs
                  if any(run_dir.glob(validate_glbs.PARTS)) or any(run_dir.glob("*.glb"))]
     checks = validate_glbs.check_runs(with_glbs) if with_glbs else None

@@ -267,6 +267,21 @@ def test_the_report_reads_the_runs_archive_without_extracting_it(tmp_path):
     assert sorted(tmp_path.rglob("*")) == before
 
 
+def test_a_gpu_test_key_names_the_call_that_measured_it_when_calls_are_merged(tmp_path):
+    runs = []
+    for name, tests, commit in (("soak", {"gpu_soak_lost": 0}, "old"), ("export", {"export_over_generate_1024_cascade": 0.2}, "new")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "gpu_results.json").write_text(json.dumps(tests))
+        (tmp_path / name / "env.json").write_text(json.dumps({"commit": commit, "date": name, "gpu": "NVIDIA H200"}))
+        runs.append(tmp_path / name)
+    found, sources = report.read_runs(runs)
+    results = report.merge({}, found, None, sources)
+    assert results["figures"]["gpu_soak_lost"]["commit"] == "old"
+    assert results["figures"]["export_over_generate_1024_cascade"]["commit"] == "new"
+    assert "| `gpu_soak_lost` | 0 | ≤ 0 | yes | jobs of the GPU soak that answered no GLB | soak, `old` |" \
+        in report.render(results)
+
+
 def test_cold_start_phases_are_the_gaps_between_marks():
     marks = {"head_started": 0.5, "cuda_checked": 4.0, "extensions_imported": 5.5, "weights_checked": 6.0,
              "loaded": 14.0, "stages_warmed": 15.0, "warmed_up": 17.5, "ready": 18.0, "answered": 18.1}
