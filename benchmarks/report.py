@@ -98,12 +98,15 @@ def merge(base: dict[str, Any], found: dict[str, Any], checks: dict[str, Any] | 
     ``tests_by_key`` the call of each GPU-test key (the tests part merges several calls key by key).
     """
     results = dict(found.get("bench") or base)
-    results["gpu_tests"] = dict(found.get("tests") or base.get("gpu_tests", {}))
+    # key by key: a call that ran some GPU tests keeps the records of the others (each names its call)
+    results["gpu_tests"] = {**base.get("gpu_tests", {}), **found.get("tests", {})}
     for part, key in (("first_job", "first_job"), ("cold_start", "cold_start"), ("env", "device_run")):
         value = found.get(part, base.get(key))
         if value is not None:
             results[key] = value
     results["sources"] = {**base.get("sources", {}), **(sources or {})}
+    results["sources"]["tests_by_key"] = {**base.get("sources", {}).get("tests_by_key", {}),
+                                          **(sources or {}).get("tests_by_key", {})}
     tests = results["gpu_tests"]
     if checks is not None:
         tests["glb_validation"] = checks["glbs"]

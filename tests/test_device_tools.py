@@ -197,6 +197,7 @@ def _run_files() -> dict:
 def test_the_report_lifts_the_issue_keys_and_judges_them():
     base = json.loads((ROOT / "benchmarks" / "results.json").read_text())
     base.pop("gpu_soak_max_drift_gib", None)  # one key neither the run nor the base measured
+    base["gpu_tests"].pop("gpu_soak_max_drift_gib", None)
     checks = {"glbs": {"default_n1.glb": {"errors": 0, "warnings": 1}}, "archive": {"cut_short": False},
               "default_glb_validator_errors": 0}
     results = report.merge(base, _run_files(), checks)
@@ -280,6 +281,9 @@ def test_a_gpu_test_key_names_the_call_that_measured_it_when_calls_are_merged(tm
     assert results["figures"]["export_over_generate_1024_cascade"]["commit"] == "new"
     assert "| `gpu_soak_lost` | 0 | ≤ 0 | yes | jobs of the GPU soak that answered no GLB | soak, `old` |" \
         in report.render(results)
+    later = report.merge(results, {"tests": {"gpu_soak_jobs": 20}}, None, {"tests_by_key": {"gpu_soak_jobs": {"commit": "newest"}}})
+    assert later["gpu_tests"]["export_over_generate_1024_cascade"] == 0.2  # kept: the later call did not run it
+    assert (later["figures"]["gpu_soak_lost"]["commit"], later["figures"]["gpu_soak_jobs"]["commit"]) == ("old", "newest")
 
 
 def test_cold_start_phases_are_the_gaps_between_marks():
