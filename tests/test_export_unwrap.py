@@ -159,3 +159,15 @@ def test_a_dense_bumpy_mesh():
     assert len(faces) == 81_920 and charts.stats["solved"] > 0
     l2, _ = chart_stretch(stretch, torch.zeros(len(faces), dtype=torch.long), 1, counted)
     assert float(l2) < 1.02
+
+
+def test_charts_beyond_one_eigensolver_slice_come_out_as_in_one_call(monkeypatch):
+    import trellis_mv.export.charts as charts_module
+
+    vertices, faces, _ = meshes.sphere(4)
+    chart = torch.arange(len(faces)) // 2  # 2,560 charts of two faces: three slices of the eigensolver
+    sliced = parameterize(vertices, faces, chart)
+    monkeypatch.setattr(charts_module, "EIGH_SLICE", len(faces))
+    whole = parameterize(vertices, faces, chart)
+    assert sliced.count == whole.count > charts_module.EIGH_SLICE // 2
+    assert torch.equal(sliced.faces, whole.faces) and torch.allclose(sliced.uvs, whole.uvs, atol=1e-6)
