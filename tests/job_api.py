@@ -180,8 +180,10 @@ def _handler_class(api: JobApi) -> type[BaseHTTPRequestHandler]:
             else:
                 state = dict(api.states[job_id])
                 api.answered[job_id].append(state)
-                api.asked.set()
                 self._answer(200, state)
+                # after the answer is written: a test that signals the client on this event must not
+                # interrupt it in the middle of reading the answer
+                api.asked.set()
 
         def _authorized(self) -> bool:
             if self.headers.get("Authorization") == API_KEY:
