@@ -104,9 +104,9 @@ def merge(base: dict[str, Any], found: dict[str, Any], checks: dict[str, Any] | 
         value = found.get(part, base.get(key))
         if value is not None:
             results[key] = value
-    results["sources"] = {**base.get("sources", {}), **(sources or {})}
-    results["sources"]["tests_by_key"] = {**base.get("sources", {}).get("tests_by_key", {}),
-                                          **(sources or {}).get("tests_by_key", {})}
+    earlier, now = base.get("sources", {}), sources or {}
+    results["sources"] = {**earlier, **now,
+                          "tests_by_key": {**earlier.get("tests_by_key", {}), **now.get("tests_by_key", {})}}
     tests = results["gpu_tests"]
     if checks is not None:
         tests["glb_validation"] = checks["glbs"]
@@ -126,8 +126,8 @@ def merge(base: dict[str, Any], found: dict[str, Any], checks: dict[str, Any] | 
         results["parity_fp32_512_max_abs"] = max(tests["parity_fp32_512_max_abs"]["1"].values())
     ratios.apply_headline(results)
     for key in PART_OF:
-        if key in results and source_of(results, key):
-            results["figures"][key] = {"value": results[key], **source_of(results, key)}
+        if key in results and (call := source_of(results, key)):
+            results["figures"][key] = {"value": results[key], **call}
     return results
 
 
