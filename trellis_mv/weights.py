@@ -30,9 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from huggingface_hub import scan_cache_dir, snapshot_download
-from huggingface_hub.errors import CacheNotFound, LocalEntryNotFoundError
-
 from . import revisions
 from .config import Settings
 from .errors import StartupError
@@ -159,6 +156,11 @@ def _in_source(repo: str, source: Source) -> Found | None:
 
 
 def _in_cache(repo: str, cache: Path, source: Source) -> Found | None:
+    # Imported here, not at the top: the head start imports this module before it reads the weights,
+    # and huggingface_hub (0.4 s warm, more from a cold disk) is needed only for a cache source.
+    from huggingface_hub import scan_cache_dir, snapshot_download
+    from huggingface_hub.errors import CacheNotFound, LocalEntryNotFoundError
+
     pinned = revisions.PINNED.get(repo)
     if pinned is not None:
         try:
