@@ -65,7 +65,7 @@ def child(model_dir: Path, kind: str, warm: bool, glb: dict[str, Any], result: P
     from trellis_mv.worker import run_job
 
     imported = time.perf_counter()
-    export = start_export_warm_up() if warm else None
+    export = start_export_warm_up(head.compiling) if warm else None
     generator = TrellisGenerator(load_shell_pipeline(model_dir, model_dir.parent / "BiRefNet"))
     out: dict[str, Any] = {"pipeline_type": kind, "import_s": round(imported - start, 2),
                            "load_s": round(time.perf_counter() - imported, 2), "flexgemm_entries": flexgemm_entries(),

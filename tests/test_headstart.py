@@ -19,7 +19,7 @@ from weights_trees import repo_files, write_folder
 
 from trellis_mv.config import Settings
 from trellis_mv.headstart import begin, compile_processes, gpu_visible
-from trellis_mv.pipeline.kernels import DISPATCH, ConvProbe, conv_probes, start_compiling, tuning_probes
+from trellis_mv.pipeline.kernels import DISPATCH, OWN, ConvProbe, conv_probes, start_compiling, tuning_probes
 from trellis_mv.pipeline.warm import shell_coords
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,13 +128,18 @@ def test_the_head_start_leaves_a_stand_in_alone_and_missing_weights_to_the_check
 
 @pytest.mark.timeout(120)
 def test_compiling_children_report_and_need_a_gpu():
-    """The real child processes: on a machine without CUDA each says so, and ``wait`` collects them."""
+    """The real child processes (two shards and ours): on a machine without CUDA each says so, and
+    ``wait`` collects those named, once each."""
     compiling = start_compiling(2)
+    assert compiling.shards() == ("shard 0/2", "shard 1/2") and OWN in compiling.processes
+    own = compiling.wait(OWN, timeout=100)
+    assert own["processes"] == 1 and own["failed"] == []
     report = compiling.wait(timeout=100)
-    assert report["processes"] == 2 and report["failed"] == [] and report["probes"] == 0
-    stopped = start_compiling(1)
+    assert report["processes"] == 3 and report["failed"] == [] and report["probes"] == 0
+    assert compiling.wait(OWN, timeout=0)["failed"] == []  # joined already: its report, not a second wait
+    stopped = start_compiling(1, own=False)
     stopped.kill()
-    assert stopped.wait(timeout=10)["failed"][0]["exit_status"] != 0
+    assert stopped.wait(timeout=10)["failed"][0] == {"child": "shard 0/1", "exit_status": -9, "tail": []}
 
 
 def test_nothing_heavy_is_imported_before_the_head_start_begins():

@@ -78,7 +78,7 @@ def _build(settings: Settings, head: HeadStart | None) -> Generator:
         from .pipeline import load_generator
         from .warmup import start_export_warm_up, warm_up
 
-        export = start_export_warm_up()
+        export = start_export_warm_up(head.compiling)
         generator = load_generator(settings)
         warm_up(generator, compiling=head.compiling, export=export)
     except BaseException:  # a worker that does not start leaves no compiling children behind

@@ -9,7 +9,8 @@ torch and trellis2 (7.5 s there before the CUDA check) and the models are built:
 - every weight file the loader reads is read once, in 32 MiB pieces on 8 threads
   (``pipeline.prefetch``), so that the load finds its bytes in the page cache;
 - where a GPU is visible (``/dev/nvidia0``, ``/proc/driver/nvidia/gpus/``), child processes compile the decoders' kernels
-  (``pipeline.kernels``): half the CPUs this process may use, 1 to 8 of them.
+  (``pipeline.kernels``): half the CPUs this process may use, 1 to 8 of them, and one more our own
+  (the export's).
 
 Nothing here raises: weights that cannot be found are left to the start-up checks, which name them.
 With ``TRELLIS_MV_GENERATOR`` set (a stand-in or test generator) there is nothing to start.

@@ -12,7 +12,10 @@ parts, each done once and overlapped with what it does not depend on:
 1. ``kernels``: the decoders' Triton kernels, compiled by child processes that start before the
    weights are read (``trellis_mv.pipeline.kernels``, started by ``trellis_mv.headstart``);
 2. ``export``: a small sphere through the export at the default texture size, on a thread while
-   the models load (``start_export_warm_up``);
+   the models load (``start_export_warm_up``), once a child process has run the same export
+   (``python -m trellis_mv.warmup --compile``, one of 1's children): the compiles of our Triton
+   kernels are then read from Triton's cache, not done beside the load (the export's warm-up took
+   10.8 s that way, the load waiting on the interpreter lock for most of it);
 3. ``stages``: background removal, DINOv3 at both resolutions, one sampling step of each flow on a
    typical object's token count (``pipeline.warm.warm_stages``);
 4. ``decoders``: the cascade's upsampling and ``decode_latent`` on the latents of 3, after 1 (they
@@ -45,10 +48,11 @@ log = logging.getLogger(__name__)
 WARMUP_GLB = GlbOptions(decimation_target=20_000)
 
 
-def start_export_warm_up() -> Future:
-    """Export a small sphere (``pipeline.warm.warmup_mesh``) on a thread; the future answers its seconds."""
+def start_export_warm_up(compiling: Any = None) -> Future:
+    """Export a small sphere (``pipeline.warm.warmup_mesh``) on a thread, after ``compiling``'s child
+    that compiles our kernels (``kernels.OWN``) has ended; the future answers the export's seconds."""
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-warm-up")
-    future = pool.submit(_export_warm_up)
+    future = pool.submit(_export_warm_up, compiling)
     pool.shutdown(wait=False)
     return future
 
@@ -67,7 +71,7 @@ def warm_up(generator: Any, *, compiling: Any = None, export: Future | None = No
     report["stages"], latents = warm_stages(generator, warmup_view())
     log.info("warm-up stages: %s", report["stages"])
     if compiling is not None:
-        report["kernels"] = compiling.wait()
+        report["kernels"] = compiling.wait(*compiling.shards())
         log.info("warm-up kernels: %s", report["kernels"])
     import torch
 
@@ -98,11 +102,37 @@ def warmup_view(size: int = 512) -> Image.Image:
     return Image.fromarray(rgb.astype(np.uint8), "RGB")
 
 
-def _export_warm_up() -> float:
+def _export_warm_up(compiling: Any = None) -> float:
+    from .pipeline.kernels import OWN
     from .pipeline.warm import warmup_mesh
 
+    if compiling is not None and OWN in compiling.processes:
+        own = compiling.wait(OWN)
+        log.info("warm-up: our kernels compiled in a child process (%s)", own)
     start = time.perf_counter()
     glb = export_glb(warmup_mesh(), WARMUP_GLB)
     seconds = round(time.perf_counter() - start, 2)
     log.info("warm-up export of a sphere: %d faces, %d bytes, %.1f s", glb.faces, len(glb.data), seconds)
     return seconds
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m trellis_mv.warmup --compile``: the export's warm-up in a child process (``kernels.OWN``),
+    to fill Triton's cache; prints one JSON line."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--compile", action="store_true", required=True, help="export a small sphere once")
+    parser.parse_args(argv)
+    import torch
+
+    if not torch.cuda.is_available():
+        print(json.dumps({"compiled": 0, "skipped": "no CUDA GPU"}), flush=True)
+        return
+    start = time.perf_counter()
+    export_s = _export_warm_up()
+    print(json.dumps({"export_s": export_s, "seconds": round(time.perf_counter() - start, 2)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -9,7 +9,9 @@ A compile costs seconds of CPU and no weights: with our entries, the H200's firs
 about 28 s more in the stages that decode than its second. So a fresh worker compiles them at start,
 in a few child processes (``python -m trellis_mv.pipeline.kernels --shard i/n``) that run while
 the parent imports torch and reads the weights. Triton keeps what they compile in its cache folder
-(``TRITON_CACHE_DIR``, inherited), where the worker's own first launch finds it.
+(``TRITON_CACHE_DIR``, inherited), where the worker's own first launch finds it. One more child,
+:data:`OWN`, does the same for our own kernels: ``python -m trellis_mv.warmup --compile`` runs the
+export's warm-up (the closest-point and UV-raster kernels, FlexGEMM's ``grid_sample_3d``).
 
 - :func:`conv_probes`: from FlexGEMM's cache for this GPU, one convolution per compiled variant that
   a job of any size can use (kernel, configuration, split-K, specialisation), the cheapest of its keys;
@@ -38,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, IO
 
-__all__ = ["Compiling", "ConvProbe", "cache_path", "conv_probes", "run_probes", "start_compiling", "tuning_probes"]
+__all__ = ["OWN", "OWN_KERNELS", "Compiling", "ConvProbe", "cache_path", "conv_probes", "run_probes", "start_compiling", "tuning_probes"]
 
 _SPCONV = "flex_gemm.kernels.triton.spconv."
 # FlexGEMM's split-K dispatcher: key "(2^b, Ci, Co, V)", value {} or {"SPLITK": k}.
@@ -48,6 +50,10 @@ KERNEL = "sparse_submanifold_conv_fwd_masked_implicit_gemm_kernel"
 SPLITK_KERNEL = "sparse_submanifold_conv_fwd_masked_implicit_gemm_splitk_kernel"
 _DISPATCH_KEY = re.compile(r"\(2\^(\d+), (\d+), (\d+), (\d+)\)")
 _DECODER_DTYPE = "torch.float16"  # the decoders' convolutions run in fp16 (use_fp16 in their configs)
+# The child that compiles our own Triton kernels (the export's and the previews'): it runs the export's
+# warm-up (``trellis_mv.warmup``), so that the worker's own finds every compile in Triton's cache; in the
+# worker, the compiles held the interpreter lock for seconds beside the load.
+OWN, OWN_KERNELS = "own", ("-m", "trellis_mv.warmup", "--compile")
 
 
 @dataclass(frozen=True)
@@ -142,49 +148,71 @@ def run_probes(probes: Iterable[ConvProbe]) -> int:
 
 
 class Compiling:
-    """The child processes of :func:`start_compiling`; :meth:`wait` joins them and says what they did."""
+    """The child processes of :func:`start_compiling`, by name; :meth:`wait` joins them and says what they did."""
 
-    def __init__(self, processes: list[tuple[subprocess.Popen, IO[str]]], started: float):
+    def __init__(self, processes: dict[str, tuple[subprocess.Popen, IO[str]]], started: float):
         self.processes, self.started = processes, started
+        self._reports: dict[str, dict[str, Any]] = {}
 
     def kill(self) -> None:
         """End every child that is still running."""
-        for process, _output in self.processes:
+        for process, _output in self.processes.values():
             if process.poll() is None:
                 process.kill()
                 process.wait()
 
-    def wait(self, timeout: float = 600.0) -> dict[str, Any]:
-        """Wait for every child (killing those past ``timeout``); their reports, probes and failures."""
-        reports, failed = [], []
+    def wait(self, *names: str, timeout: float = 600.0) -> dict[str, Any]:
+        """Wait for the children ``names`` (default: all), killing those past ``timeout``; what they did.
+
+        ``probes``: the convolutions they ran; ``child_s``: the longest child's own seconds; ``failed``:
+        the exit status and last lines of each child that did not end with its JSON report. A child is
+        joined once: waiting for it again repeats its report.
+        """
+        names = names or tuple(self.processes)
         deadline = time.monotonic() + timeout
-        for process, output in self.processes:
-            try:
-                process.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            output.seek(0)
-            lines = output.read().splitlines()
-            output.close()
-            report = _last_json(lines)
-            if process.returncode == 0 and report is not None:
-                reports.append(report)
-            else:
-                failed.append({"exit_status": process.returncode, "tail": lines[-3:]})
-        return {"processes": len(self.processes), "probes": sum(r.get("probes", 0) for r in reports),
+        for name in names:
+            if name not in self._reports:
+                self._reports[name] = _join(*self.processes[name], max(0.0, deadline - time.monotonic()))
+        reports = [self._reports[name] for name in names]
+        done = [report for report in reports if "exit_status" not in report]
+        return {"processes": len(names), "probes": sum(report.get("probes", 0) for report in done),
                 "waited_s": round(time.monotonic() - self.started, 2),
-                "child_s": max((r.get("seconds", 0.0) for r in reports), default=0.0), "failed": failed}
+                "child_s": max((report.get("seconds", 0.0) for report in done), default=0.0),
+                "failed": [{"child": name, **report} for name, report in zip(names, reports) if "exit_status" in report]}
+
+    def shards(self) -> tuple[str, ...]:
+        """The names of the convolution shards: every child but :data:`OWN`."""
+        return tuple(name for name in self.processes if name != OWN)
 
 
-def start_compiling(processes: int) -> Compiling:
-    """Start ``processes`` children, each compiling every ``processes``-th probe; returns at once."""
-    children = []
-    for shard in range(processes):
+def start_compiling(processes: int, *, own: bool = True) -> Compiling:
+    """Start ``processes`` children, each compiling every ``processes``-th probe, and with ``own`` one more,
+    :data:`OWN`, that compiles our own kernels (``OWN_KERNELS``); returns at once."""
+    commands = {f"shard {shard}/{processes}": [sys.executable, "-m", __name__, "--shard", f"{shard}/{processes}"]
+                for shard in range(processes)}
+    if own:
+        commands[OWN] = [sys.executable, *OWN_KERNELS]
+    children = {}
+    for name, command in commands.items():
         output = tempfile.TemporaryFile("w+", prefix="trellis_mv_kernels_")
-        command = [sys.executable, "-m", __name__, "--shard", f"{shard}/{processes}"]
-        children.append((subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True), output))
+        children[name] = (subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True), output)
     return Compiling(children, time.monotonic())
+
+
+def _join(process: subprocess.Popen, output: IO[str], timeout: float) -> dict[str, Any]:
+    """The child's last JSON line once it exits (killed past ``timeout``), else its exit status and last lines."""
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    output.seek(0)
+    lines = output.read().splitlines()
+    output.close()
+    report = _last_json(lines)
+    if process.returncode == 0 and report is not None:
+        return report
+    return {"exit_status": process.returncode, "tail": lines[-3:]}
 
 
 def _last_json(lines: list[str]) -> dict[str, Any] | None:
