@@ -1,6 +1,6 @@
 """Cold start, measured: ``python handler.py`` from launch to ready, warm-up included, on full-size weights read from disk.
 
-    python benchmarks/cold_start.py --out DIR [--root DIR] [--keep]
+    python benchmarks/cold_start.py --out DIR [--root DIR] [--keep] [--profile]
 
 1. Write full-size random weights in the image's layout (``write_weights(full=True)``: about
    16 GB) under ``--root``, which must be on the disk being measured (not a RAM-backed /tmp).
@@ -22,7 +22,8 @@ object's size, ``trellis_mv.pipeline.warm``), so random weights give it the size
 and ``cold_start_read_bound_s`` that + 10 s (the goal, DESIGN.md). ``marks`` say where the time
 went (``phases_s``: the gaps between them): the head start, imports until the CUDA check, the other
 checks, the load, and the warm-up's parts. ``DIR/cold_start.json`` is rewritten after every step;
-the weights are deleted at the end.
+the weights are deleted at the end. ``--profile`` adds a second launch, from a dropped cache again,
+under py-spy and ``-X importtime`` (``launch``); https://www.speedscope.app shows the profile.
 """
 
 from __future__ import annotations
@@ -120,17 +121,26 @@ def read_parallel(files: list[Path]) -> float:
     return time.perf_counter() - start
 
 
-def launch(model_dir: Path, log_path: Path, timeout: float) -> dict[str, Any]:
-    """Run the real ``handler.py`` on ``model_dir``; seconds from launch to each mark, and its exit status."""
+def launch(model_dir: Path, log_path: Path, timeout: float, profile: Path | None = None) -> dict[str, Any]:
+    """Run the real ``handler.py`` on ``model_dir``; seconds from launch to each mark, and its exit status.
+
+    With ``profile``, under py-spy (every thread's stack, idle ones too, 50 times a second, without
+    pausing the process; in time order, as speedscope JSON) and with ``-X importtime`` (each import's
+    microseconds in the log, as it ends): where the start's time goes, at some cost to it.
+    """
     # A fresh Triton cache, as a new worker has: the device run's earlier phases compiled into theirs.
     triton = Path(tempfile.mkdtemp(prefix="cold_start_triton_"))
     env = {**os.environ, "TRELLIS_MV_MODEL_DIR": str(model_dir), "TRITON_CACHE_DIR": str(triton),
            "TRELLIS_MV_BACKGROUND_MODEL": str(model_dir.parent / "BiRefNet"), "PYTHONUNBUFFERED": "1"}
     env.pop("TRELLIS_MV_GENERATOR", None)
+    command = [sys.executable, "handler.py", "--test_input", REFUSED_JOB]
+    if profile is not None:
+        env["PYTHONPROFILEIMPORTTIME"] = "1"
+        command = [py_spy(), "record", "--format", "speedscope", "--rate", "50", "--threads", "--idle", "--nonblocking",
+                   "--output", str(profile), "--", *command]
     marks: dict[str, float] = {}
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "handler.py", "--test_input", REFUSED_JOB], cwd=gpu_env.ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(command, cwd=gpu_env.ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     watchdog = threading.Timer(timeout, process.kill)
     watchdog.start()
     with open(log_path, "w") as log:
@@ -186,7 +196,25 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         results["cold_start_s"] = marks["ready"]
     results["phases_s"] = phases(marks)
     save()
+    if args.profile:
+        results["page_cache_before_profiled_launch"] = drop_page_cache(files)
+        results["profiled"] = launch(model_dir, args.out / "cold_start_profiled.log", args.timeout,
+                                     profile=args.out / "cold_start_profile.json")
+        results["profiled"]["phases_s"] = phases(results["profiled"]["marks"])
+        save()
     return results
+
+
+def py_spy() -> str:
+    """The py-spy executable: on the PATH, or beside the packages (``pip install --target`` puts it in ``bin/``)."""
+    found = shutil.which("py-spy")
+    if found:
+        return found
+    for folder in sys.path:
+        candidate = Path(folder) / "bin" / "py-spy"
+        if candidate.is_file():
+            return str(candidate)
+    raise SystemExit("--profile needs py-spy (pip install py-spy)")
 
 
 def phases(marks: dict[str, float]) -> dict[str, float]:
@@ -217,7 +245,11 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=gpu_env.ROOT / ".cold_start", help="where the weights are written")
     parser.add_argument("--timeout", type=float, default=300, help="seconds the handler may take to answer")
     parser.add_argument("--keep", action="store_true", help="keep the weights afterwards")
+    parser.add_argument("--profile", action="store_true",
+                        help="then launch once more under py-spy and -X importtime (cold_start_profile.json, cold_start_profiled.log)")
     args = parser.parse_args()
+    if args.profile:
+        py_spy()
     gpu_env.setup()
     args.out.mkdir(parents=True, exist_ok=True)
     free = filesystem(args.root)["free_gib"]

@@ -71,13 +71,15 @@ if [ ! -f "$cache/src.tgz" ]; then
 fi
 
 # The device's python3 is 3.12 with torch, numpy, Pillow, transformers, requests, aiohttp, tqdm and
-# opencv; these are what the worker and trellis2 import beyond that (pinned: one version each).
+# opencv; these are what the worker and trellis2 import beyond that (pinned: one version each),
+# and py-spy for benchmarks/cold_start.py --profile.
 pywheels=(
   runpod==1.12.0 aiohttp-retry==2.9.1 backoff==2.2.1 boto3==1.40.61 botocore==1.40.61 s3transfer==0.14.0
   jmespath==1.0.1 paramiko==4.0.0 bcrypt==5.0.0 pynacl==1.6.0 cryptography==46.0.3 cffi==2.0.0
   pycparser==2.23 invoke==2.2.1 tomli==2.3.0 tomlkit==0.13.3 tqdm-loggable==0.2 colorama==0.4.6
   pydantic==2.12.4 pydantic-core==2.41.5 annotated-types==0.7.0 typing-inspection==0.4.2
   easydict==1.14 plyfile==1.1.5 zstandard==0.25.0 trimesh==4.8.3 dracopy==2.2.0 xatlas==0.0.11
+  py-spy==0.4.3
 )
 missing=()
 for spec in "${pywheels[@]}"; do
