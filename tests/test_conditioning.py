@@ -28,6 +28,11 @@ def conditioner(tmp_path_factory):
     return DinoV3Conditioner(str(folder))
 
 
+def test_the_conditioner_attends_through_its_reduced_precision_sdpa(conditioner):
+    """On CUDA it attends in fp16 (trellis_mv.dinov3._reduced_sdpa); on the CPU the same function keeps fp32."""
+    assert conditioner.model.config._attn_implementation == "trellis_mv_reduced_sdpa"
+
+
 def test_all_resolutions_at_once_give_get_conds_numbers(conditioner):
     """``stages.conditions`` (resized on threads, one batch per resolution) equals trellis2's ``get_cond`` per resolution."""
     rng = np.random.default_rng(1)

@@ -25,18 +25,20 @@ class DinoV3Conditioner:
     is what trellis2 normalises (``F.layer_norm`` without affine); the model's own final norm is
     not used. The checkpoint is read from a local folder only.
 
-    On CUDA its matrix products run in TF32 (fp32 range, 10-bit mantissa, fp32 sums): 4 views at two
-    resolutions cost 0.39 s of a 13 s job in fp32 on the H200, what kept ``stochastic`` above 1.02x
-    one view. The flows round the tokens to bf16 (8-bit mantissa) before they use them, so TF32's
-    error lands below that rounding (tests/gpu/test_encoders.py records it); trellis2's
-    ``pipeline.run`` calls this conditioner too, so it gets the same tokens. ``tf32=False`` gives
-    trellis2's fp32 numbers.
+    On CUDA its matrix products run in TF32 (fp32 range, 10-bit mantissa, fp32 sums) and its attention
+    in fp16 (the same 10-bit mantissa, fp32 sums inside the fused kernel): 4 views at two resolutions
+    cost 0.39 s of a 13 s job in fp32 on the H200, 0.34 s with TF32 products alone (the attention of
+    4096 tokens at 1024² ran in fp32 without tensor cores), what kept ``stochastic`` above 1.02x one
+    view. The flows round the tokens to bf16 (8-bit mantissa) before they use them, so the error lands
+    below that rounding (tests/gpu/test_encoders.py records it); trellis2's ``pipeline.run`` calls this
+    conditioner too, so it gets the same tokens. ``tf32=False`` gives trellis2's fp32 numbers.
     """
 
     def __init__(self, model_dir: str, image_size: int = 512, *, tf32: bool = True):
-        from transformers import DINOv3ViTModel
+        from transformers import AttentionInterface, DINOv3ViTModel
 
-        self.model = DINOv3ViTModel.from_pretrained(model_dir, local_files_only=True).eval()
+        AttentionInterface.register(_REDUCED_SDPA, _reduced_sdpa)
+        self.model = DINOv3ViTModel.from_pretrained(model_dir, local_files_only=True, attn_implementation=_REDUCED_SDPA).eval()
         self.image_size, self.tf32 = image_size, tf32
         layers = [m for m in self.model.modules() if type(m).__name__ == "DINOv3ViTLayer"]
         if not layers:
@@ -79,6 +81,25 @@ def pixels(image: Image.Image, size: int) -> torch.Tensor:
     """trellis2's encoder input for one image: LANCZOS to ``size``², RGB, ``[3, size, size]`` in [0, 1] (CPU)."""
     array = np.asarray(image.resize((size, size), Image.Resampling.LANCZOS).convert("RGB"), dtype=np.float32) / 255
     return torch.from_numpy(array).permute(2, 0, 1)
+
+
+# transformers' name for :func:`_reduced_sdpa` (its AttentionInterface: a model picks one by name)
+_REDUCED_SDPA = "trellis_mv_reduced_sdpa"
+
+
+def _reduced_sdpa(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: Any,
+                  **kwargs: Any) -> tuple[torch.Tensor, Any]:
+    """transformers' SDPA attention, in fp16 where float32 products may be reduced (``_tf32_matmuls``, on CUDA).
+
+    fp16 keeps TF32's 10-bit mantissa, and fused attention kernels (flash, cuDNN) take it on tensor
+    cores with fp32 sums; float32 attention falls back to kernels without them. Elsewhere, fp32.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if not (query.is_cuda and query.dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest"):
+        return sdpa_attention_forward(module, query, key, value, *args, **kwargs)
+    output, weights = sdpa_attention_forward(module, query.half(), key.half(), value.half(), *args, **kwargs)
+    return output.float(), weights
 
 
 @contextmanager

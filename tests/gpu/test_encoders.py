@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -29,7 +31,8 @@ def test_dinov3_conditioner_shapes(weights_root, record):
 
 
 def test_dinov3_in_tf32_errs_less_than_the_flows_bf16_rounding(weights_root, record):
-    """The conditioner's TF32 products change its tokens by less than the bf16 cast every flow applies to them."""
+    """The conditioner's reduced precision (TF32 products, fp16 attention) changes its tokens by less than
+    the bf16 cast every flow applies to them; and what it saves, 4 views at both resolutions, side by side."""
     from random_weights import write_dinov3
 
     from trellis_mv.dinov3 import DinoV3Conditioner
@@ -48,6 +51,21 @@ def test_dinov3_in_tf32_errs_less_than_the_flows_bf16_rounding(weights_root, rec
               "bf16_rounding_mean_abs": rounding.mean().item(), "bf16_rounding_max_abs": rounding.max().item()}
     record("dinov3_tf32_vs_fp32", values)
     assert values["tf32_mean_abs"] < values["bf16_rounding_mean_abs"], values
+    assert conditioner.model.config._attn_implementation == "trellis_mv_reduced_sdpa"
+    four = [rgba_view(5 + i) for i in range(4)]
+    seconds = {}
+    for name, reduced in (("fp32", False), ("reduced", True), ("fp32_again", False), ("reduced_again", True)):
+        conditioner.tf32 = reduced
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for size in (512, 1024):
+            conditioner.image_size = size
+            conditioner(four)
+        torch.cuda.synchronize()
+        seconds[name] = round(time.perf_counter() - start, 4)
+    record("dinov3_4_views_both_resolutions_s", {"fp32": min(seconds["fp32"], seconds["fp32_again"]),
+                                                 "reduced": min(seconds["reduced"], seconds["reduced_again"]),
+                                                 "runs": seconds})
 
 
 def test_background_loader_builds_remote_code_off_the_meta_device(weights_root, record):
