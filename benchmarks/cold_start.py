@@ -8,8 +8,9 @@
    file), check with ``mincore`` how much of the first file is still in memory, and read every
    file the loader reads once, 16 MiB at a time (what ``dd`` does): the read bandwidth. Again with
    the loader's parallel read-ahead (``trellis_mv.pipeline.prefetch``).
-3. Drop the cache again and launch the real worker: ``python handler.py --test_input`` with a job
-   the handler refuses at once (it proves the handler answers; no generation), no generator hook,
+3. Drop the cache again and launch the real worker as RunPod does, ``python handler.py`` without
+   arguments, in a folder whose ``test_input.json`` (what runpod runs outside RunPod) is a job the
+   handler refuses at once (it proves the handler answers; no generation), no generator hook,
    the weights named by ``TRELLIS_MV_MODEL_DIR``. Every log line is timestamped on arrival; ready
    is runpod's ``Starting Serverless Worker`` line, printed once the handler is built, after the
    warm-up (``trellis_mv.warmup``).
@@ -133,14 +134,18 @@ def launch(model_dir: Path, log_path: Path, timeout: float, profile: Path | None
     env = {**os.environ, "TRELLIS_MV_MODEL_DIR": str(model_dir), "TRITON_CACHE_DIR": str(triton),
            "TRELLIS_MV_BACKGROUND_MODEL": str(model_dir.parent / "BiRefNet"), "PYTHONUNBUFFERED": "1"}
     env.pop("TRELLIS_MV_GENERATOR", None)
-    command = [sys.executable, "handler.py", "--test_input", REFUSED_JOB]
+    # As RunPod starts it, without arguments (a command line waits for runpod's import, to check it):
+    # outside RunPod, runpod then runs ./test_input.json, here the refused job in a folder of its own.
+    folder = Path(tempfile.mkdtemp(prefix="cold_start_job_"))
+    (folder / "test_input.json").write_text(REFUSED_JOB)
+    command = [sys.executable, str(gpu_env.ROOT / "handler.py")]
     if profile is not None:
         env["PYTHONPROFILEIMPORTTIME"] = "1"
         command = [py_spy(), "record", "--format", "speedscope", "--rate", "50", "--threads", "--idle", "--nonblocking",
                    "--output", str(profile), "--", *command]
     marks: dict[str, float] = {}
     start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=gpu_env.ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     watchdog = threading.Timer(timeout, process.kill)
     watchdog.start()
     with open(log_path, "w") as log:
@@ -153,6 +158,7 @@ def launch(model_dir: Path, log_path: Path, timeout: float, profile: Path | None
     watchdog.cancel()
     status = process.wait()
     shutil.rmtree(triton, ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)
     return {"marks": marks, "exit_status": status}
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import trimesh
 
-from trellis_mv.pipeline.prefetch import read_ahead, weight_files
+from trellis_mv.pipeline.prefetch import import_files, read_ahead, read_imports_ahead, weight_files
 from trellis_mv.weights import Found, Source, Weights
 from trellis_mv.warmup import warmup_view
 
@@ -68,6 +68,24 @@ def test_read_ahead_reads_every_byte_in_pieces(tmp_path):
     futures = read_ahead(files, workers=3, chunk=1_000_000)
     assert len(futures) == 5 + 1 + 1 + 1
     assert sum(future.result(timeout=10) for future in futures) == sum(path.stat().st_size for path in files)
+
+
+def test_the_imports_read_ahead_reads_compiled_and_extension_modules_of_the_packages_found(tmp_path, monkeypatch):
+    """This interpreter's compiled modules and the shared libraries of each package found; nothing else,
+    no package imported, missing packages skipped."""
+    tag = sys.implementation.cache_tag
+    package = tmp_path / "readahead_pkg"
+    (package / "__pycache__").mkdir(parents=True)
+    (package / "sub" / "__pycache__").mkdir(parents=True)
+    wanted = {package / "__pycache__" / f"__init__.{tag}.pyc": 10, package / "sub" / "__pycache__" / f"m.{tag}.pyc": 20,
+              package / "_ext.abi3.so": 30, package / "sub" / "libx.so.1": 40}
+    others = {package / "__init__.py": 1, package / "__pycache__" / "__init__.cpython-10.pyc": 2, package / "data.bin": 3}
+    for path, size in {**wanted, **others}.items():
+        path.write_bytes(b"x" * size)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert sorted(import_files(["readahead_pkg", "no_such_package_here"])) == sorted(wanted)
+    assert read_imports_ahead(["readahead_pkg"], workers=2).result(timeout=10) == 100
+    assert "readahead_pkg" not in sys.modules
 
 
 def test_merge_joins_caches_per_gpu_and_kernel_later_ones_winning():
