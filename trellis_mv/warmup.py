@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image
 
 from .export import GlbOptions, export_glb
+from .gpu_random import RANDOM_OR_CAPTURE
 
 __all__ = ["WARMUP_GLB", "start_export_warm_up", "warm_up", "warmup_view"]
 
@@ -68,7 +69,8 @@ def warm_up(generator: Any, *, compiling: Any = None, export: Future | None = No
 
     started = time.perf_counter()
     report: dict[str, Any] = {}
-    report["stages"], latents = warm_stages(generator, warmup_view())
+    with RANDOM_OR_CAPTURE:  # the export's warm-up may be capturing a CUDA graph on its thread
+        report["stages"], latents = warm_stages(generator, warmup_view())
     log.info("warm-up stages: %s", report["stages"])
     if compiling is not None:
         report["kernels"] = compiling.wait(*compiling.shards())
@@ -81,7 +83,8 @@ def warm_up(generator: Any, *, compiling: Any = None, export: Future | None = No
         log.warning("warm-up: no FlexGEMM entries for %s in %s: tuning the decoders' typical sizes now; "
                     "builder/autotune_flexgemm.py tune on this GPU makes entries to ship", torch.cuda.get_device_name(),
                     path)
-    report["decoders"] = warm_decoders(generator, latents, tune=not tuned)
+    with RANDOM_OR_CAPTURE:
+        report["decoders"] = warm_decoders(generator, latents, tune=not tuned)
     log.info("warm-up decoders: %s", report["decoders"])
     report["export_s"] = export.result() if export is not None else _export_warm_up()
     log.info("warm-up export: %.2f s", report["export_s"])

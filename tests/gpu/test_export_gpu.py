@@ -335,3 +335,31 @@ def test_closest_points_against_cubvh(decoded, record):
     assert remesh_max_abs < 1e-5 and bake_max_abs < 1e-5 and lower_bound_ok
     assert abs(runs["closest"]["faces"] - runs["cubvh"]["faces"]) <= 1e-3 * runs["cubvh"]["faces"]
     assert int((moved > 1e-5).sum()) <= 1e-4 * len(texels)
+
+
+def test_graph_captures_and_random_numbers_on_another_thread_take_turns():
+    """The start's race (trellis_mv.gpu_random): the export captures CUDA graphs on one thread while
+    another draws random numbers on the GPU; both sides hold the lock, and neither fails."""
+    import threading
+
+    from trellis_mv.export.lscm import _replayable
+    from trellis_mv.gpu_random import RANDOM_OR_CAPTURE
+
+    state = torch.ones(1 << 16, device="cuda")
+    failures: list[BaseException] = []
+
+    def draw() -> None:
+        try:
+            for _ in range(400):
+                with RANDOM_OR_CAPTURE:
+                    torch.rand(1 << 16, device="cuda")
+        except BaseException as error:  # the race's RuntimeError, kept for the assertion below
+            failures.append(error)
+
+    drawing = threading.Thread(target=draw)
+    drawing.start()
+    for _ in range(100):
+        _replayable(lambda: state.mul_(1.0))()
+    drawing.join()
+    torch.cuda.synchronize()
+    assert failures == []

@@ -26,6 +26,7 @@ from typing import Callable
 
 import torch
 
+from ..gpu_random import RANDOM_OR_CAPTURE
 from .segments import segment_sum
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,8 @@ def _replayable(run: Callable[[], None]) -> Callable[[], None]:
     As torch.cuda.graphs asks, ``run`` first runs once on a side stream (its work is real and kept),
     then is captured; capturing executes nothing. The capture is thread-local: the worker's warm-up
     exports while another thread loads models onto the same GPU, and CUDA's default (global) capture
-    mode would fail that thread's allocations for as long as the capture lasts.
+    mode would fail that thread's allocations for as long as the capture lasts; its random numbers
+    would fail in any mode (``trellis_mv.gpu_random``).
     """
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -133,7 +135,7 @@ def _replayable(run: Callable[[], None]) -> Callable[[], None]:
         run()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+    with RANDOM_OR_CAPTURE, torch.cuda.graph(graph, capture_error_mode="thread_local"):
         run()
     return graph.replay
 

@@ -27,6 +27,7 @@ import torch
 from ..config import Settings
 from ..dinov3 import DinoV3Conditioner
 from ..errors import StartupError
+from ..gpu_random import RANDOM_OR_CAPTURE
 from ..weights import Weights, find_weights
 from .offload import choose_low_vram
 from .running import TrellisGenerator
@@ -68,7 +69,7 @@ def load_pipeline(settings: Settings, *, background: Any = None) -> Any:
             if name in Trellis2ImageTo3DPipeline.model_names_to_load:
                 begun = time.perf_counter()
                 # Built on the GPU (seconds, not minutes of CPU init); parked on the CPU in low-VRAM mode.
-                with torch.device("cuda"):
+                with RANDOM_OR_CAPTURE, torch.device("cuda"):
                     loaded[name] = models.from_pretrained(str(weights.path(reference)))
                 if low_vram:
                     loaded[name].cpu()
@@ -107,7 +108,7 @@ def _encoders(weights: Weights, args: dict[str, Any], background: Any, low_vram:
         return encoder, background
     begun = time.perf_counter()
     # Built on the GPU, as the models are: its random initialisation, which the checkpoint overwrites, runs there.
-    with torch.device("cuda"):
+    with RANDOM_OR_CAPTURE, torch.device("cuda"):
         remover = load_background_remover(str(weights.background.path))
     if low_vram:
         remover.cpu()
