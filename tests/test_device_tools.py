@@ -70,21 +70,25 @@ def test_read_ahead_reads_every_byte_in_pieces(tmp_path):
     assert sum(future.result(timeout=10) for future in futures) == sum(path.stat().st_size for path in files)
 
 
-def test_the_imports_read_ahead_reads_compiled_and_extension_modules_of_the_packages_found(tmp_path, monkeypatch):
-    """This interpreter's compiled modules and the shared libraries of each package found; nothing else,
-    no package imported, missing packages skipped."""
-    tag = sys.implementation.cache_tag
+def test_the_imports_read_ahead_reads_the_modules_and_libraries_a_distribution_installed(tmp_path, monkeypatch):
+    """From the distribution's RECORD: its modules, compiled modules and shared libraries up to 64 MiB;
+    nothing else, nothing imported, distributions not installed skipped."""
     package = tmp_path / "readahead_pkg"
     (package / "__pycache__").mkdir(parents=True)
-    (package / "sub" / "__pycache__").mkdir(parents=True)
-    wanted = {package / "__pycache__" / f"__init__.{tag}.pyc": 10, package / "sub" / "__pycache__" / f"m.{tag}.pyc": 20,
-              package / "_ext.abi3.so": 30, package / "sub" / "libx.so.1": 40}
-    others = {package / "__init__.py": 1, package / "__pycache__" / "__init__.cpython-10.pyc": 2, package / "data.bin": 3}
-    for path, size in {**wanted, **others}.items():
-        path.write_bytes(b"x" * size)
+    wanted = {"readahead_pkg/__init__.py": 10, "readahead_pkg/__pycache__/__init__.cpython-311.pyc": 20,
+              "readahead_pkg/_ext.abi3.so": 30, "readahead_pkg/libx.so.1": 40}
+    others = {"readahead_pkg/data.bin": 3, "readahead_pkg/huge.so": 5}
+    for name, size in {**wanted, **others}.items():
+        (tmp_path / name).write_bytes(b"x" * size)
+    info = tmp_path / "readahead_pkg-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: readahead-pkg\nVersion: 1.0\n")
+    sizes = {**wanted, **others, "readahead_pkg/huge.so": 65 * 2**20}  # as RECORD says: over the cap
+    (info / "RECORD").write_text("".join(f"{name},sha256=x,{size}\n" for name, size in sizes.items()))
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert sorted(import_files(["readahead_pkg", "no_such_package_here"])) == sorted(wanted)
-    assert read_imports_ahead(["readahead_pkg"], workers=2).result(timeout=10) == 100
+    found = import_files(["readahead-pkg", "no-such-distribution-here"])
+    assert sorted(path.relative_to(tmp_path).as_posix() for path in found) == sorted(wanted)
+    assert read_imports_ahead(["readahead-pkg"], workers=2).result(timeout=10) == 100
     assert "readahead_pkg" not in sys.modules
 
 
