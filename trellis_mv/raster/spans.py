@@ -9,8 +9,9 @@ left, or above a horizontal edge; the two triangles of a shared edge compute its
 same floats (``_edges_on_row``), so they split the row there, with neither gap nor double count.
 
 Every path of the package (camera views, UV atlas, counts; and, step for step, the CUDA kernels of
-``uv_kernel``) goes through :func:`triangles` and :func:`spans`. Work is chunked by the memory the
-device has free (:func:`scratch_bytes`), with a few host synchronisations per call, not one per chunk.
+``uv_kernel`` and ``coverage_kernel``, through ``triton_spans``) goes through :func:`triangles` and
+:func:`spans`. Work is chunked by the memory the device has free (:func:`scratch_bytes`), with a few
+host synchronisations per call, not one per chunk.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import torch
 
 __all__ = [
     "BYTES_PER_PIXEL",
-    "BYTES_PER_ROW",
     "INDEX_BITS",
     "Triangles",
+    "counts",
     "depth_at",
     "expand",
     "image_groups",
@@ -38,7 +39,7 @@ __all__ = [
 # the cap keeps the bake's peak about where nvdiffrast's was (issue 20: within +1 GiB).
 _MIN_SCRATCH, _MAX_SCRATCH, _CPU_SCRATCH = 32 * 2**20, 512 * 2**20, 64 * 2**20
 # Bytes held per unit of work at the peak of each step, torch's temporaries included (estimated).
-_BYTES_PER_TRIANGLE, BYTES_PER_ROW, BYTES_PER_PIXEL = 400, 200, 160
+_BYTES_PER_TRIANGLE, _BYTES_PER_ROW, BYTES_PER_PIXEL = 400, 200, 160
 INDEX_BITS = 31  # the triangle index in a key's low bits (rasterize.py puts depth above them)
 
 
@@ -91,7 +92,7 @@ def triangles(clip: torch.Tensor, faces: torch.Tensor, resolution: tuple[int, in
     (xj, yj, wj), (xk, yk, wk) = [[value.roll(-shift, dims=0) for value in (x, y, w)] for shift in (1, 2)]
     edges = torch.stack([xj * yk - yj * xk, yj * wk - wj * yk, wj * xk - xj * wk])  # [3 terms, 3 edges, T]
     depth = torch.stack([(z * edges).sum(dim=1), (w * edges).sum(dim=1)], dim=1)  # [3 terms, 2, T]
-    winding = torch.sign(edges[0, 0] + edges[0, 1] + edges[0, 2])  # summed in this order by uv_kernel too
+    winding = torch.sign(edges[0, 0] + edges[0, 1] + edges[0, 2])  # summed in this order by triton_spans too
     depth = (depth * winding).permute(2, 1, 0).contiguous()
     # pixel centre (i, j) sits at x = (2i + 1) / W - 1, y = (2j + 1) / H - 1
     in_front = (w > 0).all(dim=0) & (winding != 0)
@@ -126,6 +127,26 @@ def spans(
         first = _column_at(low, width)
         end = torch.where(open_row, torch.maximum(_column_at(high, width), first), first)
         yield instance, row, first, end
+
+
+def counts(clip: torch.Tensor, faces: torch.Tensor, resolution: tuple[int, int]) -> torch.Tensor:
+    """How many triangles cover each pixel centre ``[B, H, W]`` (int32), from clip-space vertices ``[B, V, 4]``:
+    each span adds +1 at its first column and -1 past its last into a difference buffer, whose running
+    sum along the row is the count. ``rasterize.coverage``'s torch path (``> 0``) and ``texel_counts``'."""
+    batch, height, width = clip.shape[0], *resolution
+    scratch = scratch_bytes(clip.device)
+    total = torch.zeros(batch, height, width, dtype=torch.int32, device=clip.device)
+    for images in image_groups(batch, faces.shape[0], scratch):
+        setup = triangles(clip[images], faces, resolution)
+        difference = torch.zeros((images.stop - images.start) * height * (width + 1), dtype=torch.int32, device=clip.device)
+        for instance, row, first, end in spans(setup, resolution, setup.rows, scratch // _BYTES_PER_ROW):
+            start = (torch.div(instance, setup.face_count, rounding_mode="floor") * height + row) * (width + 1)
+            ones = (end > first).int()
+            difference.index_add_(0, start + first, ones)
+            difference.index_add_(0, start + end, -ones)
+        running = torch.cumsum(difference.reshape(-1, width + 1)[:, :width], dim=1, dtype=torch.int32)
+        total[images] = running.reshape(-1, height, width)
+    return total
 
 
 def _edges_on_row(xj: torch.Tensor, yj: torch.Tensor, xk: torch.Tensor, yk: torch.Tensor, winding: torch.Tensor,
