@@ -116,7 +116,7 @@ def spans(
         which, offset = expand(rows[start:stop], row_count)
         instance = which + start
         row = triangles.y0[instance] + offset
-        fy = (2 * row.float() + 1) / height - 1
+        fy = _centres(row, height)
         x, y, winding = triangles.x[instance], triangles.y[instance], triangles.winding[instance, None]
         crossing, slope, flat_level, flat_b = _edges_on_row(x.roll(-1, 1), y.roll(-1, 1), x.roll(-2, 1), y.roll(-2, 1),
                                                            winding, fy[:, None])
@@ -181,8 +181,7 @@ def expand(sizes: torch.Tensor, total: int | None = None) -> tuple[torch.Tensor,
 def depth_at(depth: torch.Tensor, column: torch.Tensor, row: torch.Tensor, resolution: tuple[int, int]) -> torch.Tensor:
     """z/w of N triangles (their ``Triangles.depth`` rows ``[N, 2, 3]``) at N pixel centres."""
     height, width = resolution
-    fx = (2 * column.float() + 1) / width - 1
-    fy = (2 * row.float() + 1) / height - 1
+    fx, fy = _centres(column, width), _centres(row, height)
     values = depth[..., 0] + depth[..., 1] * fx[:, None] + depth[..., 2] * fy[:, None]
     return values[:, 0] / values[:, 1]
 
@@ -207,8 +206,7 @@ def winners(nearest: torch.Tensor, empty: int, clip: torch.Tensor, faces: torch.
         face = nearest[pixel].long() & ((1 << INDEX_BITS) - 1)
         image, within = torch.div(pixel, pixels, rounding_mode="floor"), pixel % pixels
         x, y, z, w = flat[image[:, None] * vertex_count + faces[face].long()].unbind(-1)  # [N, 3] each
-        fx = (2 * (within % width).float() + 1) / width - 1
-        fy = (2 * torch.div(within, width, rounding_mode="floor").float() + 1) / height - 1
+        fx, fy = _centres(within % width, width), _centres(torch.div(within, width, rounding_mode="floor"), height)
         px, py = x - fx[:, None] * w, y - fy[:, None] * w
         a0 = px[:, 1] * py[:, 2] - py[:, 1] * px[:, 2]
         a1 = px[:, 2] * py[:, 0] - py[:, 2] * px[:, 0]
@@ -223,6 +221,17 @@ def winners(nearest: torch.Tensor, empty: int, clip: torch.Tensor, faces: torch.
         zw = torch.where(weight == 0, 0.0, depth / torch.where(weight == 0, torch.ones_like(weight), weight))
         rast[pixel] = torch.stack([b0 / scale, b1 / scale, zw.clamp(-1, 1), (face + 1).float()], dim=1)
     return rast
+
+
+def _centres(index: torch.Tensor, size: int) -> torch.Tensor:
+    """Clip x (or y) of pixel centres ``index`` across ``size`` pixels: ``(2i + 1) / size - 1``.
+
+    The same bits on every device, as the kernels' ``pixel_centre``: the size is divided by as a tensor,
+    because CUDA divides by a Python number as a multiplication by its float reciprocal, which
+    rounds differently (for a third of the rows at 96, none at powers of two).
+    """
+    odd = 2 * index.float() + 1
+    return odd / odd.new_full((), size) - 1
 
 
 def _column_at(fx: torch.Tensor, width: int) -> torch.Tensor:

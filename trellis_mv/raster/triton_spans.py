@@ -2,11 +2,10 @@
 
 Each function takes the torch path's float operations in its order, with IEEE division
 (``div_rn``); the kernels that call them compile without fused multiply-add
-(``enable_fp_fusion=False``). So a kernel built from them gives the torch path's pixels bit for bit.
-Two differences that change no pixel: the torch path's infinite bounds are ±3e38 here (a bound is
-only used clamped to the image, where both give the same column), and its divisions by the image's
-size are IEEE divisions here, as torch does them on the CPU; torch on CUDA multiplies by the
-reciprocal of a Python number instead, the same result for the power-of-two sizes the worker uses.
+(``enable_fp_fusion=False``). So a kernel built from them gives the torch path's pixels bit for bit,
+on any device the torch path runs on (``spans._centres``). One difference changes no pixel: the torch
+path's infinite bounds are ±3e38 here (a bound is only used clamped to the image, where both give
+the same column).
 
 Triton comes with torch's CUDA builds (the image's torch 2.6 brings Triton 3.2), not with its CPU
 builds: there nothing is defined but :func:`launch_device`.
