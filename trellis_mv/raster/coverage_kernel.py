@@ -37,7 +37,8 @@ _MAX_IMAGES = 65535  # CUDA's limit on a grid's second dimension, which counts t
 
 
 def coverage_cuda(clip: torch.Tensor, faces: torch.Tensor, resolution: tuple[int, int]) -> torch.Tensor:
-    """``rasterize.coverage`` for CUDA tensors: ``[B, H, W]`` bool, one kernel launch, no host synchronisation."""
+    """``rasterize.coverage`` for CUDA tensors: ``[B, H, W]`` bool, one kernel launch (per 65535 images),
+    no host synchronisation."""
     height, width = resolution
     clip = clip.float().contiguous()
     faces = faces.to(device=clip.device, dtype=torch.int32).contiguous()
