@@ -12,7 +12,8 @@ simplified and unwrapped as the export does):
   20), seconds, torch's peak memory above the start, and the textures compared over the texels both
   cover (0-255; the issue's bar is 0.01);
 - the camera views at the previews' sizes on the same mesh: coverage at 128² for a coarse grid of 216
-  cameras (views_fit's first batch) and rasterize at 512² for the 8 turntable frames.
+  cameras (views_fit's first batch: ours, the Triton kernel, against the torch path, which it must
+  match bit for bit, and nvdiffrast) and rasterize at 512² for the 8 turntable frames.
 
 Record keys: ``raster_uv_2048``, ``bake_seconds_own``, ``bake_seconds_nvdiffrast``,
 ``bake_own_vs_nvdiffrast_mean_abs``, ``bake_peak_gib_own``, ``bake_peak_gib_nvdiffrast``,
@@ -247,35 +248,54 @@ def test_the_bake_with_ours_against_the_bake_with_nvdiffrast(atlas, record):
 def test_camera_views_at_the_previews_sizes(atlas, record):
     from trellis_mv.preview.cameras import clip_space, frame_to_square
     from trellis_mv.raster import coverage, rasterize
+    from trellis_mv.raster.spans import counts
 
-    dr = pytest.importorskip("nvdiffrast.torch")
     vertices, faces = atlas.mesh.vertices.float(), atlas.mesh.faces.int().contiguous()
     radius = float(vertices.norm(dim=1).max())
     azimuth, elevation = torch.meshgrid(torch.arange(0.0, 360.0, 15.0), torch.arange(-45.0, 76.0, 15.0), indexing="ij")
     grid = frame_to_square(clip_space(vertices, azimuth.flatten(), elevation.flatten(), torch.full((216,), 40.0), radius=radius))
     turntable = frame_to_square(clip_space(vertices, torch.arange(8) * 45.0, torch.full((8,), 20.0), torch.full((8,), 40.0),
                                            radius=radius), margin=0.1, shared=True).contiguous()
-    context = dr.RasterizeCudaContext(device=vertices.device)
-
-    def theirs(clip: torch.Tensor, size: int) -> torch.Tensor:
-        return dr.rasterize(context, clip.contiguous(), faces, resolution=[size, size])[0]
-
-    silhouettes, frames = coverage(grid, faces, (128, 128)), rasterize(turntable, faces, (512, 512))
+    # "ours" is what coverage runs on CUDA: the Triton kernel (coverage_kernel.py); "torch_path" the
+    # torch steps it replaces there (spans.counts), which it must match bit for bit
+    silhouettes, torch_path = coverage(grid, faces, (128, 128)), counts(grid, faces, (128, 128)) > 0
+    # and at a size that is no power of two, where CUDA's division by a Python number would round
+    # differently from the kernel's (spans._centres)
+    odd_size = torch.equal(coverage(grid[:24], faces, (96, 100)), counts(grid[:24], faces, (96, 100)) > 0)
     result = {
         "faces": int(faces.shape[0]),
-        "coverage_128_x216_ms": {"ours": _milliseconds(lambda: coverage(grid, faces, (128, 128)), repeats=5),
-                                 "nvdiffrast": _milliseconds(lambda: theirs(grid, 128)[..., 3] > 0, repeats=5)},
-        "rasterize_512_x8_ms": {"ours": _milliseconds(lambda: rasterize(turntable, faces, (512, 512)), repeats=5),
-                                "nvdiffrast": _milliseconds(lambda: theirs(turntable, 512), repeats=5)},
-        "coverage_mismatch_share": round(float((silhouettes != (theirs(grid, 128)[..., 3] > 0)).float().mean()), 6),
-        "turntable_vs_nvdiffrast": _agreement(frames, theirs(turntable, 512)),
+        "coverage_128_x216_ms": {"ours": _milliseconds(lambda: coverage(grid, faces, (128, 128))),
+                                 "torch_path": _milliseconds(lambda: counts(grid, faces, (128, 128)) > 0, repeats=5)},
+        "coverage_ours_vs_torch_path": {"identical": bool(torch.equal(silhouettes, torch_path)),
+                                        "covered_ours": int(silhouettes.sum()), "covered_torch_path": int(torch_path.sum()),
+                                        "mismatch": int((silhouettes != torch_path).sum()), "identical_at_96x100": odd_size},
     }
+    try:
+        import nvdiffrast.torch as dr
+    except ImportError:
+        dr = None
+    if dr is not None:
+        context = dr.RasterizeCudaContext(device=vertices.device)
+
+        def theirs(clip: torch.Tensor, size: int) -> torch.Tensor:
+            return dr.rasterize(context, clip.contiguous(), faces, resolution=[size, size])[0]
+
+        frames = rasterize(turntable, faces, (512, 512))
+        result["coverage_128_x216_ms"]["nvdiffrast"] = _milliseconds(lambda: theirs(grid, 128)[..., 3] > 0, repeats=5)
+        result["rasterize_512_x8_ms"] = {"ours": _milliseconds(lambda: rasterize(turntable, faces, (512, 512)), repeats=5),
+                                         "nvdiffrast": _milliseconds(lambda: theirs(turntable, 512), repeats=5)}
+        result["coverage_mismatch_share"] = round(float((silhouettes != (theirs(grid, 128)[..., 3] > 0)).float().mean()), 6)
+        result["turntable_vs_nvdiffrast"] = _agreement(frames, theirs(turntable, 512))
     record("raster_preview_sizes", result)
-    # At 128² the default mesh's triangles are far below a pixel, where nvdiffrast's corners snapped to
-    # 1/16 px decide more of the silhouette's pixels (test_the_uv_rasterize_of_a_default_atlas)
-    assert result["coverage_mismatch_share"] < 0.02
-    # At 512² a default mesh's triangle covers about one pixel, so which of two triangles meeting inside
-    # a pixel wins is the snapping's call too: 0.9547 and 0.9536 on the H200 (2026-12-04), while the
-    # barycentrics agree to 1.3e-5 (p999) where the triangle is the same
-    assert result["turntable_vs_nvdiffrast"]["same_triangle_share"] >= 0.95
-    assert result["turntable_vs_nvdiffrast"]["barycentric_p999_diff"] < 1e-3
+    # The kernel takes the torch path's float operations in its order: nothing may differ.
+    versus_torch = result["coverage_ours_vs_torch_path"]
+    assert versus_torch["identical"] and versus_torch["identical_at_96x100"], versus_torch
+    if dr is not None:
+        # At 128² the default mesh's triangles are far below a pixel, where nvdiffrast's corners snapped to
+        # 1/16 px decide more of the silhouette's pixels (test_the_uv_rasterize_of_a_default_atlas)
+        assert result["coverage_mismatch_share"] < 0.02
+        # At 512² a default mesh's triangle covers about one pixel, so which of two triangles meeting inside
+        # a pixel wins is the snapping's call too: 0.9547 and 0.9536 on the H200 (2026-12-04), while the
+        # barycentrics agree to 1.3e-5 (p999) where the triangle is the same
+        assert result["turntable_vs_nvdiffrast"]["same_triangle_share"] >= 0.95
+        assert result["turntable_vs_nvdiffrast"]["barycentric_p999_diff"] < 1e-3

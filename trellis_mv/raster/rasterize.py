@@ -1,18 +1,22 @@
 """The rasterizer's public functions: camera views, a UV atlas, coverage, texel counts, interpolation.
 
-Each is a few lines over ``spans`` (torch, every device); ``rasterize_uv`` on CUDA runs the two
-kernels of ``uv_kernel`` instead, which take the same steps in one launch each.
+Each is a few lines over ``spans`` (torch, every device). On CUDA, where Triton is installed (it comes
+with torch's CUDA builds), ``rasterize_uv`` runs the two kernels of ``uv_kernel`` and ``coverage`` the
+kernel of ``coverage_kernel`` instead, which take the same steps in one launch each, to the same bits.
 """
 
 from __future__ import annotations
 
+import importlib.util
+
 import torch
 
-from .spans import BYTES_PER_PIXEL, BYTES_PER_ROW, INDEX_BITS, depth_at, expand, image_groups, scratch_bytes, spans, triangles, winners
+from .spans import BYTES_PER_PIXEL, INDEX_BITS, counts, depth_at, expand, image_groups, scratch_bytes, spans, triangles, winners
 
 __all__ = ["coverage", "interpolate", "rasterize", "rasterize_uv", "texel_counts"]
 
 _DEPTH_LEVELS = 2**30 - 1  # depth quantised into the bits above the index: nearest wins, then lowest index
+_TRITON = importlib.util.find_spec("triton") is not None  # the kernels are imported where used, not here
 
 
 def rasterize(clip: torch.Tensor, faces: torch.Tensor, resolution: tuple[int, int]) -> torch.Tensor:
@@ -24,8 +28,15 @@ def rasterize(clip: torch.Tensor, faces: torch.Tensor, resolution: tuple[int, in
 
 
 def coverage(clip: torch.Tensor, faces: torch.Tensor, resolution: tuple[int, int]) -> torch.Tensor:
-    """Whether any triangle covers each pixel centre, ``[B, H, W]`` bool: all that silhouettes need."""
-    return _counts(clip, faces, resolution) > 0
+    """Whether any triangle covers each pixel centre, ``[B, H, W]`` bool: all that silhouettes need.
+
+    On CUDA, ``coverage_kernel``'s one launch (the per-view fit renders about 1500 silhouettes per job).
+    """
+    if clip.is_cuda and _TRITON:
+        from .coverage_kernel import coverage_cuda
+
+        return coverage_cuda(clip, faces, resolution)
+    return counts(clip, faces, resolution) > 0
 
 
 def rasterize_uv(uvs: torch.Tensor, faces: torch.Tensor, size: int) -> torch.Tensor:
@@ -35,7 +46,7 @@ def rasterize_uv(uvs: torch.Tensor, faces: torch.Tensor, size: int) -> torch.Ten
     of the flat triangles ``(2u - 1, 2v - 1, 0, 1)``, without a depth test: charts do not overlap, and
     where triangles do, the lowest index wins. On CUDA, ``uv_kernel``'s two launches (the bake's budget).
     """
-    if uvs.is_cuda:
+    if uvs.is_cuda and _TRITON:
         from .uv_kernel import rasterize_uv_cuda
 
         return rasterize_uv_cuda(uvs, faces, size)
@@ -49,7 +60,7 @@ def texel_counts(uvs: torch.Tensor, faces: torch.Tensor, size: int) -> torch.Ten
     lies under two charts (or under a chart folded over itself). A texel centre on an edge that two
     triangles share counts once (the fill rule), so a chart without folds counts 1 throughout.
     """
-    return _counts(_uv_clip(uvs)[None], faces, (size, size))[0]
+    return counts(_uv_clip(uvs)[None], faces, (size, size))[0]
 
 
 def interpolate(attributes: torch.Tensor, rast: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -87,25 +98,6 @@ def _rasterize(clip: torch.Tensor, faces: torch.Tensor, resolution: tuple[int, i
             nearest.scatter_reduce_(0, pixel, key, reduce="amin")
         rast[images] = winners(nearest, empty, clip[images], faces, resolution, scratch).reshape(-1, height * width, 4)
     return rast.reshape(batch, height, width, 4)
-
-
-def _counts(clip: torch.Tensor, faces: torch.Tensor, resolution: tuple[int, int]) -> torch.Tensor:
-    """How many triangles cover each pixel centre ``[B, H, W]`` (int32): each span adds +1 at its first
-    column and -1 past its last into a difference buffer, whose running sum along the row is the count."""
-    batch, height, width = clip.shape[0], *resolution
-    scratch = scratch_bytes(clip.device)
-    counts = torch.zeros(batch, height, width, dtype=torch.int32, device=clip.device)
-    for images in image_groups(batch, faces.shape[0], scratch):
-        setup = triangles(clip[images], faces, resolution)
-        difference = torch.zeros((images.stop - images.start) * height * (width + 1), dtype=torch.int32, device=clip.device)
-        for instance, row, first, end in spans(setup, resolution, setup.rows, scratch // BYTES_PER_ROW):
-            start = (torch.div(instance, setup.face_count, rounding_mode="floor") * height + row) * (width + 1)
-            ones = (end > first).int()
-            difference.index_add_(0, start + first, ones)
-            difference.index_add_(0, start + end, -ones)
-        running = torch.cumsum(difference.reshape(-1, width + 1)[:, :width], dim=1, dtype=torch.int32)
-        counts[images] = running.reshape(-1, height, width)
-    return counts
 
 
 def _uv_clip(uvs: torch.Tensor) -> torch.Tensor:

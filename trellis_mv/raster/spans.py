@@ -9,8 +9,9 @@ left, or above a horizontal edge; the two triangles of a shared edge compute its
 same floats (``_edges_on_row``), so they split the row there, with neither gap nor double count.
 
 Every path of the package (camera views, UV atlas, counts; and, step for step, the CUDA kernels of
-``uv_kernel``) goes through :func:`triangles` and :func:`spans`. Work is chunked by the memory the
-device has free (:func:`scratch_bytes`), with a few host synchronisations per call, not one per chunk.
+``uv_kernel`` and ``coverage_kernel``, through ``triton_spans``) goes through :func:`triangles` and
+:func:`spans`. Work is chunked by the memory the device has free (:func:`scratch_bytes`), with a few
+host synchronisations per call, not one per chunk.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import torch
 
 __all__ = [
     "BYTES_PER_PIXEL",
-    "BYTES_PER_ROW",
     "INDEX_BITS",
     "Triangles",
+    "counts",
     "depth_at",
     "expand",
     "image_groups",
@@ -38,7 +39,7 @@ __all__ = [
 # the cap keeps the bake's peak about where nvdiffrast's was (issue 20: within +1 GiB).
 _MIN_SCRATCH, _MAX_SCRATCH, _CPU_SCRATCH = 32 * 2**20, 512 * 2**20, 64 * 2**20
 # Bytes held per unit of work at the peak of each step, torch's temporaries included (estimated).
-_BYTES_PER_TRIANGLE, BYTES_PER_ROW, BYTES_PER_PIXEL = 400, 200, 160
+_BYTES_PER_TRIANGLE, _BYTES_PER_ROW, BYTES_PER_PIXEL = 400, 200, 160
 INDEX_BITS = 31  # the triangle index in a key's low bits (rasterize.py puts depth above them)
 
 
@@ -91,7 +92,7 @@ def triangles(clip: torch.Tensor, faces: torch.Tensor, resolution: tuple[int, in
     (xj, yj, wj), (xk, yk, wk) = [[value.roll(-shift, dims=0) for value in (x, y, w)] for shift in (1, 2)]
     edges = torch.stack([xj * yk - yj * xk, yj * wk - wj * yk, wj * xk - xj * wk])  # [3 terms, 3 edges, T]
     depth = torch.stack([(z * edges).sum(dim=1), (w * edges).sum(dim=1)], dim=1)  # [3 terms, 2, T]
-    winding = torch.sign(edges[0, 0] + edges[0, 1] + edges[0, 2])  # summed in this order by uv_kernel too
+    winding = torch.sign(edges[0, 0] + edges[0, 1] + edges[0, 2])  # summed in this order by triton_spans too
     depth = (depth * winding).permute(2, 1, 0).contiguous()
     # pixel centre (i, j) sits at x = (2i + 1) / W - 1, y = (2j + 1) / H - 1
     in_front = (w > 0).all(dim=0) & (winding != 0)
@@ -115,7 +116,7 @@ def spans(
         which, offset = expand(rows[start:stop], row_count)
         instance = which + start
         row = triangles.y0[instance] + offset
-        fy = (2 * row.float() + 1) / height - 1
+        fy = _centres(row, height)
         x, y, winding = triangles.x[instance], triangles.y[instance], triangles.winding[instance, None]
         crossing, slope, flat_level, flat_b = _edges_on_row(x.roll(-1, 1), y.roll(-1, 1), x.roll(-2, 1), y.roll(-2, 1),
                                                            winding, fy[:, None])
@@ -126,6 +127,26 @@ def spans(
         first = _column_at(low, width)
         end = torch.where(open_row, torch.maximum(_column_at(high, width), first), first)
         yield instance, row, first, end
+
+
+def counts(clip: torch.Tensor, faces: torch.Tensor, resolution: tuple[int, int]) -> torch.Tensor:
+    """How many triangles cover each pixel centre ``[B, H, W]`` (int32), from clip-space vertices ``[B, V, 4]``:
+    each span adds +1 at its first column and -1 past its last into a difference buffer, whose running
+    sum along the row is the count. ``rasterize.coverage``'s torch path (``> 0``) and ``texel_counts``'."""
+    batch, height, width = clip.shape[0], *resolution
+    scratch = scratch_bytes(clip.device)
+    total = torch.zeros(batch, height, width, dtype=torch.int32, device=clip.device)
+    for images in image_groups(batch, faces.shape[0], scratch):
+        setup = triangles(clip[images], faces, resolution)
+        difference = torch.zeros((images.stop - images.start) * height * (width + 1), dtype=torch.int32, device=clip.device)
+        for instance, row, first, end in spans(setup, resolution, setup.rows, scratch // _BYTES_PER_ROW):
+            start = (torch.div(instance, setup.face_count, rounding_mode="floor") * height + row) * (width + 1)
+            ones = (end > first).int()
+            difference.index_add_(0, start + first, ones)
+            difference.index_add_(0, start + end, -ones)
+        running = torch.cumsum(difference.reshape(-1, width + 1)[:, :width], dim=1, dtype=torch.int32)
+        total[images] = running.reshape(-1, height, width)
+    return total
 
 
 def _edges_on_row(xj: torch.Tensor, yj: torch.Tensor, xk: torch.Tensor, yk: torch.Tensor, winding: torch.Tensor,
@@ -160,8 +181,7 @@ def expand(sizes: torch.Tensor, total: int | None = None) -> tuple[torch.Tensor,
 def depth_at(depth: torch.Tensor, column: torch.Tensor, row: torch.Tensor, resolution: tuple[int, int]) -> torch.Tensor:
     """z/w of N triangles (their ``Triangles.depth`` rows ``[N, 2, 3]``) at N pixel centres."""
     height, width = resolution
-    fx = (2 * column.float() + 1) / width - 1
-    fy = (2 * row.float() + 1) / height - 1
+    fx, fy = _centres(column, width), _centres(row, height)
     values = depth[..., 0] + depth[..., 1] * fx[:, None] + depth[..., 2] * fy[:, None]
     return values[:, 0] / values[:, 1]
 
@@ -186,8 +206,7 @@ def winners(nearest: torch.Tensor, empty: int, clip: torch.Tensor, faces: torch.
         face = nearest[pixel].long() & ((1 << INDEX_BITS) - 1)
         image, within = torch.div(pixel, pixels, rounding_mode="floor"), pixel % pixels
         x, y, z, w = flat[image[:, None] * vertex_count + faces[face].long()].unbind(-1)  # [N, 3] each
-        fx = (2 * (within % width).float() + 1) / width - 1
-        fy = (2 * torch.div(within, width, rounding_mode="floor").float() + 1) / height - 1
+        fx, fy = _centres(within % width, width), _centres(torch.div(within, width, rounding_mode="floor"), height)
         px, py = x - fx[:, None] * w, y - fy[:, None] * w
         a0 = px[:, 1] * py[:, 2] - py[:, 1] * px[:, 2]
         a1 = px[:, 2] * py[:, 0] - py[:, 2] * px[:, 0]
@@ -202,6 +221,17 @@ def winners(nearest: torch.Tensor, empty: int, clip: torch.Tensor, faces: torch.
         zw = torch.where(weight == 0, 0.0, depth / torch.where(weight == 0, torch.ones_like(weight), weight))
         rast[pixel] = torch.stack([b0 / scale, b1 / scale, zw.clamp(-1, 1), (face + 1).float()], dim=1)
     return rast
+
+
+def _centres(index: torch.Tensor, size: int) -> torch.Tensor:
+    """Clip x (or y) of pixel centres ``index`` across ``size`` pixels: ``(2i + 1) / size - 1``.
+
+    The same bits on every device, as the kernels' ``pixel_centre``: the size is divided by as a tensor,
+    because CUDA divides by a Python number as a multiplication by its float reciprocal, which
+    rounds differently (for a third of the rows at 96, none at powers of two).
+    """
+    odd = 2 * index.float() + 1
+    return odd / odd.new_full((), size) - 1
 
 
 def _column_at(fx: torch.Tensor, width: int) -> torch.Tensor:

@@ -9,11 +9,11 @@ box), then for each pixel of the box, widened by one column on each side (a span
 may reach a centre on the box's border), the span of its row as ``spans.spans`` computes it, and an
 atomic minimum of the triangle index (the lowest wins, as in ``rasterize._rasterize``). ``_texels``
 runs over the texels: the winner's barycentrics at the texel centre (``spans.winners``: the corners
-relative to the centre, as nvdiffrast's ``rasterize.cu``). The float
-operations are torch's, in torch's order, with IEEE division (``div_rn``) and no fused multiply-add
-(``enable_fp_fusion=False``), so the results are bit for bit those of the torch path;
-tests/gpu/test_raster_gpu.py compares the two on a real atlas. The torch path's infinite bounds are
-±3e38 here: a bound is only used clamped to the image, where both give the same column.
+relative to the centre, as nvdiffrast's ``rasterize.cu``). The steps shared with the coverage kernel
+come from ``triton_spans``; here as there the float operations are torch's, in torch's order, with
+IEEE division (``div_rn``) and no fused multiply-add (``enable_fp_fusion=False``), so the results are
+bit for bit those of the torch path: tests/gpu/test_raster_gpu.py compares the two on a real atlas,
+tests/test_raster_kernels.py through Triton's interpreter on the CPU.
 
 Triton comes with torch's CUDA builds (the image's torch 2.6 brings Triton 3.2), not with its CPU
 builds: there the kernels are not defined, and ``rasterize_uv`` takes the torch path.
@@ -24,6 +24,8 @@ from __future__ import annotations
 import importlib.util
 
 import torch
+
+from .triton_spans import launch_device
 
 __all__ = ["rasterize_uv_cuda"]
 
@@ -40,7 +42,7 @@ def rasterize_uv_cuda(uvs: torch.Tensor, faces: torch.Tensor, size: int) -> torc
     faces = faces.to(device=uvs.device, dtype=torch.int32).contiguous()
     nearest = torch.full((size * size,), _EMPTY, dtype=torch.int32, device=uvs.device)
     rast = torch.empty((size * size, 4), dtype=torch.float32, device=uvs.device)
-    with torch.cuda.device(uvs.device):
+    with launch_device(uvs):
         if faces.shape[0]:
             _nearest[(triton.cdiv(faces.shape[0], _TRIANGLES),)](
                 uvs, faces, nearest, faces.shape[0], size, TRIANGLES=_TRIANGLES, PIXELS=_PIXELS, enable_fp_fusion=False
@@ -54,6 +56,8 @@ def rasterize_uv_cuda(uvs: torch.Tensor, faces: torch.Tensor, size: int) -> torc
 if importlib.util.find_spec("triton") is not None:
     import triton
     import triton.language as tl
+
+    from .triton_spans import box, pixel_centre, row_span, winding
 
     @triton.jit
     def _corners(uvs, faces, face, mask):
@@ -69,47 +73,6 @@ if importlib.util.find_spec("triton") is not None:
         y2 = tl.load(uvs + i2 * 2 + 1, mask=mask, other=0.0) * 2.0 - 1.0
         return x0, y0, x1, y1, x2, y2
 
-    @triton.jit
-    def _winding(x0, y0, x1, y1, x2, y2):
-        """The sign of ``c0 + c1 + c2`` (``spans.triangles``): +1, -1, or 0 for a degenerate triangle."""
-        total = (x1 * y2 - y1 * x2) + (x2 * y0 - y2 * x0) + (x0 * y1 - y0 * x1)
-        return tl.where(total > 0, 1.0, tl.where(total < 0, -1.0, 0.0))
-
-    @triton.jit
-    def _sign(value):
-        return tl.where(value > 0, 1.0, tl.where(value < 0, -1.0, 0.0))
-
-    @triton.jit
-    def _edge_on_row(xj, yj, xk, yk, winding, fy):
-        """``spans._edges_on_row`` for one edge: crossing, slope sign, and whether it opens the row."""
-        swap = (yj > yk) | ((yj == yk) & (xj > xk))
-        xp, yp = tl.where(swap, xk, xj), tl.where(swap, yk, yj)
-        xq, yq = tl.where(swap, xj, xk), tl.where(swap, yj, yk)
-        flat = yp == yq
-        t = tl.math.div_rn(fy - yp, tl.where(flat, 1.0, yq - yp))
-        crossing = xp + t * (xq - xp)
-        slope = _sign(yj - yk) * winding
-        flat_level = _sign(yp - fy) * _sign(xj - xk) * winding
-        flat_b = _sign(xk - xj) * winding
-        opens = (slope != 0) | (flat_level > 0) | ((flat_level == 0) & (flat_b > 0))
-        return crossing, slope, opens
-
-    @triton.jit
-    def _column_at(fx, width):
-        """``spans._column_at``: the first column whose centre lies at or right of ``fx``, clamped to 0..width."""
-        column = tl.math.ceil(tl.math.div_rn((fx + 1.0) * width - 1.0, 2.0))
-        return tl.minimum(tl.maximum(column, 0.0), width * 1.0).to(tl.int32)
-
-    @triton.jit
-    def _pixel(index, size):
-        """Clip x (or y) of pixel centre ``index``: ``(2i + 1) / W - 1``."""
-        return tl.math.div_rn(2.0 * index + 1.0, size * 1.0) - 1.0
-
-    @triton.jit
-    def _centre_units(x, size):
-        """Clip x (or y) in pixel-centre units, ``(x + 1)·W / 2 - 0.5``: centre i sits at i."""
-        return tl.math.div_rn((x + 1.0) * size, 2.0) - 0.5
-
     # Triton compiles a variant per integer argument divisible by 16 or not: face counts and sizes
     # vary per job, and a job should not wait for a compilation the warm-up did not do.
     @triton.jit(do_not_specialize=["face_count", "size"])
@@ -117,16 +80,8 @@ if importlib.util.find_spec("triton") is not None:
         face = tl.program_id(0) * TRIANGLES + tl.arange(0, TRIANGLES)
         mine = face < face_count
         x0, y0, x1, y1, x2, y2 = _corners(uvs, faces, face, mine)
-        sign = _winding(x0, y0, x1, y1, x2, y2) * mine
-        # the box of pixel centres (spans.triangles: x = (2i + 1) / W - 1)
-        px0, px1, px2 = _centre_units(x0, size), _centre_units(x1, size), _centre_units(x2, size)
-        py0, py1, py2 = _centre_units(y0, size), _centre_units(y1, size), _centre_units(y2, size)
-        left = tl.minimum(tl.maximum(tl.math.ceil(tl.minimum(tl.minimum(px0, px1), px2)), 0.0), size * 1.0).to(tl.int32)
-        top = tl.minimum(tl.maximum(tl.math.ceil(tl.minimum(tl.minimum(py0, py1), py2)), 0.0), size * 1.0).to(tl.int32)
-        right = tl.minimum(tl.maximum(tl.math.floor(tl.maximum(tl.maximum(px0, px1), px2)), -1.0), size - 1.0).to(tl.int32)
-        bottom = tl.minimum(tl.maximum(tl.math.floor(tl.maximum(tl.maximum(py0, py1), py2)), -1.0), size - 1.0).to(tl.int32)
-        columns = tl.maximum(right - left + 1, 0) * (sign != 0)
-        rows = tl.maximum(bottom - top + 1, 0) * (sign != 0) * (columns > 0)
+        sign = winding(x0, y0, x1, y1, x2, y2) * mine
+        left, top, columns, rows = box(x0, y0, x1, y1, x2, y2, sign, size, size)
         wide = columns + 2
         count = rows * wide
         # per step, PIXELS pixels of each of the program's triangles: [TRIANGLES, PIXELS] lanes
@@ -135,19 +90,8 @@ if importlib.util.find_spec("triton") is not None:
             r = k // wide[:, None]
             row = top[:, None] + r
             column = left[:, None] - 1 + k - r * wide[:, None]
-            fy = _pixel(row.to(tl.float32), size)
-            winding = sign[:, None]
-            bound0, slope0, opens0 = _edge_on_row(x1[:, None], y1[:, None], x2[:, None], y2[:, None], winding, fy)
-            bound1, slope1, opens1 = _edge_on_row(x2[:, None], y2[:, None], x0[:, None], y0[:, None], winding, fy)
-            bound2, slope2, opens2 = _edge_on_row(x0[:, None], y0[:, None], x1[:, None], y1[:, None], winding, fy)
-            low = tl.maximum(tl.maximum(tl.where(slope0 > 0, bound0, -3e38), tl.where(slope1 > 0, bound1, -3e38)),
-                             tl.where(slope2 > 0, bound2, -3e38))
-            high = tl.minimum(tl.minimum(tl.where(slope0 < 0, bound0, 3e38), tl.where(slope1 < 0, bound1, 3e38)),
-                              tl.where(slope2 < 0, bound2, 3e38))
-            # an edge along the row: all of it or none; on it, the triangle above it takes it
-            open_row = opens0 & opens1 & opens2
-            first = _column_at(low, size)
-            end = tl.where(open_row, tl.maximum(_column_at(high, size), first), first)
+            first, end = row_span(x0[:, None], y0[:, None], x1[:, None], y1[:, None], x2[:, None], y2[:, None],
+                                  sign[:, None], pixel_centre(row.to(tl.float32), size), size)
             inside = (k < count[:, None]) & (column >= first) & (column < end)
             tl.atomic_min(nearest + row * size + column, face[:, None] + 0 * k, mask=inside)
 
@@ -160,8 +104,8 @@ if importlib.util.find_spec("triton") is not None:
         face = tl.where(hit, face, 0)
         x0, y0, x1, y1, x2, y2 = _corners(uvs, faces, face, hit)
         row = texel // size
-        fx = _pixel((texel - row * size).to(tl.float32), size)
-        fy = _pixel(row.to(tl.float32), size)
+        fx = pixel_centre((texel - row * size).to(tl.float32), size)
+        fy = pixel_centre(row.to(tl.float32), size)
         # spans.winners: the corners relative to the texel centre (w = 1), rasterize.cu's edge functions,
         # clamped and renormalised ratios
         px0, py0, px1, py1, px2, py2 = x0 - fx, y0 - fy, x1 - fx, y1 - fy, x2 - fx, y2 - fy
