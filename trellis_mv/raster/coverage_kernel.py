@@ -8,8 +8,8 @@ nvdiffrast took 12.5 ms. Silhouettes need no depth, no index and no barycentrics
 triangle covers a pixel centre is all the kernel writes.
 
 How: ``_cover`` runs one lane per (image, triangle): the setup of ``spans.triangles`` (winding from
-the clip coordinates, skipped where a corner has w <= 0 or the triangle no area; the box of pixel
-centres of x/w, y/w), then, row by row of the box, the span ``spans.spans`` computes, and a 1
+``det[x; y; w]`` of the clip coordinates, skipped where a corner has w <= 0 or the triangle no area;
+the box of pixel centres of x/w, y/w), then, row by row of the box, the span ``spans.spans`` computes, and a 1
 stored on each of its pixels. Every writer of a pixel writes the same 1, so plain stores do, with
 no atomics. At 128² a default mesh's triangles cover 0 to 2 pixel centres: most lanes do the setup
 alone, and the loops run to the longest box and span among a program's lanes. The steps come from
@@ -92,7 +92,7 @@ if importlib.util.find_spec("triton") is not None:
         x1, y1, w1 = _corner(vertices, tl.load(faces + face * 3 + 1, mask=mine, other=0), mine)
         x2, y2, w2 = _corner(vertices, tl.load(faces + face * 3 + 2, mask=mine, other=0), mine)
         # skipped, where nvdiffrast would clip: a corner at or behind the camera
-        sign = winding(x0, y0, x1, y1, x2, y2) * (mine & (w0 > 0.0) & (w1 > 0.0) & (w2 > 0.0))
+        sign = winding(x0, y0, w0, x1, y1, w1, x2, y2, w2) * (mine & (w0 > 0.0) & (w1 > 0.0) & (w2 > 0.0))
         # on the image plane; a skipped corner's w as 1, as the torch path (its box is empty either way)
         u0, v0 = tl.math.div_rn(x0, tl.where(w0 > 0.0, w0, 1.0)), tl.math.div_rn(y0, tl.where(w0 > 0.0, w0, 1.0))
         u1, v1 = tl.math.div_rn(x1, tl.where(w1 > 0.0, w1, 1.0)), tl.math.div_rn(y1, tl.where(w1 > 0.0, w1, 1.0))

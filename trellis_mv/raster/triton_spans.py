@@ -33,9 +33,10 @@ if importlib.util.find_spec("triton") is not None:
     import triton.language as tl
 
     @triton.jit
-    def winding(x0, y0, x1, y1, x2, y2):
-        """The sign of ``c0 + c1 + c2`` (``spans.triangles``, summed in that order): +1, -1, or 0 without area."""
-        total = (x1 * y2 - y1 * x2) + (x2 * y0 - y2 * x0) + (x0 * y1 - y0 * x1)
+    def winding(x0, y0, w0, x1, y1, w1, x2, y2, w2):
+        """The sign of ``det[x; y; w] = w0·c0 + w1·c1 + w2·c2`` (``spans.triangles``, summed in that order):
+        +1, -1, or 0 without area."""
+        total = w0 * (x1 * y2 - y1 * x2) + w1 * (x2 * y0 - y2 * x0) + w2 * (x0 * y1 - y0 * x1)
         return _sign(total)
 
     @triton.jit

@@ -80,7 +80,7 @@ if importlib.util.find_spec("triton") is not None:
         face = tl.program_id(0) * TRIANGLES + tl.arange(0, TRIANGLES)
         mine = face < face_count
         x0, y0, x1, y1, x2, y2 = _corners(uvs, faces, face, mine)
-        sign = winding(x0, y0, x1, y1, x2, y2) * mine
+        sign = winding(x0, y0, 1.0, x1, y1, 1.0, x2, y2, 1.0) * mine  # w = 1 in UV space
         left, top, columns, rows = box(x0, y0, x1, y1, x2, y2, sign, size, size)
         wide = columns + 2
         count = rows * wide
