@@ -11,7 +11,8 @@ parts, each done once and overlapped with what it does not depend on:
 
 1. ``kernels``: the decoders' Triton kernels, compiled by child processes that start before the
    weights are read (``trellis_mv.pipeline.kernels``, started by ``trellis_mv.headstart``);
-2. ``export``: a small sphere through the export at the default texture size, on a thread while
+2. ``export``: a small sphere through the export at the default texture size, and the previews'
+   coverage kernel once (``raster.coverage_kernel.warm_up``), on a thread while
    the models load (``start_export_warm_up``), once a child process has run the same export
    (``python -m trellis_mv.warmup --compile``, one of 1's children): the compiles of our Triton
    kernels are then read from Triton's cache, not done beside the load (the export's warm-up took
@@ -112,8 +113,11 @@ def _export_warm_up(compiling: Any = None) -> float:
     if compiling is not None and OWN in compiling.processes:
         own = compiling.wait(OWN)
         log.info("warm-up: our kernels compiled in a child process (%s)", own)
+    from .raster.coverage_kernel import warm_up as warm_coverage
+
     start = time.perf_counter()
     glb = export_glb(warmup_mesh(), WARMUP_GLB)
+    warm_coverage()  # the previews' silhouettes (views_fit), which the export does not draw
     seconds = round(time.perf_counter() - start, 2)
     log.info("warm-up export of a sphere: %d faces, %d bytes, %.1f s", glb.faces, len(glb.data), seconds)
     return seconds

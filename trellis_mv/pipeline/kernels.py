@@ -11,7 +11,8 @@ in a few child processes (``python -m trellis_mv.pipeline.kernels --shard i/n``)
 the parent imports torch and reads the weights. Triton keeps what they compile in its cache folder
 (``TRITON_CACHE_DIR``, inherited), where the worker's own first launch finds it. One more child,
 :data:`OWN`, does the same for our own kernels: ``python -m trellis_mv.warmup --compile`` runs the
-export's warm-up (the closest-point and UV-raster kernels, FlexGEMM's ``grid_sample_3d``).
+export's warm-up (the closest-point and UV-raster kernels, FlexGEMM's ``grid_sample_3d``; and
+the previews' coverage kernel).
 
 - :func:`conv_probes`: from FlexGEMM's cache for this GPU, one convolution per compiled variant that
   a job of any size can use (kernel, configuration, split-K, specialisation), the cheapest of its keys;
