@@ -66,7 +66,10 @@ def read_runs(run_dirs: list[Path]) -> tuple[dict[str, Any], dict[str, Any]]:
     for run_dir in run_dirs:
         parts = read_run(run_dir)
         for part, value in parts.items():
-            found[part] = {**found.get(part, {}), **value}
+            earlier = found.get(part, {})
+            found[part] = {**earlier, **value}
+            if part == "bench":  # rows by label: each keeps its own invocation, ratios pair rows of one
+                found[part]["runs"] = merged_runs(earlier.get("runs", []), value.get("runs", []), by_invocation=True)
             if "env" in parts and part != "env":
                 sources[part] = {key: parts["env"].get(key) for key in ("date", "gpu", "commit")}
                 if part == "tests":
@@ -97,7 +100,8 @@ def merge(base: dict[str, Any], found: dict[str, Any], checks: dict[str, Any] | 
     ``sources`` names the device call (its env.json) each part of ``found`` came from, and under
     ``tests_by_key`` the call of each GPU-test key (the tests part merges several calls key by key).
     """
-    results = dict(found.get("bench") or base)
+    bench = found.get("bench")
+    results = {**bench, "runs": merged_runs(base.get("runs", []), bench.get("runs", []))} if bench else dict(base)
     # key by key: a call that ran some GPU tests keeps the records of the others (each names its call)
     results["gpu_tests"] = {**base.get("gpu_tests", {}), **found.get("tests", {})}
     for part, key in (("first_job", "first_job"), ("cold_start", "cold_start"), ("env", "device_run")):
@@ -109,9 +113,11 @@ def merge(base: dict[str, Any], found: dict[str, Any], checks: dict[str, Any] | 
                           "tests_by_key": {**earlier.get("tests_by_key", {}), **now.get("tests_by_key", {})}}
     tests = results["gpu_tests"]
     if checks is not None:
-        tests["glb_validation"] = checks["glbs"]
+        # file by file: a call whose GLBs hold no default-request one leaves the earlier defaults' checks
+        tests["glb_validation"] = {**base.get("gpu_tests", {}).get("glb_validation", {}), **checks["glbs"]}
         results["glb_archive"] = checks["archive"]
-        results["default_glb_validator_errors"] = checks["default_glb_validator_errors"]
+        defaults = [check for name, check in tests["glb_validation"].items() if name.startswith("default_")]
+        results["default_glb_validator_errors"] = sum(check["errors"] for check in defaults) if defaults else None
     for key in FROM_TESTS:
         if key in tests:
             results[key] = tests[key]
@@ -125,10 +131,27 @@ def merge(base: dict[str, Any], found: dict[str, Any], checks: dict[str, Any] | 
     if "1" in tests.get("parity_fp32_512_max_abs", {}):
         results["parity_fp32_512_max_abs"] = max(tests["parity_fp32_512_max_abs"]["1"].values())
     ratios.apply_headline(results)
+    validated_now = checks is not None and any(name.startswith("default_") for name in checks["glbs"])
+    measured_now = {*found.get("tests", {}), *(["default_glb_validator_errors"] if validated_now else [])}
     for key in PART_OF:
-        if key in results and (call := source_of(results, key)):
+        kept = base.get("figures", {}).get(key)
+        if PART_OF[key] == "tests" and key not in measured_now and kept and kept.get("value") == results.get(key):
+            results["figures"][key] = kept  # measured by an earlier call: its call, not the newest tests call's
+        elif key in results and (call := source_of(results, key)):
             results["figures"][key] = {"value": results[key], **call}
     return results
+
+
+def merged_runs(earlier: list[dict[str, Any]], later: list[dict[str, Any]], *, by_invocation: bool = False
+                ) -> list[dict[str, Any]]:
+    """Benchmark rows: ``later``'s, and ``earlier``'s of labels ``later`` lacks (``by_invocation``: of
+    (label, invocation) pairs it lacks, so that two calls' rows of one label both stay, each for its own
+    call's ratios)."""
+    def key(row: dict[str, Any]) -> tuple:
+        return (row["label"], row.get("measured")) if by_invocation else (row["label"],)
+
+    replaced = {key(row) for row in later}
+    return [row for row in earlier if key(row) not in replaced] + later
 
 
 def source_of(results: dict[str, Any], key: str) -> dict[str, Any]:
@@ -168,7 +191,7 @@ def render(results: dict[str, Any]) -> str:
         bound, met = goal_met(results, key)
         shown = json.dumps(results[key]) if isinstance(results.get(key), dict) else _value(results.get(key))
         lines.append(f"| `{key}` | {shown} | {_COMPARE[compare]} {_value(bound)} | {met} | {what} | "
-                     f"{_call(source_of(results, key))} |")
+                     f"{_call(results.get('figures', {}).get(key) or source_of(results, key))} |")
     lines += [f"- `{key}`: {_value(results.get(key))}" for key in REPORTED]
     lines += _default_section(results) + _first_job_section(results.get("first_job", {}))
     lines += _cold_start_section(results.get("cold_start", {})) + unwrap_report.section(results) + _raster_section(results)
@@ -271,6 +294,8 @@ def _raster_section(results: dict[str, Any]) -> list[str]:
          "≤ nvdiffrast + 1"),
         (f"coverage 128², 216 views, {previews.get('faces')} faces (ms)",
          *[previews.get("coverage_128_x216_ms", {}).get(name) for name in ("ours", "nvdiffrast")], "views_fit ≤ 10% of generate"),
+        ("… our torch path, which the kernel replaces on CUDA (ms)", previews.get("coverage_128_x216_ms", {}).get("torch_path"),
+         previews.get("coverage_128_x216_ms", {}).get("nvdiffrast"), ""),
         ("rasterize 512², 8 views (ms)", *[previews.get("rasterize_512_x8_ms", {}).get(name) for name in ("ours", "nvdiffrast")], ""),
     ]
     lines = ["", "### Bake and preview: ours vs nvdiffrast (tests/gpu/test_raster_gpu.py, issue 20)", "",

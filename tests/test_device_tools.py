@@ -28,6 +28,7 @@ import autotune_flexgemm  # noqa: E402  (benchmarks/ and builder/ are scripts, n
 import cold_start  # noqa: E402
 import first_job  # noqa: E402
 import gpu_env  # noqa: E402
+import ratios  # noqa: E402
 import report  # noqa: E402
 import validate_glbs  # noqa: E402
 
@@ -233,6 +234,33 @@ def test_the_report_lifts_the_issue_keys_and_judges_them():
     assert "| n1 | 1 | 1024_cascade | `{}` | 17.0 | 12.0 | 4.8 | 7500000 | 9 | 0 errors, 1 warnings |" in text
     assert "birefnet_standin_alpha_min_max" in text
     assert "| `gpu_soak_max_drift_gib` | not measured | ≤ 0.5 | — |" in text
+
+
+def test_the_report_merges_calls_row_by_row_and_keeps_what_a_later_call_did_not_measure(tmp_path):
+    """Two calls' benchmark rows side by side (a ratio from each call's own rows), a GPU-test figure
+    kept with the call that measured it, and GLB checks merged file by file."""
+    def row(label: str, n: int, seconds: float, steps: int, when: str) -> dict:
+        return {"label": label, "pipeline_type": "1024_cascade", "views": n, "mode": "stochastic", "low_vram": False,
+                "steps": steps, "seconds": seconds, "timings": dict.fromkeys(ratios.STAGES, seconds / 3),
+                "tokens": 1, "peak_gib": 1.0, "measured": when, "device": "H200", "commit": when}
+    calls = {"first": [row("one", 1, 10.0, 12, "first"), row("four", 4, 10.1, 12, "first")],
+             "second": [row("one at 4", 1, 4.0, 4, "second"), row("four at 4", 4, 4.4, 4, "second")]}
+    for name, rows in calls.items():
+        (tmp_path / name / "bench").mkdir(parents=True)
+        (tmp_path / name / "bench" / "results.json").write_text(json.dumps({"runs": rows, "date": name}))
+        (tmp_path / name / "gpu_results.json").write_text(json.dumps({"views_fit": name}))
+        (tmp_path / name / "env.json").write_text(json.dumps({"date": name, "gpu": "H200", "commit": name}))
+    found, sources = report.read_runs([tmp_path / "first", tmp_path / "second"])
+    assert [r["label"] for r in found["bench"]["runs"]] == ["one", "four", "one at 4", "four at 4"]
+    base = json.loads((ROOT / "benchmarks" / "results.json").read_text())
+    base["gpu_tests"]["glb_validation"] = {"default_n1.glb": {"errors": 0}}
+    base["figures"]["gpu_soak_lost"] = {"value": base["gpu_soak_lost"], "date": "soak day", "commit": "soak"}
+    checks = {"glbs": {"preview.glb": {"errors": 3}}, "archive": {}}
+    results = report.merge(base, found, checks, sources)
+    assert results["stochastic_n4_over_single"] == 1.01  # 12 steps, the first call's own pair
+    assert results["figures"]["gpu_soak_lost"]["commit"] == "soak"
+    assert sorted(results["gpu_tests"]["glb_validation"]) == ["default_n1.glb", "preview.glb"]
+    assert results["default_glb_validator_errors"] == 0
 
 
 def test_the_report_lifts_the_unwrap_keys_and_sets_both_unwraps_side_by_side():
