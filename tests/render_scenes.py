@@ -68,6 +68,18 @@ def photo(mesh: trimesh.Trimesh, camera: tuple[float, float, float], *, size: in
     return crop_to_foreground(Image.fromarray(rgba, "RGBA"), 0)
 
 
+def grid_faces(cells: int) -> list[list[int]]:
+    """Triangles of a grid of ``(cells + 1)²`` vertices (row after row), each quad cut along alternating
+    diagonals: edges of every direction, each inner one shared by two triangles (the fill rule's cases)."""
+    faces = []
+    for j in range(cells):
+        for i in range(cells):
+            a, b = j * (cells + 1) + i, j * (cells + 1) + i + 1
+            c, d = a + cells + 1, b + cells + 1
+            faces += [[a, b, d], [a, d, c]] if (i + j) % 2 else [[a, b, c], [b, d, c]]
+    return faces
+
+
 def angle_error(found: float, true: float) -> float:
     """Absolute difference of two azimuths in degrees, across 0/360."""
     return abs((found - true + 180) % 360 - 180)

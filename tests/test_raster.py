@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 import trimesh
-from render_scenes import chair
+from render_scenes import chair, grid_faces
 
 from trellis_mv.preview.cameras import clip_space, frame_to_square, perspective
 from trellis_mv.preview.render import RenderMesh
@@ -33,12 +33,7 @@ def grid_chart(left: int, bottom: int, cells: int, step: int) -> tuple[torch.Ten
     """A square chart of ``cells``² quads, ``step`` texels each, corners on texel centres, each quad cut
     along alternating diagonals: horizontal, vertical and diagonal edges through texel centres."""
     points = [centre(left + i * step, bottom + j * step) for j in range(cells + 1) for i in range(cells + 1)]
-    faces = []
-    for j in range(cells):
-        for i in range(cells):
-            a, b = j * (cells + 1) + i, j * (cells + 1) + i + 1
-            c, d = a + cells + 1, b + cells + 1
-            faces += [[a, b, d], [a, d, c]] if (i + j) % 2 else [[a, b, c], [b, d, c]]
+    faces = grid_faces(cells)
     return torch.tensor(points), torch.tensor(faces)
 
 

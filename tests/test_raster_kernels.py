@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 import torch
 import trimesh
+from render_scenes import grid_faces
 
 from trellis_mv.preview.cameras import clip_space, frame_to_square
 from trellis_mv.raster.spans import counts
@@ -50,12 +51,7 @@ def on_centres(size: int, step: int) -> Case:
     not always x again) and at a random w per vertex."""
     cells = (size - 1) // step
     points = torch.tensor([(centre(i * step, size), centre(j * step, size)) for j in range(cells + 1) for i in range(cells + 1)])
-    faces = []
-    for j in range(cells):
-        for i in range(cells):
-            a, b = j * (cells + 1) + i, j * (cells + 1) + i + 1
-            c, d = a + cells + 1, b + cells + 1
-            faces += [[a, b, d], [a, d, c]] if (i + j) % 2 else [[a, b, c], [b, d, c]]
+    faces = grid_faces(cells)
     random = torch.rand(len(points), 1, generator=torch.Generator().manual_seed(step)) * 2.5 + 0.5
     w = torch.stack([torch.ones_like(random), torch.full_like(random, 3.0), random])
     clip = torch.cat([points.expand(3, -1, -1) * w, torch.zeros_like(w), w], dim=2)
