@@ -17,11 +17,16 @@ Every request must carry ``RUNPOD_AI_API_KEY`` as its ``Authorization`` header. 
 under the same base (``<base>/v2/test-endpoint``), with ``Authorization: Bearer <USER_KEY>``:
 
 - ``POST .../run`` with ``{"input": ...}``: queues the job for the worker; ``{"id", "status": "IN_QUEUE"}``.
+  ``run_taken`` is set once the job is queued; the answer waits for ``run_answers`` (set unless a test
+  clears it, to hold a client inside its /run).
 - ``GET  .../status/<job id>``: ``IN_QUEUE`` until a worker takes it, then ``IN_PROGRESS`` with the
   worker's latest progress update as ``output`` (as RunPod shows ``progress_update``), then
   ``COMPLETED`` with ``output`` or ``FAILED`` with ``error``; or ``CANCELLED``. Every answer is kept.
 - ``POST .../cancel/<job id>``: recorded; the job is ``CANCELLED`` from then on (a queued one is never
   handed out). The worker is not told: RunPod's stop signal (``job-stop``) is not stood in for.
+- ``GET  .../files/<name>`` (no key, as a presigned URL): the bytes of ``files[name]``, for an answer
+  whose ``url`` a test points here; ``file_asked`` is set on the request, and the answer waits for
+  ``file_answers`` as /run's waits for ``run_answers``.
 
 Tests wait on queues and events, never for a fixed time.
 """
@@ -55,6 +60,13 @@ class JobApi:
         self.states: dict[str, dict[str, Any]] = {}  # job id -> what /status answers, for jobs sent to /run
         self.answered: dict[str, list[dict[str, Any]]] = defaultdict(list)  # job id -> every /status answer
         self.asked = threading.Event()  # a /status was answered
+        self.run_taken = threading.Event()  # a /run's job was queued (its answer may still be held)
+        self.run_answers = threading.Event()  # cleared: /run answers wait until it is set
+        self.run_answers.set()
+        self.files: dict[str, bytes] = {}  # name -> what GET .../files/<name> answers
+        self.file_asked = threading.Event()
+        self.file_answers = threading.Event()  # cleared: file answers wait until it is set
+        self.file_answers.set()
         self.cancelled: list[str] = []
         self.unauthorized: list[str] = []
         self.closed = threading.Event()
@@ -96,8 +108,10 @@ class JobApi:
         return self.results.get(timeout=timeout)
 
     def close(self) -> None:
-        """Answer every pending and later long poll with 204, then stop serving."""
+        """Answer every pending and later long poll with 204 and every held answer, then stop serving."""
         self.closed.set()
+        self.run_answers.set()
+        self.file_answers.set()
         self.jobs.put(_NO_JOB)
 
     def shutdown(self) -> None:
@@ -112,6 +126,18 @@ def _handler_class(api: JobApi) -> type[BaseHTTPRequestHandler]:
             path = urlsplit(self.path).path
             if "/status/" in path:
                 self._client_call(path)
+                return
+            if "/files/" in path:
+                api.file_asked.set()
+                api.file_answers.wait()
+                data = api.files.get(path.rsplit("/", 1)[1])
+                if data is None:
+                    self._answer(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
                 return
             if not self._authorized():
                 return
@@ -168,7 +194,9 @@ def _handler_class(api: JobApi) -> type[BaseHTTPRequestHandler]:
                 job_id = str(uuid.uuid4())
                 api.states[job_id] = {"id": job_id, "status": "IN_QUEUE"}
                 api.submit({"id": job_id, "input": body["input"]})
-                self._answer(200, api.states[job_id])
+                api.run_taken.set()
+                api.run_answers.wait()
+                self._answer(200, {"id": job_id, "status": "IN_QUEUE"})
                 return
             job_id = path.rsplit("/", 1)[1]
             if job_id not in api.states:

@@ -15,6 +15,13 @@ cancelled), when the API could not be reached or a file not fetched; 130 on Ctrl
 the job on the endpoint. The API base is ``--api-base``, else ``RUNPOD_ENDPOINT_BASE_URL`` (the
 variable runpod itself reads), else runpod's ``https://api.runpod.ai/v2``.
 
+Ctrl-C (SIGINT) is the command's own from the moment it sends the job until the files are fetched,
+however it was started: Python leaves SIGINT ignored where the parent ignored it (``remote ... &`` in
+a script; a test suite started so), and the command would then wait on while its job ran on, billed.
+Ctrl-C while ``/run`` is on its way gives its answer up to ``RUN_GRACE_S`` seconds to bring the job's
+id, so that the job it made is cancelled too (Ctrl-C again: leave at once); Ctrl-C while the files
+download leaves the job as it ended and writes nothing.
+
 ``--local-api URL`` calls runpod's development API instead (``python handler.py --rp_serve_api``),
 with the same SDK client. Its routes differ from the hosted ones: no endpoint id in the path, and
 ``POST /status/<id>`` runs the job and answers when it is done, so there is no progress, and there
@@ -28,10 +35,13 @@ import base64
 import hashlib
 import http.client
 import json
+import signal
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +57,8 @@ __all__ = ["Api", "TimedOut", "hosted_api", "local_api", "remote", "wait"]
 POLL_S = 1.0  # how often /status is asked, as runpod's own Job.output asks it
 RUN_BODY_CAP = 10_000_000  # RunPod refuses a /run request above 10 MB (README, "Payload limits")
 DOWNLOAD_TIMEOUT_S = 300.0
+RUN_GRACE_S = 10.0  # after a Ctrl-C during /run, how long its answer may take to bring the job id (the SDK's own timeout)
+WAKE_S = 0.1  # how often the main thread looks up from waiting on /run's thread, to take a Ctrl-C there
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
 FILES = {"glb": "GLB", "preview": "preview"}
 
@@ -141,14 +153,21 @@ def remote(args: argparse.Namespace, job_input: dict[str, Any], output: Path, en
         if size > RUN_BODY_CAP:
             return _failed(f"the request is {size:,} bytes (the images in base64), over the {RUN_BODY_CAP:,} bytes "
                            "RunPod accepts for /run: send fewer or smaller photos")
-    job_id = None
+    with _ctrl_c():
+        return _run(api, args, job_input, output)
+
+
+def _run(api: Api, args: argparse.Namespace, job_input: dict[str, Any], output: Path) -> int:
+    """Send the job, wait for it and write its files (``remote``'s work, with Ctrl-C taken); the exit status."""
+    sending = _Sending(api, job_input)
     try:
+        sending.start()
         with ProgressBars() as bars:
-            job_id = api.submit(job_input)
+            job_id = sending.job_id()
             print(f"job {job_id} sent to {api.name}", file=sys.stderr, flush=True)
             state = wait(api, job_id, timeout_s=args.timeout, progress=bars)
-    except KeyboardInterrupt:
-        print(f"interrupted: {_cancel(api, job_id)}", file=sys.stderr)
+    except KeyboardInterrupt:  # wherever it came, the job id is the one /run's thread brought, if any
+        print(f"interrupted: {_cancel(api, sending.job_id_after_ctrl_c(RUN_GRACE_S))}", file=sys.stderr, flush=True)
         return 130
     except TimedOut as late:
         waited = f"after {late.waited:.1f} s (--timeout {args.timeout:g})"
@@ -167,9 +186,83 @@ def remote(args: argparse.Namespace, job_input: dict[str, Any], output: Path, en
         files = {key: _fetched(key, answer[key]) for key in FILES if key in answer}
     except (OSError, ValueError) as error:
         return _failed(str(error))
+    except KeyboardInterrupt:
+        print(f"interrupted: job {job_id} had completed on {api.name}; its files were not fetched, nothing was written",
+              file=sys.stderr, flush=True)
+        return 130
     for line in write_files(answer, files, output):
         print(line)
     return 0
+
+
+@contextmanager
+def _ctrl_c() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt inside, as Python's default handler does, even where the process
+    was started with SIGINT ignored (Python then keeps it ignored); the disposition found is put back after.
+
+    Only the main thread can set a handler: elsewhere (``cli.main`` called from a thread) nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    found = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if found is not None:  # None: a handler set outside Python, which cannot be put back from here
+            signal.signal(signal.SIGINT, found)
+
+
+class _Sending:
+    """/run, from a thread of its own: a Ctrl-C in the main thread must not cut the request off
+    unanswered, since the job it made would then run on with no id to cancel it by."""
+
+    def __init__(self, api: Api, job_input: dict[str, Any]):
+        self.api, self.job_input = api, job_input
+        self.started = False
+        self.answer: dict[str, Any] = {}  # "id", or "error": what the request raised
+        self.done = threading.Event()
+
+    def start(self) -> None:
+        self.started = True
+        threading.Thread(target=self._post, name="run", daemon=True).start()
+
+    def job_id(self) -> str:
+        """The job's id, once /run has answered; the request's error is raised here."""
+        _wait_for(self.done, None)
+        if "error" in self.answer:
+            raise self.answer["error"]
+        return self.answer["id"]
+
+    def job_id_after_ctrl_c(self, grace_s: float) -> str | None:
+        """After a Ctrl-C: the job's id, waiting up to ``grace_s`` for /run's answer where it is still on
+        its way; None where no id came (not sent, an error, no answer in time, a second Ctrl-C)."""
+        if self.started and not self.done.is_set():
+            print(f"interrupted while sending the job: waiting up to {grace_s:g} s for {self.api.name} to answer with "
+                  "its id, to cancel it (Ctrl-C again: leave at once)", file=sys.stderr, flush=True)
+            try:
+                _wait_for(self.done, grace_s)
+            except KeyboardInterrupt:
+                pass
+        return self.answer.get("id")
+
+    def _post(self) -> None:
+        try:
+            self.answer["id"] = self.api.submit(self.job_input)
+        except BaseException as error:  # noqa: BLE001 (handed to the main thread, which raises it)
+            self.answer["error"] = error
+        finally:
+            self.done.set()
+
+
+def _wait_for(event: threading.Event, timeout_s: float | None) -> bool:
+    """Wait for ``event`` (at most ``timeout_s``), in slices of ``WAKE_S``: a SIGINT the kernel hands to
+    another thread is only taken by the main thread once it runs Python again, not while it blocks."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while not event.wait(WAKE_S if deadline is None else max(0.0, min(WAKE_S, deadline - time.monotonic()))):
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+    return True
 
 
 def _update(state: dict[str, Any]) -> dict[str, Any] | None:
@@ -206,6 +299,8 @@ def _cancel(api: Api, job_id: str | None) -> str:
         api.cancel(job_id)
     except (requests.RequestException, RuntimeError) as error:
         return f"could not cancel job {job_id} ({error}): cancel it in RunPod's console"
+    except KeyboardInterrupt:  # a second Ctrl-C: leave at once
+        return f"left without cancelling job {job_id}: cancel it in RunPod's console"
     return f"cancelled job {job_id} on {api.name}"
 
 
