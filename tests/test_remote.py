@@ -234,11 +234,12 @@ def test_a_wrong_key_is_refused_in_runpods_words(job_api, photos, capsys):
 
 
 @contextmanager
-def remote_process(job_api: JobApi, photo: Path, output: Path, sigint: signal.Handlers = signal.SIG_DFL):
-    """``python -m trellis_mv remote photo`` on the stand-in, started with SIGINT at ``sigint`` whatever this
-    pytest was started with (SIG_DFL as from a terminal, SIG_IGN as from a script's ``&``); killed and
+def remote_process(job_api: JobApi, photo: Path, output: Path):
+    """``python -m trellis_mv remote photo`` on the stand-in, started with SIGINT at its default (as from a
+    terminal) whatever this pytest was started with: in the background of a non-interactive shell
+    (``.ci/run &``) the client inherited it ignored and polled on past the test's Ctrl-C. Killed and
     reaped on the way out, not left running into the next test's warnings."""
-    launcher = (f"import os, signal, sys; signal.signal(signal.SIGINT, signal.{sigint.name}); "
+    launcher = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
                 "os.execv(sys.executable, [sys.executable, '-m', 'trellis_mv', *sys.argv[1:]])")
     process = subprocess.Popen(
         [sys.executable, "-c", launcher, "remote", str(photo), "--endpoint", "test-endpoint", "-o", str(output)],
@@ -252,12 +253,8 @@ def remote_process(job_api: JobApi, photo: Path, output: Path, sigint: signal.Ha
         process.communicate()
 
 
-@pytest.mark.parametrize("sigint", [signal.SIG_DFL, signal.SIG_IGN], ids=["from-a-terminal", "with-sigint-ignored"])
-def test_ctrl_c_cancels_the_job_on_the_endpoint(job_api, photos, tmp_path, sigint):
-    # with-sigint-ignored: a pytest started in the background of a non-interactive shell (`.ci/run &`)
-    # hands SIGINT ignored on to the clients it starts, and the client polled on past the signal
-    # (.ci/run's 30 s failure, reproduced so)
-    with remote_process(job_api, photos[0], tmp_path / "x.glb", sigint) as process:
+def test_ctrl_c_cancels_the_job_on_the_endpoint(job_api, photos, tmp_path):
+    with remote_process(job_api, photos[0], tmp_path / "x.glb") as process:
         assert job_api.asked.wait(30)  # the job is queued and the command is waiting for it
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
@@ -302,6 +299,16 @@ def test_ctrl_c_while_the_glb_downloads_writes_nothing(job_api, photos, tmp_path
     assert list(tmp_path.glob("x.*")) == []
 
 
+@contextmanager
+def sigint_raises():
+    """SIGINT raises KeyboardInterrupt in this process, as from a terminal, whatever pytest was started with."""
+    found = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, found)
+
+
 class Interrupting:
     """A fake endpoint whose /run sends the main thread SIGINT, as a Ctrl-C at once, and answers ``job_id``
     when ``answer`` is set; ``cancelled`` lists what /cancel was asked for."""
@@ -321,7 +328,7 @@ class Interrupting:
     def run(self) -> int:
         api = Api(name="fake", submit=self.submit, status=self.status, cancel=self.cancelled.append)
         args = cli.parser().parse_args(["remote", "a.png", "--endpoint", "e"])
-        with remote_module._ctrl_c():
+        with sigint_raises():
             return remote_module._run(api, args, {}, Path("never-written.glb"))
 
 
@@ -346,16 +353,6 @@ def test_ctrl_c_while_the_job_is_sent_leaves_when_no_id_comes_in_the_grace_time(
         "interrupted: fake had not answered with a job id: nothing to cancel (RunPod's console lists the endpoint's jobs)",
     ]
     assert endpoint.cancelled == []
-
-
-def test_the_sigint_disposition_found_is_put_back():
-    found = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        with remote_module._ctrl_c():
-            assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    finally:
-        signal.signal(signal.SIGINT, found)
 
 
 def test_a_second_ctrl_c_during_the_cancel_leaves_at_once():

@@ -15,12 +15,12 @@ cancelled), when the API could not be reached or a file not fetched; 130 on Ctrl
 the job on the endpoint. The API base is ``--api-base``, else ``RUNPOD_ENDPOINT_BASE_URL`` (the
 variable runpod itself reads), else runpod's ``https://api.runpod.ai/v2``.
 
-Ctrl-C (SIGINT) is the command's own from the moment it sends the job until the files are fetched,
-however it was started: Python leaves SIGINT ignored where the parent ignored it (``remote ... &`` in
-a script; a test suite started so), and the command would then wait on while its job ran on, billed.
+Ctrl-C (SIGINT) cancels from the moment the command sends the job until the files are fetched.
 Ctrl-C while ``/run`` is on its way gives its answer up to ``RUN_GRACE_S`` seconds to bring the job's
 id, so that the job it made is cancelled too (Ctrl-C again: leave at once); Ctrl-C while the files
-download leaves the job as it ended and writes nothing.
+download leaves the job as it ended and writes nothing. A command started with SIGINT ignored (``&``
+in a non-interactive shell, which shields background commands from the Ctrl-C meant for the one in
+front) keeps it ignored, as Python leaves it: SIGTERM ends it without cancelling.
 
 ``--local-api URL`` calls runpod's development API instead (``python handler.py --rp_serve_api``),
 with the same SDK client. Its routes differ from the hosted ones: no endpoint id in the path, and
@@ -35,13 +35,11 @@ import base64
 import hashlib
 import http.client
 import json
-import signal
 import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,8 +151,7 @@ def remote(args: argparse.Namespace, job_input: dict[str, Any], output: Path, en
         if size > RUN_BODY_CAP:
             return _failed(f"the request is {size:,} bytes (the images in base64), over the {RUN_BODY_CAP:,} bytes "
                            "RunPod accepts for /run: send fewer or smaller photos")
-    with _ctrl_c():
-        return _run(api, args, job_input, output)
+    return _run(api, args, job_input, output)
 
 
 def _run(api: Api, args: argparse.Namespace, job_input: dict[str, Any], output: Path) -> int:
@@ -193,24 +190,6 @@ def _run(api: Api, args: argparse.Namespace, job_input: dict[str, Any], output: 
     for line in write_files(answer, files, output):
         print(line)
     return 0
-
-
-@contextmanager
-def _ctrl_c() -> Iterator[None]:
-    """SIGINT raises KeyboardInterrupt inside, as Python's default handler does, even where the process
-    was started with SIGINT ignored (Python then keeps it ignored); the disposition found is put back after.
-
-    Only the main thread can set a handler: elsewhere (``cli.main`` called from a thread) nothing changes.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    found = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        if found is not None:  # None: a handler set outside Python, which cannot be put back from here
-            signal.signal(signal.SIGINT, found)
 
 
 class _Sending:
