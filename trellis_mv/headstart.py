@@ -45,7 +45,6 @@ class HeadStart:
     reading: list[Future] = field(default_factory=list)
     bytes: int = 0
     compiling: Compiling | None = None
-    importing: Future | None = None
 
     def stop(self) -> None:
         """End the kernel compiles (the worker will not start); the reads end by themselves."""
@@ -68,7 +67,7 @@ def begin(settings: Settings) -> HeadStart:
         head.reading = read_ahead(files)
         head.bytes = sum(path.stat().st_size for path in files)
     if gpu_visible():
-        head.importing = read_imports_ahead()
+        read_imports_ahead()  # its threads end by themselves, as the weights' reads do
         head.compiling = start_compiling(compile_processes())
     log.info("head start: reading %d weight files (%.2f GB) ahead; compiling GPU kernels in %d processes",
              len(files), head.bytes / 1e9, len(head.compiling.processes) if head.compiling else 0)

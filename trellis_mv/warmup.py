@@ -109,12 +109,11 @@ def warmup_view(size: int = 512) -> Image.Image:
 def _export_warm_up(compiling: Any = None) -> float:
     from .pipeline.kernels import OWN
     from .pipeline.warm import warmup_mesh
+    from .raster.coverage_kernel import warm_up as warm_coverage
 
     if compiling is not None and OWN in compiling.processes:
         own = compiling.wait(OWN)
         log.info("warm-up: our kernels compiled in a child process (%s)", own)
-    from .raster.coverage_kernel import warm_up as warm_coverage
-
     start = time.perf_counter()
     glb = export_glb(warmup_mesh(), WARMUP_GLB)
     warm_coverage()  # the previews' silhouettes (views_fit), which the export does not draw
