@@ -8,7 +8,8 @@
    file), check with ``mincore`` how much of the first file is still in memory, and read every
    file the loader reads once, 16 MiB at a time (what ``dd`` does): the read bandwidth. Again with
    the loader's parallel read-ahead (``trellis_mv.pipeline.prefetch``).
-3. Drop the cache again and launch the real worker as RunPod does, ``python handler.py`` without
+3. Drop the cache again and launch the real worker as RunPod does, with this Python (on the device,
+   ``tests/gpu/image_python.py``'s: the image's packages alone), ``python handler.py`` without
    arguments, in a folder whose ``test_input.json`` (what runpod runs outside RunPod) is a job the
    handler refuses at once (it proves the handler answers; no generation), no generator hook,
    the weights named by ``TRELLIS_MV_MODEL_DIR``. Every log line is timestamped on arrival; ready
@@ -171,7 +172,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from trellis_mv.pipeline.prefetch import weight_files
     from trellis_mv.weights import find_weights
 
-    results: dict[str, Any] = {"commit": gpu_env.commit(), "root": str(args.root), "filesystem": filesystem(args.root)}
+    results: dict[str, Any] = {"commit": gpu_env.commit(), "root": str(args.root), "filesystem": filesystem(args.root),
+                               "packages": packages()}
 
     def save() -> None:
         (args.out / "cold_start.json").write_text(json.dumps(results, indent=1))
@@ -209,6 +211,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         results["profiled"]["phases_s"] = phases(results["profiled"]["marks"])
         save()
     return results
+
+
+def packages() -> dict[str, Any]:
+    """What the launched worker can import: this Python, how many distributions, the versions that shape the imports."""
+    from importlib import metadata
+
+    found = {dist.metadata["Name"].lower().replace("_", "-"): dist.version for dist in metadata.distributions()}
+    return {"python": sys.executable, "distributions": len(found),
+            **{name: found.get(name) for name in ("torch", "transformers", "huggingface-hub", "scipy", "pandas", "scikit-learn")}}
 
 
 def py_spy() -> str:

@@ -23,13 +23,15 @@ from trellis_mv.weights import Found, Source, Weights
 from trellis_mv.warmup import warmup_view
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "builder")]
+sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "builder"), str(ROOT / "tests" / "gpu")]
 import autotune_flexgemm  # noqa: E402  (benchmarks/ and builder/ are scripts, not packages)
 import cold_start  # noqa: E402
 import first_job  # noqa: E402
 import gpu_env  # noqa: E402
+import image_python  # noqa: E402
 import ratios  # noqa: E402
 import report  # noqa: E402
+import trim_botocore  # noqa: E402
 import validate_glbs  # noqa: E402
 
 
@@ -402,3 +404,56 @@ def test_the_device_scripts_pass_shellcheck():
     scripts = [str(path.relative_to(ROOT)) for path in sorted((ROOT / "tests" / "gpu").glob("*.sh"))]
     done = subprocess.run([SHELLCHECK, "-x", *scripts], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _distribution(packages: Path, name: str, files: dict[str, str], requires: tuple[str, ...] = ()) -> None:
+    """A distribution as pip installs one into ``packages``: its files, and a dist-info naming them and its needs."""
+    info = packages / f"{name}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("".join([f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+                                            *(f"Requires-Dist: {need}\n" for need in requires)]))
+    for relative, text in files.items():
+        (packages / relative).parent.mkdir(parents=True, exist_ok=True)
+        (packages / relative).write_text(text)
+    rows = [*files, f"{info.name}/METADATA", f"{info.name}/RECORD", f"../../../bin/{name}"]
+    (info / "RECORD").write_text("".join(f"{row},,\n" for row in rows))
+
+
+def test_the_image_python_imports_the_locks_packages_and_what_they_need_alone(tmp_path):
+    packages = tmp_path / "device"
+    _distribution(packages, "Torch_Like", {"torchlike/__init__.py": "VALUE = 1\n"},
+                  ("cuda-lib", "extra-thing; extra == 'dev'", "windows-thing; sys_platform == 'win32'"))
+    _distribution(packages, "cuda-lib", {"vendor/cuda/__init__.py": "", "vendor/cuda/lib.py": "NAME = 'cuda'\n"})
+    _distribution(packages, "other-vendor", {"vendor/other/__init__.py": ""})
+    for name in ("pandas", "extra-thing", "windows-thing"):
+        _distribution(packages, name, {f"{name.replace('-', '_')}.py": ""})
+    lock = tmp_path / "runtime.txt"
+    lock.write_text("torch-like==1.0 \\\n    --hash=sha256:00\nnot-installed==2.0\n    # via torch-like\n")
+
+    python = image_python.make(tmp_path / "image", lock, packages)
+
+    def imports(module: str) -> bool:
+        return subprocess.run([str(python), "-c", f"import {module}"], capture_output=True, env={}).returncode == 0
+
+    assert imports("torchlike") and imports("vendor.cuda.lib")
+    assert not any(imports(module) for module in ("vendor.other", "pandas", "extra_thing", "windows_thing", "pytest"))
+
+
+def test_botocore_keeps_s3s_model_and_the_shared_files_and_records_what_it_kept(tmp_path):
+    import zipfile
+
+    wheel = tmp_path / "botocore-1.0-py3-none-any.whl"
+    members = ["botocore/__init__.py", "botocore/data/endpoints.json", "botocore/data/s3/2006-03-01/service-2.json.gz",
+               "botocore/data/ec2/2016-11-15/service-2.json.gz", "botocore/data/ec2/2016-11-15/paginators-1.json"]
+    record = "botocore-1.0.dist-info/RECORD"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name in members:
+            archive.writestr(name, name)
+        archive.writestr(record, "".join(f"{name},sha256=x,1\n" for name in [*members, record]))
+
+    assert trim_botocore.trim(wheel) == 2
+    assert trim_botocore.trim(wheel) == 0
+    with zipfile.ZipFile(wheel) as archive:
+        assert archive.namelist() == [*members[:3], record]
+        assert [row.split(",")[0] for row in archive.read(record).decode().splitlines()] == [*members[:3], record]
+        assert archive.read(members[2]) == members[2].encode()

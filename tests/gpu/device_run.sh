@@ -142,8 +142,11 @@ if wanted autotune; then
   pack
 fi
 if wanted coldstart; then
+  # As the image imports: the lock's packages alone, not the device's 200 more (tests/gpu/image_python.py).
+  image_python=$(python3 tests/gpu/image_python.py /tmp/image-python builder/locks/runtime-cu124.txt 2>"$run/image_python.log") \
+    || { cat "$run/image_python.log"; pack; exit 1; }
   # shellcheck disable=SC2086
-  timeout "$(left)" python3 benchmarks/cold_start.py --out "$run" --root "$repo/.cold_start" ${COLDSTART_ARGS:-} \
+  timeout "$(left)" "$image_python" benchmarks/cold_start.py --out "$run" --root "$repo/.cold_start" ${COLDSTART_ARGS:-} \
     2>&1 | tee "$run/coldstart.log"
   rm -rf "$repo/.cold_start"
   pack

@@ -8,8 +8,9 @@
 #                Eigen) and FlexGEMM at the commits of builder/versions.env: the tree
 #                builder/fetch_sources.sh writes, which builder/build_extensions.sh reads; plus, for
 #                the harness alone, nvdiffrast at NVDIFFRAST_COMMIT below (see there).
-#   pywheels/    the pure-Python wheels (cp312, manylinux) that the handler path needs and the
-#                device lacks: runpod and its dependencies, pydantic, boto3, trimesh, ...
+#   pywheels/    the wheels (cp312, manylinux) of what the handler path needs and the device lacks
+#                or has at other versions (runpod and its dependencies, pydantic, boto3, trimesh,
+#                transformers, ...), at the versions of the image's lock; botocore's trimmed to S3
 #   commit       this checkout's commit (with -dirty for uncommitted changes): the device's copy
 #                has no .git, and results must name the commit they measured. Rewritten every time,
 #                so run this script right before every device call.
@@ -70,17 +71,22 @@ if [ ! -f "$cache/src.tgz" ]; then
   echo "sources: $(du -h "$cache/src.tgz" | cut -f1) in $cache/src.tgz"
 fi
 
-# The device's python3 is 3.12 with torch, numpy, Pillow, transformers, requests, aiohttp, tqdm and
-# opencv; these are what the worker and trellis2 import beyond that (pinned: one version each),
-# and py-spy for benchmarks/cold_start.py --profile.
-pywheels=(
-  runpod==1.12.0 aiohttp-retry==2.9.1 backoff==2.2.1 boto3==1.40.61 botocore==1.40.61 s3transfer==0.14.0
-  jmespath==1.0.1 paramiko==4.0.0 bcrypt==5.0.0 pynacl==1.6.0 cryptography==46.0.3 cffi==2.0.0
-  pycparser==2.23 invoke==2.2.1 tomli==2.3.0 tomlkit==0.13.3 tqdm-loggable==0.2 colorama==0.4.6
-  pydantic==2.12.4 pydantic-core==2.41.5 annotated-types==0.7.0 typing-inspection==0.4.2
-  easydict==1.14 plyfile==1.1.5 zstandard==0.25.0 trimesh==4.8.3 dracopy==2.2.0 xatlas==0.0.11
-  py-spy==0.4.3
+# The device's python3 is 3.12 with torch, numpy, Pillow, requests, aiohttp, tqdm and opencv; these
+# are what the worker and trellis2 import beyond that, at the versions the image's lock pins, and
+# the lock's transformers (with its tokenizers and huggingface_hub: the device's newer ones import
+# differently and take seconds longer), so the GPU tests and the cold start run what the image runs.
+# py-spy (benchmarks/cold_start.py --profile) is the harness's own.
+lock=$root/builder/locks/runtime-cu124.txt
+pinned=(
+  runpod aiohttp-retry backoff boto3 botocore s3transfer jmespath paramiko bcrypt pynacl cryptography cffi
+  pycparser invoke tomli tomlkit tqdm-loggable colorama pydantic pydantic-core annotated-types
+  typing-inspection easydict plyfile zstandard trimesh dracopy xatlas transformers tokenizers huggingface-hub
 )
+pywheels=(py-spy==0.4.3)
+for name in "${pinned[@]}"; do
+  spec=$(grep -m1 -E "^$name==" "$lock" | cut -d' ' -f1) || { echo "prepare_cache.sh: $lock pins no $name" >&2; exit 1; }
+  pywheels+=("$spec")
+done
 missing=()
 for spec in "${pywheels[@]}"; do
   # wheel file names spell the project with underscores; pip accepts either spelling
@@ -92,6 +98,18 @@ if [ ${#missing[@]} -gt 0 ]; then
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     --platform manylinux_2_34_x86_64 --platform manylinux1_x86_64 -d "$cache/pywheels" "${missing[@]}"
 fi
+# A version no longer pinned is dropped: two versions of one package stop the device's install.
+for wheel in "$cache"/pywheels/*.whl; do
+  base=$(basename "$wheel") keep=
+  for spec in "${pywheels[@]}"; do
+    name=${spec%%==*} version=${spec#*==}
+    [[ $base == "${name//-/_}-$version-"* ]] && keep=1
+  done
+  [ -n "$keep" ] || rm -f "$wheel"
+done
+# botocore carries every AWS service's model (12 of its 14 MB); the worker and runpod talk to S3
+# alone, and the device's copy is size-limited: only S3's model and the shared files stay.
+python3 "$root/tests/gpu/trim_botocore.py" "$cache"/pywheels/botocore-*.whl
 commit=$(git -C "$root" rev-parse --short=12 HEAD)
 [ -z "$(git -C "$root" status --porcelain --untracked-files=no)" ] || commit=$commit-dirty
 echo "$commit" >"$cache/commit"
