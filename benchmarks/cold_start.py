@@ -217,7 +217,9 @@ def packages() -> dict[str, Any]:
     """What the launched worker can import: this Python, how many distributions, the versions that shape the imports."""
     from importlib import metadata
 
-    found = {dist.metadata["Name"].lower().replace("_", "-"): dist.version for dist in metadata.distributions()}
+    found: dict[str, str] = {}
+    for dist in metadata.distributions():  # in sys.path's order: the first of a name is the one imported
+        found.setdefault(dist.metadata["Name"].lower().replace("_", "-"), dist.version)
     return {"python": sys.executable, "distributions": len(found),
             **{name: found.get(name) for name in ("torch", "transformers", "huggingface-hub", "scipy", "pandas", "scikit-learn")}}
 

@@ -74,8 +74,9 @@ def test_read_ahead_reads_every_byte_in_pieces(tmp_path):
 
 
 def test_the_imports_read_ahead_reads_the_modules_and_libraries_a_distribution_installed(tmp_path, monkeypatch):
-    """From the distribution's RECORD: its modules, compiled modules and shared libraries up to 64 MiB;
-    nothing else, nothing imported, distributions not installed skipped."""
+    """From the distribution's RECORD as it is: its modules, compiled modules and shared libraries up to
+    64 MiB; nothing else, nothing imported, distributions not installed skipped; a listed file that is
+    gone is listed (nothing is looked at while listing) and read as nothing."""
     package = tmp_path / "readahead_pkg"
     (package / "__pycache__").mkdir(parents=True)
     wanted = {"readahead_pkg/__init__.py": 10, "readahead_pkg/__pycache__/__init__.cpython-311.pyc": 20,
@@ -86,11 +87,12 @@ def test_the_imports_read_ahead_reads_the_modules_and_libraries_a_distribution_i
     info = tmp_path / "readahead_pkg-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: readahead-pkg\nVersion: 1.0\n")
-    sizes = {**wanted, **others, "readahead_pkg/huge.so": 65 * 2**20}  # as RECORD says: over the cap
-    (info / "RECORD").write_text("".join(f"{name},sha256=x,{size}\n" for name, size in sizes.items()))
+    sizes = {**wanted, **others, "readahead_pkg/huge.so": 65 * 2**20, "readahead_pkg/gone.py": 7}  # huge: over the cap
+    (info / "RECORD").write_text("".join(f"{name},sha256=x,{size}\n" for name, size in sizes.items())
+                                 + f"{info.name}/RECORD,,\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     found = import_files(["readahead-pkg", "no-such-distribution-here"])
-    assert sorted(path.relative_to(tmp_path).as_posix() for path in found) == sorted(wanted)
+    assert sorted(path.relative_to(tmp_path).as_posix() for path in found) == sorted([*wanted, "readahead_pkg/gone.py"])
     assert read_imports_ahead(["readahead-pkg"], workers=2).result(timeout=10) == 100
     assert "readahead_pkg" not in sys.modules
 

@@ -118,6 +118,10 @@ done
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
   .cache/pywheels/*.whl "${wheels[@]}" || exit 1
 export PYTHONPATH=$site:/tmp/src/TRELLIS.2:$repo
+# Compiled modules, as the image has them (pip compiles what it installs): a start never compiles
+# sources, which took seconds of the cold start's imports (transformers, trellis2) here before.
+python3 -m compileall -q -j 0 "$site" /tmp/src/TRELLIS.2/trellis2 "$repo/trellis_mv" >/dev/null 2>&1 \
+  || echo "compileall: some files did not compile (a package's Python 2 leftovers?); the rest did"
 caches=(/tmp/src/FlexGEMM/autotune_cache.json builder/flex_gemm_autotune/*.json)
 [ -f .cache/flex_gemm_autotune.json ] && caches+=(.cache/flex_gemm_autotune.json)
 python3 builder/autotune_flexgemm.py merge "$FLEX_GEMM_AUTOTUNE_CACHE_PATH" "${caches[@]}" || exit 1

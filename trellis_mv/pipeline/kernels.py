@@ -55,6 +55,9 @@ _DECODER_DTYPE = "torch.float16"  # the decoders' convolutions run in fp16 (use_
 # warm-up (``trellis_mv.warmup``), so that the worker's own finds every compile in Triton's cache; in the
 # worker, the compiles held the interpreter lock for seconds beside the load.
 OWN, OWN_KERNELS = "own", ("-m", "trellis_mv.warmup", "--compile")
+# When the parent started a child (its ``time.time()``), so that the child's report can say how long
+# its interpreter and first imports took before its own clock began.
+SPAWNED_AT = "TRELLIS_MV_SPAWNED_AT"
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,8 @@ class Compiling:
     def wait(self, *names: str, timeout: float = 600.0) -> dict[str, Any]:
         """Wait for the children ``names`` (default: all), killing those past ``timeout``; what they did.
 
-        ``probes``: the convolutions they ran; ``child_s``: the longest child's own seconds; ``failed``:
+        ``probes``: the convolutions they ran; ``child_s``: the longest child's own seconds;
+        ``startup_s``: the longest a child took from its spawn to its own clock's start; ``failed``:
         the exit status and last lines of each child that did not end with its JSON report. A child is
         joined once: waiting for it again repeats its report.
         """
@@ -179,6 +183,7 @@ class Compiling:
         return {"processes": len(names), "probes": sum(report.get("probes", 0) for report in done),
                 "waited_s": round(time.monotonic() - self.started, 2),
                 "child_s": max((report.get("seconds", 0.0) for report in done), default=0.0),
+                "startup_s": max((report.get("startup_s", 0.0) for report in done), default=0.0),
                 "failed": [{"child": name, **report} for name, report in zip(names, reports) if "exit_status" in report]}
 
     def shards(self) -> tuple[str, ...]:
@@ -194,12 +199,19 @@ def start_compiling(processes: int, *, own: bool = True) -> Compiling:
     if own:
         commands[OWN] = [sys.executable, *OWN_KERNELS]
     children = {}
+    env = {**os.environ, SPAWNED_AT: repr(time.time())}
     for name, command in commands.items():
         output = tempfile.TemporaryFile("w+", prefix="trellis_mv_kernels_")
         # Niced: a compile is needed only after the load, the start's own imports and load are waited for.
-        children[name] = (subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True,
+        children[name] = (subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True, env=env,
                                            preexec_fn=_lower_priority), output)
     return Compiling(children, time.monotonic())
+
+
+def since_spawn(now: float) -> float:
+    """In a child of :func:`start_compiling`: seconds from its spawn to ``now`` (a ``time.time()``); 0 elsewhere."""
+    spawned = os.environ.get(SPAWNED_AT)
+    return round(now - float(spawned), 2) if spawned else 0.0
 
 
 def _lower_priority() -> None:
@@ -239,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--shard", required=True, help="i/n: run every n-th probe, starting at the i-th")
     shard, shards = (int(part) for part in parser.parse_args(argv).shard.split("/"))
-    start = time.perf_counter()
+    start, startup_s = time.perf_counter(), since_spawn(time.time())
     import torch
 
     if not torch.cuda.is_available():
@@ -249,7 +261,8 @@ def main(argv: list[str] | None = None) -> None:
     cache = json.loads(path.read_text()) if path.is_file() else {}
     probes = conv_probes(cache, torch.cuda.get_device_name())[shard::shards]
     ran = run_probes(probes)
-    print(json.dumps({"shard": shard, "probes": ran, "seconds": round(time.perf_counter() - start, 2)}), flush=True)
+    print(json.dumps({"shard": shard, "probes": ran, "seconds": round(time.perf_counter() - start, 2),
+                      "startup_s": startup_s}), flush=True)
 
 
 if __name__ == "__main__":

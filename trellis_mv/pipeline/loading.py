@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -36,6 +37,12 @@ __all__ = ["load_generator", "load_pipeline"]
 
 log = logging.getLogger(__name__)
 
+# One module is built at a time. transformers 4 (the image's) builds a model in from_pretrained inside
+# its init_empty_weights and no_init_weights, which patch nn.Module.register_parameter and torch.nn.init
+# for the whole process: a flow built on this thread meanwhile got meta parameters, and the start
+# failed ("Cannot copy out of meta tensor") or a model skipped its initialisation.
+BUILDING = threading.Lock()
+
 
 def load_generator(settings: Settings) -> TrellisGenerator:
     """The worker's generator: the pipeline from ``settings.model_dir`` on the GPU, ready for jobs."""
@@ -50,9 +57,12 @@ def load_pipeline(settings: Settings, *, background: Any = None) -> Any:
 
     ``background`` replaces the remover loaded from ``settings.background_model`` (tests pass a
     stand-in). Raises ``StartupError`` for missing files.
+
+    The encoders' thread starts first: it imports transformers (seconds of Python) while this thread
+    builds the flows and decoders, whose copies into GPU memory leave the interpreter free; trellis2's
+    pipeline module, which imports transformers too, is imported after them.
     """
     from trellis2 import models
-    from trellis2.pipelines import Trellis2ImageTo3DPipeline, samplers
 
     start = time.perf_counter()
     weights = find_weights(settings)
@@ -65,20 +75,25 @@ def load_pipeline(settings: Settings, *, background: Any = None) -> Any:
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-encoders") as pool:
         encoders = pool.submit(_encoders, weights, args, background, low_vram, seconds)
         loaded = {}
-        for name, reference in args["models"].items():
-            if name in Trellis2ImageTo3DPipeline.model_names_to_load:
-                begun = time.perf_counter()
-                # Built on the GPU (seconds, not minutes of CPU init); parked on the CPU in low-VRAM mode.
-                with RANDOM_OR_CAPTURE, torch.device("cuda"):
-                    loaded[name] = models.from_pretrained(str(weights.path(reference)))
-                if low_vram:
-                    loaded[name].cpu()
-                seconds[name] = round(time.perf_counter() - begun, 2)
+        for name, reference in args["models"].items():  # the read-ahead's order
+            begun = time.perf_counter()
+            # Built on the GPU (seconds, not minutes of CPU init); parked on the CPU in low-VRAM mode.
+            with BUILDING, RANDOM_OR_CAPTURE, torch.device("cuda"):
+                loaded[name] = models.from_pretrained(str(weights.path(reference)))
+            if low_vram:
+                loaded[name].cpu()
+            seconds[name] = round(time.perf_counter() - begun, 2)
+        from trellis2.pipelines import Trellis2ImageTo3DPipeline, samplers
+
         image_cond_model, rembg_model = encoders.result()
+    wanted = Trellis2ImageTo3DPipeline.model_names_to_load
+    missing = [name for name in wanted if name not in loaded]
+    if missing:
+        raise StartupError(f"TRELLIS_MV_MODEL_DIR: {config_file} names no {', '.join(missing)}")
     stage_sampler = {stage: getattr(samplers, args[stage]["name"])(**args[stage]["args"])
                      for stage in ("sparse_structure_sampler", "shape_slat_sampler", "tex_slat_sampler")}
     pipeline = Trellis2ImageTo3DPipeline(
-        models=loaded,
+        models={name: loaded[name] for name in wanted},
         **stage_sampler,
         sparse_structure_sampler_params=args["sparse_structure_sampler"]["params"],
         shape_slat_sampler_params=args["shape_slat_sampler"]["params"],
@@ -101,14 +116,18 @@ def _encoders(weights: Weights, args: dict[str, Any], background: Any, low_vram:
     """The image encoder and the background remover (``background`` when given), timed into ``seconds``."""
     from ..background import load_background_remover
 
+    # Outside BUILDING: the flows are built meanwhile. trellis2's pipeline module needs the auto classes.
+    from transformers import AutoModelForImageSegmentation, DINOv3ViTModel  # noqa: F401
+
     begun = time.perf_counter()
-    encoder = DinoV3Conditioner(str(weights.path(args["image_cond_model"]["args"]["model_name"])))
+    with BUILDING:
+        encoder = DinoV3Conditioner(str(weights.path(args["image_cond_model"]["args"]["model_name"])))
     seconds["image_cond_model"] = round(time.perf_counter() - begun, 2)
     if background is not None:
         return encoder, background
     begun = time.perf_counter()
     # Built on the GPU, as the models are: its random initialisation, which the checkpoint overwrites, runs there.
-    with RANDOM_OR_CAPTURE, torch.device("cuda"):
+    with BUILDING, RANDOM_OR_CAPTURE, torch.device("cuda"):
         remover = load_background_remover(str(weights.background.path))
     if low_vram:
         remover.cpu()

@@ -1,0 +1,59 @@
+"""The loader's threads on the CPU: the image encoder's transformers load beside modules built on another thread.
+
+transformers 4 (the image's) builds a model in ``from_pretrained`` inside context managers that patch
+``nn.Module.register_parameter`` and ``torch.nn.init`` for the whole process; the worker builds the
+flows on its main thread while the encoders load on another (``trellis_mv.pipeline.loading``). The
+GPU path is tests/gpu/test_handler_e2e.py; here the real DINOv3 loader runs on a small random
+checkpoint while this thread builds modules as the loader's loop does.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from trellis_mv.pipeline.loading import BUILDING, _encoders
+from trellis_mv.weights import Found, Source, Weights
+
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def dinov3(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("dinov3")
+    config = transformers.DINOv3ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                          num_attention_heads=2, patch_size=16, image_size=64, num_register_tokens=0)
+    transformers.DINOv3ViTModel(config).save_pretrained(folder)
+    return folder
+
+
+def test_modules_built_while_the_encoder_loads_keep_real_initialised_parameters(dinov3, tmp_path):
+    source = Source("TRELLIS_MV_MODEL_DIR", tmp_path)
+    found = {name: Found(name, dinov3, source, None) for name in ("facebook/dinov3", "briaai/remover")}
+    weights = Weights(model=Found("microsoft/TRELLIS.2-4B", tmp_path, source, None),
+                      named={"facebook/dinov3": found["facebook/dinov3"]}, background=found["briaai/remover"])
+    args = {"image_cond_model": {"args": {"model_name": "facebook/dinov3"}}}
+    loads = 0
+    built: list[torch.nn.Linear] = []
+
+    def load_encoders() -> None:
+        nonlocal loads
+        for _ in range(15):
+            encoder, remover = _encoders(weights, args, "a stand-in remover", False, {})
+            assert remover == "a stand-in remover" and encoder.model.device.type == "cpu"
+            loads += 1
+
+    loader = threading.Thread(target=load_encoders)
+    loader.start()
+    while loader.is_alive():
+        with BUILDING:  # as load_pipeline builds each flow
+            built.append(torch.nn.Linear(64, 64))
+    loader.join()
+
+    assert loads == 15
+    assert len(built) > 15
+    assert all(module.weight.device.type == "cpu" for module in built)
+    assert all(module.weight.abs().sum() > 0 for module in built)  # initialised, not left empty
