@@ -57,3 +57,37 @@ def test_modules_built_while_the_encoder_loads_keep_real_initialised_parameters(
     assert len(built) > 15
     assert all(module.weight.device.type == "cpu" for module in built)
     assert all(module.weight.abs().sum() > 0 for module in built)  # initialised, not left empty
+
+
+def test_random_initialisation_is_skipped_on_this_thread_and_nothing_else_is():
+    from trellis_mv.pipeline.loading import RandomInitSkipped
+
+    torch.manual_seed(0)
+    before = torch.random.get_rng_state()
+    with RandomInitSkipped():
+        linear = torch.nn.Linear(8, 8)  # kaiming_uniform_ and uniform_
+        conv = torch.nn.Conv3d(2, 2, 3)
+        torch.nn.init.xavier_uniform_(linear.weight)  # through Tensor.uniform_
+        torch.nn.init.normal_(conv.weight)
+        torch.nn.init.constant_(linear.bias, 0.5)  # not random: done
+        phases = torch.outer(torch.arange(4.0), torch.ones(3))  # what the flows compute in __init__: done
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert torch.equal(linear.bias, torch.full((8,), 0.5))
+    assert torch.equal(phases[:, 0], torch.arange(4.0))
+    torch.nn.Linear(8, 8)
+    assert not torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_a_fill_names_the_parameters_its_checkpoint_lacks(tmp_path):
+    from safetensors.torch import save_file
+
+    from trellis_mv.pipeline.loading import _fill
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    saved = {key: torch.full_like(value, 2.0) for key, value in model.state_dict().items() if key != "1.bias"}
+    save_file(saved, str(tmp_path / "model.safetensors"))
+
+    filled, unfilled, seconds = _fill(model, tmp_path / "model", low_vram=False)
+
+    assert filled is model and unfilled == ["1.bias"] and seconds >= 0
+    assert torch.equal(model[0].weight, torch.full((4, 4), 2.0))

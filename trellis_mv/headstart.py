@@ -8,8 +8,8 @@ torch and trellis2 (7.5 s there before the CUDA check) and the models are built:
 
 - every weight file the loader reads is read once, in pieces on a few threads (``pipeline.prefetch``),
   so that the load finds its bytes in the page cache; where a GPU is visible, the files of the
-  packages the start imports are read beside them, many at once (the imports waited on their reads
-  behind the weights' for most of a 36 s start);
+  packages the start imports are read first, many at once, and the weights after them (or 5 s
+  later at most): the imports waited on their reads behind the weights' for most of a 36 s start;
 - where a GPU is visible (``/dev/nvidia0``, ``/proc/driver/nvidia/gpus/``), child processes compile the decoders' kernels
   (``pipeline.kernels``): half the CPUs this process may use, 1 to 8 of them, and one more our own
   (the export's).
@@ -63,11 +63,13 @@ def begin(settings: Settings) -> HeadStart:
         files = weight_files(args, weights)
     except (StartupError, OSError, ValueError, KeyError, TypeError):
         files = []
+    # The imports' files first (the start imports long before it loads), then the weights; their
+    # threads end by themselves.
+    imports = read_imports_ahead() if gpu_visible() else None
     if files:
-        head.reading = read_ahead(files)
+        head.reading = read_ahead(files, after=imports)
         head.bytes = sum(path.stat().st_size for path in files)
     if gpu_visible():
-        read_imports_ahead()  # its threads end by themselves, as the weights' reads do
         head.compiling = start_compiling(compile_processes())
     log.info("head start: reading %d weight files (%.2f GB) ahead; compiling GPU kernels in %d processes",
              len(files), head.bytes / 1e9, len(head.compiling.processes) if head.compiling else 0)

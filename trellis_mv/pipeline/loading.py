@@ -9,9 +9,12 @@ RunPod cached model or TRELLIS_MV_MODEL_DIR) and maps the hub ids in ``pipeline.
 folders; RMBG-2.0 is replaced by ``Settings.background_model``.
 
 The weight files are read into memory ahead of the load by ``trellis_mv.headstart`` (begun before
-torch is imported); here the eight models are built on the GPU one after another while the image
-encoder and the background remover (transformers, remote code) load on a thread beside them. One
-log line says what each took: the start-up is measured from the logs (benchmarks/cold_start.py).
+torch is imported); here the eight models are built on the GPU one after another, without the
+random initialisation their checkpoints overwrite (a model whose checkpoint lacks a parameter is built
+again with it, as trellis2 would leave it), each filled from its checkpoint on another thread while
+the next is built, and the image encoder and the background remover (transformers, remote code)
+load on a thread beside them. One log line says what each took: the start-up is measured from the
+logs (benchmarks/cold_start.py).
 """
 
 from __future__ import annotations
@@ -21,9 +24,12 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from ..config import Settings
 from ..dinov3 import DinoV3Conditioner
@@ -36,6 +42,10 @@ from .running import TrellisGenerator
 __all__ = ["load_generator", "load_pipeline"]
 
 log = logging.getLogger(__name__)
+
+# Threads that copy the checkpoints into the built models while the next is built (the copies leave
+# the interpreter free).
+FILLERS = 2
 
 # One module is built at a time. transformers 4 (the image's) builds a model in from_pretrained inside
 # its init_empty_weights and no_init_weights, which patch nn.Module.register_parameter and torch.nn.init
@@ -72,17 +82,26 @@ def load_pipeline(settings: Settings, *, background: Any = None) -> Any:
     args = json.loads(config_file.read_text())["args"]
     low_vram = choose_low_vram(settings.low_vram)
     seconds: dict[str, float] = {}
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-encoders") as pool:
+    with (ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-encoders") as pool,
+          ThreadPoolExecutor(max_workers=FILLERS, thread_name_prefix="load-weights") as filling):
         encoders = pool.submit(_encoders, weights, args, background, low_vram, seconds)
-        loaded = {}
+        filled = {}
         for name, reference in args["models"].items():  # the read-ahead's order
+            path = weights.path(reference)
             begun = time.perf_counter()
-            # Built on the GPU (seconds, not minutes of CPU init); parked on the CPU in low-VRAM mode.
-            with BUILDING, RANDOM_OR_CAPTURE, torch.device("cuda"):
-                loaded[name] = models.from_pretrained(str(weights.path(reference)))
-            if low_vram:
-                loaded[name].cpu()
+            model = _build(models, path, random_init=False)
             seconds[name] = round(time.perf_counter() - begun, 2)
+            filled[name] = filling.submit(_fill, model, path, low_vram)
+        loaded = {}
+        for name, reference in args["models"].items():
+            model, unfilled, fill_s = filled[name].result()
+            if unfilled:  # as trellis2 leaves them: randomly initialised
+                log.warning("%s: the checkpoint lacks %d parameters (%s); built again with its random initialisation",
+                            name, len(unfilled), ", ".join(unfilled[:3]))
+                path = weights.path(reference)
+                model, _unfilled, fill_s = _fill(_build(models, path, random_init=True), path, low_vram)
+            loaded[name] = model
+            seconds[name] = round(seconds[name] + fill_s, 2)
         from trellis2.pipelines import Trellis2ImageTo3DPipeline, samplers
 
         image_cond_model, rembg_model = encoders.result()
@@ -109,6 +128,48 @@ def load_pipeline(settings: Settings, *, background: Any = None) -> Any:
     torch.cuda.synchronize()
     log.info("loaded in %.1f s (low-VRAM %s); seconds per model: %s", time.perf_counter() - start, low_vram, seconds)
     return pipeline
+
+
+def _build(models: Any, path: Path, *, random_init: bool) -> torch.nn.Module:
+    """The trellis2 model ``path``.json describes, on the GPU (seconds, not minutes of CPU init), without
+    its random initialisation unless ``random_init`` (the checkpoint's values replace it)."""
+    config = json.loads(path.with_name(path.name + ".json").read_text())
+    with BUILDING, RANDOM_OR_CAPTURE, torch.device("cuda"), nullcontext() if random_init else RandomInitSkipped():
+        return getattr(models, config["name"])(**config["args"])
+
+
+def _fill(model: torch.nn.Module, path: Path, low_vram: bool) -> tuple[torch.nn.Module, list[str], float]:
+    """``model`` with ``path``.safetensors loaded into it (as trellis2 does: keys it lacks are ignored),
+    parked on the CPU in low-VRAM mode; the parameters the checkpoint lacks; the seconds it took."""
+    from safetensors.torch import load_file
+
+    begun = time.perf_counter()
+    missing, _unexpected = model.load_state_dict(load_file(str(path.with_name(path.name + ".safetensors"))), strict=False)
+    parameters = dict(model.named_parameters())
+    if low_vram:
+        model.cpu()
+    return model, [key for key in missing if key in parameters], time.perf_counter() - begun
+
+
+class RandomInitSkipped(TorchFunctionMode):
+    """Skips random initialisation on this thread: ``torch.nn.init``'s random fills, and ``uniform_`` and
+    ``normal_`` on tensors, leave the tensor as it is (allocated, unset).
+
+    The models are built to be overwritten by their checkpoints: on the H200 their initialisation took
+    3 s of a start, most of it in the device context's Python for each small op inside ``nn.init``.
+    A mode, not a patch of ``torch.nn.init``: other threads (the encoders' transformers, whose
+    ``from_pretrained`` patches and restores those functions) see nothing.
+    """
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        if func in _RANDOM_FILLS:
+            return args[0] if args else (kwargs or {})["tensor"]
+        return func(*args, **(kwargs or {}))
+
+
+# nn.init's functions that dispatch to a mode (the others end in the tensor methods)
+_RANDOM_FILLS = frozenset({torch.nn.init.uniform_, torch.nn.init.normal_, torch.nn.init.kaiming_uniform_,
+                           torch.Tensor.uniform_, torch.Tensor.normal_})
 
 
 def _encoders(weights: Weights, args: dict[str, Any], background: Any, low_vram: bool,

@@ -11,8 +11,9 @@ The imports before the load read thousands of small files (compiled modules, ext
 one at a time: on the H200 test machine, behind the weights' reads, they took 25 s of a 36 s start
 (py-spy: the main thread waiting in ``FileLoader.get_data`` and ``stat``). :func:`import_files`
 lists those of the distributions the start imports and :func:`read_imports_ahead` reads them, many
-at once, beside the weights, whose pieces in flight are now few and small (``WORKERS`` × ``CHUNK``),
-so that a read the start waits for is not queued behind a quarter of a gigabyte.
+at once, before the weights (``read_ahead(after=...)``), whose pieces in flight are few and small
+(``WORKERS`` × ``CHUNK``), so that a read the start waits for is not queued behind a quarter of a
+gigabyte.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from __future__ import annotations
 import csv
 import os
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
@@ -32,6 +34,10 @@ __all__ = ["CHUNK", "START_DISTRIBUTIONS", "WORKERS", "import_files", "read_ahea
 # 32 MiB in flight read the 16 GB at 1.52 GB/s on the H200 machine against 1.83 one file after another
 # (256 MiB: 2.17 against 2.29), in 11 s: done long before the load, which waits 20 s on the imports.
 WORKERS, CHUNK = 4, 8 * 2**20
+# The weights wait for the imports' files (head start): the start imports for 15 s, and its module
+# reads waited behind the weights' (boto3's import took 6 s of FileLoader.get_data on the H200 machine),
+# while the weights, read in 10 s, are needed only after the imports.
+AFTER_AT_MOST_S = 5.0
 # The distributions a TRELLIS.2 worker's start imports from (handler, checks, load, warm-up), as
 # pip names them; one not installed is skipped.
 START_DISTRIBUTIONS = (
@@ -101,19 +107,24 @@ def weight_files(args: dict[str, Any], weights: Weights) -> list[Path]:
     return [path for path in files if path.is_file()]
 
 
-def read_ahead(paths: Iterable[Path], *, workers: int = WORKERS, chunk: int = CHUNK) -> list[Future]:
+def read_ahead(paths: Iterable[Path], *, workers: int = WORKERS, chunk: int = CHUNK,
+               after: Future | None = None) -> list[Future]:
     """Read ``paths`` in ``chunk``-sized pieces on ``workers`` threads; returns without waiting.
 
-    The futures answer the bytes each piece read (tests wait on them; the loader does not).
+    With ``after``, the reads begin once it is done, or ``AFTER_AT_MOST_S`` seconds later. The futures
+    answer the bytes each piece read (tests wait on them; the loader does not).
     """
     pieces = [(path, offset) for path in paths for offset in range(0, path.stat().st_size, chunk)]
+    begin = time.monotonic() + AFTER_AT_MOST_S
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="read-ahead")
-    futures = [pool.submit(_read, path, offset, chunk) for path, offset in pieces]
+    futures = [pool.submit(_read, path, offset, chunk, after, begin) for path, offset in pieces]
     pool.shutdown(wait=False)  # the queued reads still run; the threads end with the last one
     return futures
 
 
-def _read(path: Path, offset: int, length: int) -> int:
+def _read(path: Path, offset: int, length: int, after: Future | None = None, begin: float = 0.0) -> int:
+    if after is not None:
+        wait([after], timeout=max(0.0, begin - time.monotonic()))
     buffer = getattr(_BUFFERS, "buffer", None)
     if buffer is None or len(buffer) != length:
         buffer = _BUFFERS.buffer = bytearray(length)
