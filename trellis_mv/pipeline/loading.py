@@ -105,14 +105,10 @@ def load_pipeline(settings: Settings, *, background: Any = None) -> Any:
         from trellis2.pipelines import Trellis2ImageTo3DPipeline, samplers
 
         image_cond_model, rembg_model = encoders.result()
-    wanted = Trellis2ImageTo3DPipeline.model_names_to_load
-    missing = [name for name in wanted if name not in loaded]
-    if missing:
-        raise StartupError(f"TRELLIS_MV_MODEL_DIR: {config_file} names no {', '.join(missing)}")
     stage_sampler = {stage: getattr(samplers, args[stage]["name"])(**args[stage]["args"])
                      for stage in ("sparse_structure_sampler", "shape_slat_sampler", "tex_slat_sampler")}
     pipeline = Trellis2ImageTo3DPipeline(
-        models={name: loaded[name] for name in wanted},
+        models={name: model for name, model in loaded.items() if name in Trellis2ImageTo3DPipeline.model_names_to_load},
         **stage_sampler,
         sparse_structure_sampler_params=args["sparse_structure_sampler"]["params"],
         shape_slat_sampler_params=args["shape_slat_sampler"]["params"],
