@@ -90,26 +90,32 @@ def test_the_weights_are_read_after_the_imports_or_at_most_a_while_later(tmp_pat
     assert sum(piece.result(timeout=10) for piece in read_ahead([path], chunk=40, after=Future())) == 100
 
 
-def test_the_imports_read_ahead_reads_the_modules_and_libraries_a_distribution_installed(tmp_path, monkeypatch):
-    """From the distribution's RECORD as it is: its modules, compiled modules and shared libraries up to
-    64 MiB; nothing else, nothing imported, distributions not installed skipped; a listed file that is
-    gone is listed (nothing is looked at while listing) and read as nothing."""
+def test_the_imports_read_ahead_reads_the_compiled_modules_and_libraries_a_distribution_installed(tmp_path, monkeypatch):
+    """From the distribution's RECORD as it is: each module's compiled form for this Python (listed or
+    not), shared libraries up to 64 MiB; no source, nothing else, nothing imported, distributions not
+    installed skipped; a file that is not there is listed (nothing is looked at) and read as nothing."""
+    import importlib.util
+
     package = tmp_path / "readahead_pkg"
     (package / "__pycache__").mkdir(parents=True)
-    wanted = {"readahead_pkg/__init__.py": 10, "readahead_pkg/__pycache__/__init__.cpython-311.pyc": 20,
-              "readahead_pkg/_ext.abi3.so": 30, "readahead_pkg/libx.so.1": 40}
-    others = {"readahead_pkg/data.bin": 3, "readahead_pkg/huge.so": 5}
+    compiled = Path(importlib.util.cache_from_source("readahead_pkg/__init__.py")).as_posix()
+    unlisted = Path(importlib.util.cache_from_source("readahead_pkg/util.py")).as_posix()
+    wanted = {compiled: 20, unlisted: 30, "readahead_pkg/_ext.abi3.so": 40, "readahead_pkg/libx.so.1": 10}
+    others = {"readahead_pkg/__init__.py": 10, "readahead_pkg/util.py": 7, "readahead_pkg/data.bin": 3,
+              "readahead_pkg/huge.so": 5, "readahead_pkg/__pycache__/__init__.cpython-27.pyc": 9}
     for name, size in {**wanted, **others}.items():
         (tmp_path / name).write_bytes(b"x" * size)
     info = tmp_path / "readahead_pkg-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: readahead-pkg\nVersion: 1.0\n")
-    sizes = {**wanted, **others, "readahead_pkg/huge.so": 65 * 2**20, "readahead_pkg/gone.py": 7}  # huge: over the cap
-    (info / "RECORD").write_text("".join(f"{name},sha256=x,{size}\n" for name, size in sizes.items())
+    listed = {**{name: size for name, size in wanted.items() if name != unlisted}, **others,
+              "readahead_pkg/huge.so": 65 * 2**20, "readahead_pkg/gone.py": 7}  # huge: over the cap, as RECORD says
+    (info / "RECORD").write_text("".join(f"{name},sha256=x,{size}\n" for name, size in listed.items())
                                  + f"{info.name}/RECORD,,\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     found = import_files(["readahead-pkg", "no-such-distribution-here"])
-    assert sorted(path.relative_to(tmp_path).as_posix() for path in found) == sorted([*wanted, "readahead_pkg/gone.py"])
+    gone = Path(importlib.util.cache_from_source("readahead_pkg/gone.py")).as_posix()
+    assert sorted(path.relative_to(tmp_path).as_posix() for path in found) == sorted([*wanted, gone])
     assert read_imports_ahead(["readahead-pkg"], workers=2).result(timeout=10) == 100
     assert "readahead_pkg" not in sys.modules
 

@@ -19,6 +19,7 @@ gigabyte.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 import threading
 import time
@@ -56,15 +57,15 @@ _BUFFERS = threading.local()  # one scratch buffer per reading thread
 
 
 def import_files(distributions: Iterable[str] = START_DISTRIBUTIONS) -> list[Path]:
-    """The modules (``*.py``, ``*.pyc``) and shared libraries (``*.so*`` up to 64 MiB) that ``distributions``
-    installed, from their RECORD (no folder walked, no file looked at, nothing imported); those not
-    installed are skipped.
+    """The compiled modules (``__pycache__/*.pyc`` of this Python) and shared libraries (``*.so*`` up to
+    64 MiB) that ``distributions`` installed, from their RECORD (no folder walked, no file looked at,
+    nothing imported); those not installed are skipped.
 
-    Sources too: Python stats them beside their compiled modules, and transformers reads its own to
-    list its models. A first walk of the folders took 15 s on the H200 machine's cold disk, and so did
-    ``Distribution.files``, which stats every file it lists (17 s of one thread's ``stat`` calls behind
-    the weights' reads): the RECORD is read here as it is, and a listed file that is gone is skipped
-    by the read.
+    A module's compiled form is what an import reads (its source is only looked at), whether or not the
+    RECORD lists it; transformers' sources are read too (it reads its own to list its models). A first
+    walk of the folders took 15 s on the H200 machine's cold disk, and so did ``Distribution.files``,
+    which stats every file it lists (17 s of one thread's ``stat`` calls behind the weights' reads):
+    the RECORD is read here as it is, and a file that is not there is skipped by the read.
     """
     files: list[Path] = []
     for name in distributions:
@@ -76,7 +77,12 @@ def import_files(distributions: Iterable[str] = START_DISTRIBUTIONS) -> list[Pat
             if not row:
                 continue
             text, size = row[0], row[2] if len(row) > 2 else ""
-            if text.endswith((".py", ".pyc")) or (".so" in text and size.isdigit() and int(size) <= _MAX_IMPORT_FILE):
+            if text.endswith(".py"):
+                source = Path(distribution.locate_file(text))
+                files.append(Path(importlib.util.cache_from_source(str(source))))
+                if name == "transformers":
+                    files.append(source)
+            elif ".so" in text and size.isdigit() and int(size) <= _MAX_IMPORT_FILE:
                 files.append(Path(distribution.locate_file(text)))
     return files
 
