@@ -70,7 +70,7 @@ def load_pipeline(settings: Settings, *, background: Any = None) -> Any:
 
     The encoders' thread starts first: it imports transformers (seconds of Python) while this thread
     builds the flows and decoders, whose copies into GPU memory leave the interpreter free; trellis2's
-    pipeline module, which imports transformers too, is imported after them.
+    pipeline module, which imports transformers too, is imported once that thread is done.
     """
     from trellis2 import models
 
@@ -102,9 +102,12 @@ def load_pipeline(settings: Settings, *, background: Any = None) -> Any:
                 model, _unfilled, fill_s = _fill(_build(models, path, random_init=True), path, low_vram)
             loaded[name] = model
             seconds[name] = round(seconds[name] + fill_s, 2)
-        from trellis2.pipelines import Trellis2ImageTo3DPipeline, samplers
-
         image_cond_model, rembg_model = encoders.result()
+    # Only now: its modules import transformers, which the encoders' thread imported meanwhile, and
+    # transformers' lazy module is not safe to import from two threads at once (a start failed with
+    # "cannot import name 'AutoModelForImageSegmentation' from 'transformers'").
+    from trellis2.pipelines import Trellis2ImageTo3DPipeline, samplers
+
     stage_sampler = {stage: getattr(samplers, args[stage]["name"])(**args[stage]["args"])
                      for stage in ("sparse_structure_sampler", "shape_slat_sampler", "tex_slat_sampler")}
     pipeline = Trellis2ImageTo3DPipeline(
