@@ -62,6 +62,11 @@ MARKS = {
     "Starting Serverless Worker": ("ready", "to runpod's start"),
     "failed with error": ("answered", "the refused job"),
 }
+# log text -> mark of what ran beside the phases: when the head start's reads ended
+READS = {
+    "trellis_mv.headstart: head start: the imports' files read": "imports_read",
+    "trellis_mv.headstart: head start: the weights read": "weights_read",
+}
 REFUSED_JOB = '{"input": {"images": []}}'
 
 
@@ -153,7 +158,7 @@ def launch(model_dir: Path, log_path: Path, timeout: float, profile: Path | None
         for line in process.stdout:
             now = time.perf_counter() - start
             log.write(f"{now:9.3f} {line}")
-            for text, (name, _phase) in MARKS.items():
+            for text, name in [*((text, name) for text, (name, _phase) in MARKS.items()), *READS.items()]:
                 if text in line and name not in marks:
                     marks[name] = round(now, 3)
     watchdog.cancel()

@@ -9,10 +9,13 @@ processes for real, and that nothing heavy is imported before the head start beg
 from __future__ import annotations
 
 import json
+import logging
 import math
 import subprocess
 import sys
+import threading
 from pathlib import Path
+
 import pytest
 import torch
 from weights_trees import repo_files, write_folder
@@ -112,10 +115,29 @@ def _weights(root: Path) -> Settings:
 
 
 def test_the_head_start_reads_every_weight_file_and_starts_no_compiles_without_a_gpu(tmp_path):
-    head = begin(_weights(tmp_path))
-    files = [path for path in tmp_path.rglob("*.safetensors")]
-    assert head.bytes == sum(path.stat().st_size for path in files) > 0
-    assert sum(future.result(timeout=10) for future in head.reading) == head.bytes
+    read = threading.Event()
+    said: list[str] = []
+
+    class Listener(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "the weights read" in record.getMessage():
+                said.append(record.getMessage())
+                read.set()
+
+    listener, logger = Listener(), logging.getLogger("trellis_mv.headstart")
+    level = logger.level
+    logger.addHandler(listener)
+    logger.setLevel(logging.INFO)
+    try:
+        head = begin(_weights(tmp_path))
+        files = [path for path in tmp_path.rglob("*.safetensors")]
+        assert head.bytes == sum(path.stat().st_size for path in files) > 0
+        assert sum(future.result(timeout=10) for future in head.reading) == head.bytes
+        assert read.wait(timeout=10)  # logged once the last piece is in: what benchmarks/cold_start.py marks
+    finally:
+        logger.removeHandler(listener)
+        logger.setLevel(level)
+    assert said == [said[0]] and said[0].startswith("head start: the weights read, ")
     assert head.compiling is None or gpu_visible()
 
 

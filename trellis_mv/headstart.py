@@ -24,6 +24,9 @@ import glob
 import json
 import logging
 import os
+import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -65,15 +68,40 @@ def begin(settings: Settings) -> HeadStart:
         files = []
     # The imports' files first (the start imports long before it loads), then the weights; their
     # threads end by themselves.
+    begun = time.monotonic()
     imports = read_imports_ahead() if gpu_visible() else None
+    if imports is not None:
+        imports.add_done_callback(lambda done: _log_read("the imports' files", done.result(), begun))
     if files:
         head.reading = read_ahead(files, after=imports)
         head.bytes = sum(path.stat().st_size for path in files)
+        _when_all_done(head.reading, lambda: _log_read("the weights", head.bytes, begun))
     if gpu_visible():
         head.compiling = start_compiling(compile_processes())
     log.info("head start: reading %d weight files (%.2f GB) ahead; compiling GPU kernels in %d processes",
              len(files), head.bytes / 1e9, len(head.compiling.processes) if head.compiling else 0)
     return head
+
+
+def _log_read(what: str, size: int, begun: float) -> None:
+    """When a read-ahead ended (benchmarks/cold_start.py marks it: the reads against the imports and the load)."""
+    log.info("head start: %s read, %.2f GB in %.1f s", what, size / 1e9, time.monotonic() - begun)
+
+
+def _when_all_done(futures: list[Future], then: Callable[[], None]) -> None:
+    """Call ``then`` on the thread that ends the last of ``futures``."""
+    left = [len(futures)]
+    lock = threading.Lock()
+
+    def one_done(_future: Future) -> None:
+        with lock:
+            left[0] -= 1
+            last = left[0] == 0
+        if last:
+            then()
+
+    for future in futures:
+        future.add_done_callback(one_done)
 
 
 def gpu_visible(*patterns: str) -> bool:

@@ -186,8 +186,9 @@ def _encoders(weights: Weights, args: dict[str, Any], background: Any, low_vram:
     if background is not None:
         return encoder, background
     begun = time.perf_counter()
-    # Built on the GPU, as the models are: its random initialisation, which the checkpoint overwrites, runs there.
-    with BUILDING, RANDOM_OR_CAPTURE, torch.device("cuda"):
+    # Built on the GPU, as the models are, and without the random initialisation its checkpoint
+    # overwrites: the loader refuses a checkpoint that lacks a parameter.
+    with BUILDING, RANDOM_OR_CAPTURE, torch.device("cuda"), RandomInitSkipped():
         remover = load_background_remover(str(weights.background.path))
     if low_vram:
         remover.cpu()
