@@ -274,6 +274,17 @@ def _cold_start_section(cold: dict[str, Any]) -> list[str]:
              f"the handler answered its job: {'answered' in cold.get('handler', {}).get('marks', {})}.", "",
              "| phase | seconds |", "|---|---|"]
     lines += [f"| {phase} | {seconds} |" for phase, seconds in cold.get("phases_s", {}).items()]
+    packages = cold.get("packages")
+    if packages:
+        versions = ", ".join(f"{name} {version or 'absent'}" for name, version in packages.items()
+                             if name not in ("python", "distributions"))
+        lines += ["", f"The worker's Python: `{packages.get('python')}`, {packages.get('distributions')} distributions "
+                  f"({versions})."]
+    marks = cold.get("handler", {}).get("marks", {})
+    reads = {name: marks[name] for name in ("imports_read", "weights_read") if name in marks}
+    if reads:
+        lines += ["", "The head start's reads ended at " + ", ".join(f"{name} {seconds} s" for name, seconds in reads.items())
+                  + " from launch."]
     return lines
 
 

@@ -402,6 +402,15 @@ def test_first_job_penalties_are_the_worker_variants_per_pipeline_type():
     assert first_job.penalties(first)["first_job_penalty_s"] == 1.1
 
 
+def test_the_cold_start_section_names_the_workers_packages_and_when_the_reads_ended():
+    cold = {"cold_start_s": 25.0, "handler": {"marks": {"imports_read": 3.1, "weights_read": 15.2, "ready": 25.0}},
+            "packages": {"python": "/tmp/image-python/bin/python3", "distributions": 99, "transformers": "4.57.6",
+                         "scipy": None}}
+    text = "\n".join(report._cold_start_section(cold))
+    assert "`/tmp/image-python/bin/python3`, 99 distributions (transformers 4.57.6, scipy absent)" in text
+    assert "imports_read 3.1 s, weights_read 15.2 s from launch" in text
+
+
 @pytest.mark.parametrize(("tests", "met"), [
     ({"gpu_soak_jobs": 20, "gpu_soak_lost": 0, "gpu_soak_max_drift_gib": 0.0, "gpu_oom_refresh_worker": True,
       "gpu_oom_next_job_ok": True, "gpu_oom_drift_gib": 0.01}, ["yes"] * 6),
