@@ -33,7 +33,8 @@ from ..weights import Weights
 __all__ = ["CHUNK", "START_DISTRIBUTIONS", "WORKERS", "import_files", "read_ahead", "read_imports_ahead", "weight_files"]
 
 # 32 MiB in flight read the 16 GB at 1.52 GB/s on the H200 machine against 1.83 one file after another
-# (256 MiB: 2.17 against 2.29), in 11 s: done long before the load, which waits 20 s on the imports.
+# (256 MiB: 2.17 against 2.29). Since the weights wait for the imports' files, the load waits on these
+# reads where the disk is slow (the H200 machine's read 1.43 to 1.83 GB/s on 2026-12-04): to measure again.
 WORKERS, CHUNK = 4, 8 * 2**20
 # The weights wait for the imports' files (head start): the start imports for 15 s, and its module
 # reads waited behind the weights' (boto3's import took 6 s of FileLoader.get_data on the H200 machine),
