@@ -78,6 +78,13 @@ def test_remote_takes_the_options_of_generate(capsys):
     assert inline == {key: value for key, value in cli.job_input(endpoint, ["<a>"], inline=False).items() if key != "output"}
 
 
+def test_the_remote_command_imports_neither_torch_nor_the_mesh_libraries():
+    """It sends a job and writes files: torch (3 s of a 6 s start) and trimesh are the worker's."""
+    code = "import sys, trellis_mv.cli, trellis_mv.remote; print(sorted({'torch', 'trimesh', 'trellis_mv.worker'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr
+
+
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [

@@ -39,11 +39,9 @@ from tqdm import tqdm
 
 from .config import Settings
 from .errors import StartupError, UserError
-from .factory import build_generator
 from .generator import STAGES
 from .schema import JobInput, parse_job_input
 from .threads import use_cpu_budget
-from .worker import run_job
 
 __all__ = ["COMMAND_FIELDS", "Flag", "ProgressBars", "flags", "job_input", "main", "parser", "write_files"]
 
@@ -119,6 +117,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ)
         command.error(str(error))
     logging.basicConfig(level=settings.log_level if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Here, not at the top: the worker imports torch, which ``remote`` (this module's other user) need not wait for.
+    from .factory import build_generator
+    from .worker import run_job
+
     try:
         use_cpu_budget(settings.cpu_threads)
         generator = build_generator(settings)

@@ -19,10 +19,9 @@ from typing import Literal
 import numpy as np
 
 from .compress import DracoPrimitive, draco_encode
+from .options import Compression
 
 __all__ = ["Compression", "TexturedMesh", "write_glb"]
-
-Compression = Literal["draco", "none"]
 
 _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
 _FLOAT, _UNSIGNED_SHORT, _UNSIGNED_INT = 5126, 5123, 5125

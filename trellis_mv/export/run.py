@@ -26,7 +26,7 @@ import logging
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, ContextManager, Literal
+from typing import Any, Callable, ContextManager
 
 import numpy as np
 import torch
@@ -36,31 +36,17 @@ from PIL import Image
 from . import bake
 from .clean import UnwrappedMesh, vertex_normals, y_up
 from .compress import DracoPrimitive, draco_encode
-from .glb import Compression, TexturedMesh, write_glb
+from .glb import TexturedMesh, write_glb
+from .options import Compression, GlbOptions
 from ..timing import timed
 from .texture import encode_images, texture_images
-from .unwrap import UnwrapMethod, unwrap
+from .unwrap import unwrap
 
 __all__ = ["ExportedGlb", "GlbOptions", "export_glb"]
 
 log = logging.getLogger(__name__)
 
 Phase = Callable[[str], ContextManager[None]]
-
-
-@dataclass(frozen=True)
-class GlbOptions:
-    """The contract's ``glb`` object. The defaults keep a 1024_cascade GLB under 8 MB."""
-
-    decimation_target: int = 200_000
-    texture_size: int = 2048
-    remesh: bool = True
-    # WebP (EXT_texture_webp) makes textures several times smaller than PNG; PNG opens everywhere.
-    texture_format: Literal["webp", "png"] = "webp"
-    # Draco (KHR_draco_mesh_compression) shrinks the geometry about 18x; "none" writes float32.
-    compression: Compression = "draco"
-    # "fast": charts flattened on the GPU and packed by us; "xatlas": CuMesh + xatlas as o_voxel does, to compare.
-    unwrap: UnwrapMethod = "fast"
 
 
 @dataclass(frozen=True)

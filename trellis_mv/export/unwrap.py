@@ -26,20 +26,19 @@ import logging
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Literal
+from typing import Any, Callable, ContextManager
 
 import torch
 
 from .charts import Limits, parameterize
 from .clean import UnwrappedMesh, mean_face_area, tidy_unwrapped
+from .options import UnwrapMethod
 from .pack import pack_charts
 
-__all__ = ["CHART_FACES", "CLUSTER_FACES", "PADDING", "XATLAS_CLUSTERING", "Clustering", "UnwrapMethod", "cluster", "unwrap",
-           "unwrap_xatlas"]
+__all__ = ["CHART_FACES", "CLUSTER_FACES", "PADDING", "XATLAS_CLUSTERING", "Clustering", "cluster", "unwrap", "unwrap_xatlas"]
 
 log = logging.getLogger(__name__)
 
-UnwrapMethod = Literal["fast", "xatlas"]
 Phase = Callable[[str], ContextManager[None]]
 
 CHART_FACES = 200
