@@ -272,6 +272,30 @@ def test_ctrl_c_cancels_the_job_on_the_endpoint(job_api, photos, tmp_path):
     assert not (tmp_path / "x.glb").exists()
 
 
+def test_sigterm_cancels_the_job_as_ctrl_c_does(job_api, photos, tmp_path):
+    with remote_process(job_api, photos[0], tmp_path / "x.glb") as process:
+        assert job_api.asked.wait(30)
+        process.send_signal(signal.SIGTERM)  # what kill and timeout send
+        out, err = process.communicate(timeout=30)
+    [job_id] = job_api.states
+    assert process.returncode == 143, err
+    assert err.splitlines()[-1] == f"terminated: cancelled job {job_id} on endpoint test-endpoint"
+    assert job_api.cancelled == [job_id] and out == ""
+
+
+def test_a_ctrl_c_the_command_does_not_take_ends_it_with_one_line(monkeypatch, capsys):
+    import runpy
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt  # as during the imports, or while the files are written
+
+    monkeypatch.setattr(cli, "main", interrupted)
+    with pytest.raises(SystemExit) as ended:
+        runpy.run_module("trellis_mv", run_name="__main__")
+    assert ended.value.code == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
 def test_ctrl_c_while_the_job_is_sent_waits_for_its_id_and_cancels_it(job_api, photos, tmp_path):
     job_api.run_answers.clear()  # the stand-in queues the job and holds /run's answer
     with remote_process(job_api, photos[0], tmp_path / "x.glb") as process:

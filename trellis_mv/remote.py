@@ -11,16 +11,17 @@ answer's presigned URLs (downloaded with urllib) or its base64, are checked agai
 
 Exit status: 0 when the files are written; 1 when the job failed (the worker's message, as
 ``generate`` prints it), was cancelled or stopped on the endpoint, ran past ``--timeout`` (it is then
-cancelled), when the API could not be reached or a file not fetched; 130 on Ctrl-C, after cancelling
-the job on the endpoint. The API base is ``--api-base``, else ``RUNPOD_ENDPOINT_BASE_URL`` (the
+cancelled), when the API could not be reached or a file not fetched; 130 on Ctrl-C and 143 on
+SIGTERM (``kill``, ``timeout``), after cancelling the job on the endpoint. The API base is ``--api-base``, else ``RUNPOD_ENDPOINT_BASE_URL`` (the
 variable runpod itself reads), else runpod's ``https://api.runpod.ai/v2``.
 
 Ctrl-C (SIGINT) cancels from the moment the command sends the job until the files are fetched.
 Ctrl-C while ``/run`` is on its way gives its answer up to ``RUN_GRACE_S`` seconds to bring the job's
 id, so that the job it made is cancelled too (Ctrl-C again: leave at once); Ctrl-C while the files
-download leaves the job as it ended and writes nothing. A command started with SIGINT ignored (``&``
-in a non-interactive shell, which shields background commands from the Ctrl-C meant for the one in
-front) keeps it ignored, as Python leaves it: SIGTERM ends it without cancelling.
+download leaves the job as it ended and writes nothing. SIGTERM is taken as Ctrl-C is, so that a job
+is not left running (and billed) by a command that was stopped. A command started with SIGINT
+ignored (``&`` in a non-interactive shell, which shields background commands from the Ctrl-C meant
+for the one in front) keeps it ignored, as Python leaves it: SIGTERM stops it.
 
 ``--local-api URL`` calls runpod's development API instead (``python handler.py --rp_serve_api``),
 with the same SDK client. Its routes differ from the hosted ones: no endpoint id in the path, and
@@ -35,6 +36,7 @@ import base64
 import hashlib
 import http.client
 import json
+import signal
 import sys
 import threading
 import time
@@ -154,7 +156,31 @@ def remote(args: argparse.Namespace, job_input: dict[str, Any], output: Path, en
     return _run(api, args, job_input, output)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where a Ctrl-C would be: the same paths cancel the job."""
+
+
+def _terminated(_signum: int, _frame: Any) -> None:
+    raise Terminated
+
+
+def _stopped(stop: KeyboardInterrupt) -> tuple[str, int]:
+    """How a stop is told, and its exit status: Ctrl-C 130, SIGTERM 143 (128 + the signal)."""
+    return ("terminated", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
+
+
 def _run(api: Api, args: argparse.Namespace, job_input: dict[str, Any], output: Path) -> int:
+    """``_run_taking_stops`` with SIGTERM taken as Ctrl-C (where this is the main thread, which signals reach)."""
+    if threading.current_thread() is not threading.main_thread():
+        return _run_taking_stops(api, args, job_input, output)
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return _run_taking_stops(api, args, job_input, output)
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _run_taking_stops(api: Api, args: argparse.Namespace, job_input: dict[str, Any], output: Path) -> int:
     """Send the job, wait for it and write its files (``remote``'s work, with Ctrl-C taken); the exit status."""
     sending = _Sending(api, job_input)
     try:
@@ -163,9 +189,10 @@ def _run(api: Api, args: argparse.Namespace, job_input: dict[str, Any], output: 
             job_id = sending.job_id()
             print(f"job {job_id} sent to {api.name}", file=sys.stderr, flush=True)
             state = wait(api, job_id, timeout_s=args.timeout, progress=bars)
-    except KeyboardInterrupt:  # wherever it came, the job id is the one /run's thread brought, if any
-        print(f"interrupted: {_cancel(api, sending.job_id_after_ctrl_c(RUN_GRACE_S))}", file=sys.stderr, flush=True)
-        return 130
+    except KeyboardInterrupt as stop:  # wherever it came, the job id is the one /run's thread brought, if any
+        told, status = _stopped(stop)
+        print(f"{told}: {_cancel(api, sending.job_id_after_ctrl_c(RUN_GRACE_S))}", file=sys.stderr, flush=True)
+        return status
     except TimedOut as late:
         waited = f"after {late.waited:.1f} s (--timeout {args.timeout:g})"
         said = f"job {job_id} still {late.status} {waited}" if late.status else f"no answer for job {job_id} {waited}"
@@ -183,10 +210,11 @@ def _run(api: Api, args: argparse.Namespace, job_input: dict[str, Any], output: 
         files = {key: _fetched(key, answer[key]) for key in FILES if key in answer}
     except (OSError, ValueError) as error:
         return _failed(str(error))
-    except KeyboardInterrupt:
-        print(f"interrupted: job {job_id} had completed on {api.name}; its files were not fetched, nothing was written",
+    except KeyboardInterrupt as stop:
+        told, status = _stopped(stop)
+        print(f"{told}: job {job_id} had completed on {api.name}; its files were not fetched, nothing was written",
               file=sys.stderr, flush=True)
-        return 130
+        return status
     for line in write_files(answer, files, output):
         print(line)
     return 0
