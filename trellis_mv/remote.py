@@ -12,8 +12,9 @@ answer's presigned URLs (downloaded with urllib) or its base64, are checked agai
 Exit status: 0 when the files are written; 1 when the job failed (the worker's message, as
 ``generate`` prints it), was cancelled or stopped on the endpoint, ran past ``--timeout`` (it is then
 cancelled), when the API could not be reached or a file not fetched; 130 on Ctrl-C and 143 on
-SIGTERM (``kill``, ``timeout``), after cancelling the job on the endpoint. The API base is ``--api-base``, else ``RUNPOD_ENDPOINT_BASE_URL`` (the
-variable runpod itself reads), else runpod's ``https://api.runpod.ai/v2``.
+SIGTERM (``kill``, ``timeout``), after cancelling the job on the endpoint. The API base is
+``--api-base``, else ``RUNPOD_ENDPOINT_BASE_URL`` (the variable runpod itself reads), else runpod's
+``https://api.runpod.ai/v2``.
 
 Ctrl-C (SIGINT) cancels from the moment the command sends the job until the files are fetched.
 Ctrl-C while ``/run`` is on its way gives its answer up to ``RUN_GRACE_S`` seconds to bring the job's
@@ -156,17 +157,17 @@ def remote(args: argparse.Namespace, job_input: dict[str, Any], output: Path, en
     return _run(api, args, job_input, output)
 
 
-class Terminated(KeyboardInterrupt):
+class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised where a Ctrl-C would be: the same paths cancel the job."""
 
 
 def _terminated(_signum: int, _frame: Any) -> None:
-    raise Terminated
+    raise _Terminated
 
 
 def _stopped(stop: KeyboardInterrupt) -> tuple[str, int]:
     """How a stop is told, and its exit status: Ctrl-C 130, SIGTERM 143 (128 + the signal)."""
-    return ("terminated", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
+    return ("terminated", 143) if isinstance(stop, _Terminated) else ("interrupted", 130)
 
 
 def _run(api: Api, args: argparse.Namespace, job_input: dict[str, Any], output: Path) -> int:
