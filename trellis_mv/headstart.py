@@ -68,15 +68,15 @@ def begin(settings: Settings) -> HeadStart:
         files = []
     # The imports' files first (the start imports long before it loads), then the weights; their
     # threads end by themselves.
-    begun = time.monotonic()
-    imports = read_imports_ahead() if gpu_visible() else None
+    begun, gpu = time.monotonic(), gpu_visible()
+    imports = read_imports_ahead() if gpu else None
     if imports is not None:
         imports.add_done_callback(lambda done: _log_read("the imports' files", done.result(), begun))
     if files:
+        head.bytes = sum(path.stat().st_size for path in files)  # before the reads: their last one logs it
         head.reading = read_ahead(files, after=imports)
-        head.bytes = sum(path.stat().st_size for path in files)
         _when_all_done(head.reading, lambda: _log_read("the weights", head.bytes, begun))
-    if gpu_visible():
+    if gpu:
         head.compiling = start_compiling(compile_processes())
     log.info("head start: reading %d weight files (%.2f GB) ahead; compiling GPU kernels in %d processes",
              len(files), head.bytes / 1e9, len(head.compiling.processes) if head.compiling else 0)

@@ -1,4 +1,4 @@
-"""Reading ahead, in parallel, what a fresh worker's start reads: its weights, and beside them its imports' files.
+"""Reading ahead, in parallel, what a fresh worker's start reads: its imports' files, then its weights.
 
 ``trellis2.models.from_pretrained`` reads each checkpoint with safetensors' ``load_file``: one
 file after another, each through page faults on a memory map, one request in flight. NVMe and

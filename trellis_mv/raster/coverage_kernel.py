@@ -12,9 +12,9 @@ How: ``_cover`` runs one lane per (image, triangle): the setup of ``spans.triang
 the box of pixel centres of x/w, y/w), then, row by row of the box, the span ``spans.spans``
 computes, and a 1 stored on each of its pixels. Every writer of a pixel writes the same 1, so plain
 stores do, with no atomics. At 128² a default mesh's triangles cover 0 to 2 pixel centres: most
-lanes do the setup alone, and the loops run to the longest box and span among a program's lanes. The steps come from
-``triton_spans`` (shared with ``uv_kernel``), which takes the torch path's float operations in
-torch's order: the pixels are bit for bit those of ``spans.counts(...) > 0``.
+lanes do the setup alone, and the loops run to the longest box and span among a program's lanes.
+The steps come from ``triton_spans`` (shared with ``uv_kernel``), which takes the torch path's float
+operations in torch's order: the pixels are bit for bit those of ``spans.counts(...) > 0``.
 
 Triton comes with torch's CUDA builds, not with its CPU builds: there the kernel is not defined, and
 ``coverage`` takes the torch path.
