@@ -7,7 +7,7 @@
 2. Drop the page cache (``sync``, ``/proc/sys/vm/drop_caches``, and ``POSIX_FADV_DONTNEED`` per
    file), check with ``mincore`` how much of the first file is still in memory, and read every
    file the loader reads once, 16 MiB at a time (what ``dd`` does): the read bandwidth. Again with
-   the loader's parallel read-ahead (``trellis_mv.pipeline.prefetch``).
+   the worker's read-ahead (``trellis_mv.pipeline.prefetch``), as it reads with nothing beside it.
 3. Drop the cache again and launch the real worker as RunPod does, with this Python (on the device,
    ``tests/gpu/image_python.py``'s: the image's packages alone), ``python handler.py`` without
    arguments, in a folder whose ``test_input.json`` (what runpod runs outside RunPod) is a job the
@@ -118,8 +118,8 @@ def read_sequential(files: list[Path], chunk: int = 16 * 2**20) -> float:
     return time.perf_counter() - start
 
 
-def read_parallel(files: list[Path]) -> float:
-    """Seconds for the loader's read-ahead (8 threads, 32 MiB pieces) to read ``files``."""
+def read_with_read_ahead(files: list[Path]) -> float:
+    """Seconds for the worker's read-ahead (``prefetch.read_ahead``, its defaults) to read ``files``."""
     from trellis_mv.pipeline.prefetch import read_ahead
 
     start = time.perf_counter()
@@ -194,7 +194,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     size = sum(path.stat().st_size for path in files)
     results.update(files=len(files), bytes=size, file_bytes={str(p.relative_to(args.root)): p.stat().st_size for p in files})
     save()
-    for name, read in (("sequential", read_sequential), ("parallel", read_parallel)):
+    for name, read in (("sequential", read_sequential), ("ahead", read_with_read_ahead)):
         results[f"page_cache_before_{name}_read"] = drop_page_cache(files)
         seconds = read(files)
         results[f"read_{name}_s"] = round(seconds, 2)

@@ -267,8 +267,8 @@ def _cold_start_section(cold: dict[str, Any]) -> list[str]:
     lines = ["", "### Cold start (benchmarks/cold_start.py)", "",
              f"{cold.get('bytes')} bytes in {cold.get('files')} weight files on {fs.get('type')} ({fs.get('mount')}), "
              f"written in {cold.get('write_weights_s')} s. Read once after dropping the page cache: "
-             f"{cold.get('read_sequential_gb_per_s')} GB/s one file after another, {cold.get('read_parallel_gb_per_s')} GB/s "
-             f"with the loader's read-ahead. Page cache before the launch: {json.dumps(cold.get('page_cache_before_launch'))}.", "",
+             f"{cold.get('read_sequential_gb_per_s')} GB/s one file after another, {cold.get('read_ahead_gb_per_s', cold.get('read_parallel_gb_per_s'))} GB/s "
+             f"with the worker's read-ahead (as of the run's commit). Page cache before the launch: {json.dumps(cold.get('page_cache_before_launch'))}.", "",
              f"Launch to ready: {cold.get('cold_start_s')} s against a read bound of {cold.get('cold_start_read_bound_s')} s "
              f"({cold.get('cold_start_read_s')} s of reading + 10 s); "
              f"the handler answered its job: {'answered' in cold.get('handler', {}).get('marks', {})}.", "",

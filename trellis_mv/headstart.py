@@ -6,8 +6,8 @@ test machine's disk reads one file after another) and by compiling the decoders'
 :func:`begin` before it imports anything heavy, and both run while the interpreter imports runpod,
 torch and trellis2 (7.5 s there before the CUDA check) and the models are built:
 
-- every weight file the loader reads is read once, in pieces on a few threads (``pipeline.prefetch``),
-  so that the load finds its bytes in the page cache; where a GPU is visible, the files of the
+- every weight file the loader reads is read once, one after another on a thread of its own
+  (``pipeline.prefetch``), so that the load finds its bytes in the page cache; where a GPU is visible, the files of the
   packages the start imports are read first, many at once, and the weights after them (or 5 s
   later at most): the imports waited on their reads behind the weights' for most of a 36 s start;
 - where a GPU is visible (``/dev/nvidia0``, ``/proc/driver/nvidia/gpus/``), child processes compile the decoders' kernels

@@ -81,27 +81,28 @@ def load_pipeline(settings: Settings, *, background: Any = None) -> Any:
         raise StartupError(f"TRELLIS_MV_MODEL_DIR: {config_file} does not exist")
     args = json.loads(config_file.read_text())["args"]
     low_vram = choose_low_vram(settings.low_vram)
-    seconds: dict[str, float] = {}
+    seconds: dict[str, Any] = {}
     with (ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-encoders") as pool,
           ThreadPoolExecutor(max_workers=FILLERS, thread_name_prefix="load-weights") as filling):
         encoders = pool.submit(_encoders, weights, args, background, low_vram, seconds)
-        filled = {}
+        filled, built = {}, {}
         for name, reference in args["models"].items():  # the read-ahead's order
             path = weights.path(reference)
             begun = time.perf_counter()
             model = _build(models, path, random_init=False)
-            seconds[name] = round(time.perf_counter() - begun, 2)
+            built[name] = time.perf_counter() - begun
             filled[name] = filling.submit(_fill, model, path, low_vram)
         loaded = {}
         for name, reference in args["models"].items():
-            model, unfilled, fill_s = filled[name].result()
+            model, unfilled, (began, ended) = filled[name].result()
             if unfilled:  # as trellis2 leaves them: randomly initialised
                 log.warning("%s: the checkpoint lacks %d parameters (%s); built again with its random initialisation",
                             name, len(unfilled), ", ".join(unfilled[:3]))
                 path = weights.path(reference)
-                model, _unfilled, fill_s = _fill(_build(models, path, random_init=True), path, low_vram)
+                model, _unfilled, (began, ended) = _fill(_build(models, path, random_init=True), path, low_vram)
             loaded[name] = model
-            seconds[name] = round(seconds[name] + fill_s, 2)
+            # where the load's time went: building (this thread), filling (waits on the reads), when it ended
+            seconds[name] = (round(built[name], 2), round(ended - began, 2), round(ended - start, 1))
         image_cond_model, rembg_model = encoders.result()
     # Only now: its modules import transformers, which the encoders' thread imported meanwhile, and
     # transformers' lazy module is not safe to import from two threads at once (a start failed with
@@ -125,7 +126,8 @@ def load_pipeline(settings: Settings, *, background: Any = None) -> Any:
     )
     pipeline.cuda()
     torch.cuda.synchronize()
-    log.info("loaded in %.1f s (low-VRAM %s); seconds per model: %s", time.perf_counter() - start, low_vram, seconds)
+    log.info("loaded in %.1f s (low-VRAM %s); per model, seconds building, filling, and when the fill ended: %s",
+             time.perf_counter() - start, low_vram, seconds)
     return pipeline
 
 
@@ -137,9 +139,10 @@ def _build(models: Any, path: Path, *, random_init: bool) -> torch.nn.Module:
         return getattr(models, config["name"])(**config["args"])
 
 
-def _fill(model: torch.nn.Module, path: Path, low_vram: bool) -> tuple[torch.nn.Module, list[str], float]:
+def _fill(model: torch.nn.Module, path: Path, low_vram: bool) -> tuple[torch.nn.Module, list[str], tuple[float, float]]:
     """``model`` with ``path``.safetensors loaded into it (as trellis2 does: keys it lacks are ignored),
-    parked on the CPU in low-VRAM mode; the parameters the checkpoint lacks; the seconds it took."""
+    parked on the CPU in low-VRAM mode; the parameters the checkpoint lacks; when it began and ended
+    (``time.perf_counter``)."""
     from safetensors.torch import load_file
 
     begun = time.perf_counter()
@@ -147,7 +150,7 @@ def _fill(model: torch.nn.Module, path: Path, low_vram: bool) -> tuple[torch.nn.
     parameters = dict(model.named_parameters())
     if low_vram:
         model.cpu()
-    return model, [key for key in missing if key in parameters], time.perf_counter() - begun
+    return model, [key for key in missing if key in parameters], (begun, time.perf_counter())
 
 
 class RandomInitSkipped(TorchFunctionMode):

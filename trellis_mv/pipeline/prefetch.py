@@ -1,11 +1,11 @@
 """Reading ahead, in parallel, what a fresh worker's start reads: its imports' files, then its weights.
 
 ``trellis2.models.from_pretrained`` reads each checkpoint with safetensors' ``load_file``: one
-file after another, each through page faults on a memory map, one request in flight. NVMe and
-network disks give their bandwidth only to many requests at once, and the reads wait on model
-construction in between. :func:`read_ahead` starts threads that read every weight file in
-chunks, in load order, into the page cache, and returns at once; ``load_pipeline`` then finds its
-bytes in memory. Reads that fail are left to the load itself, which names the file.
+file after another, each through page faults on a memory map, and the reads wait on model
+construction in between. :func:`read_ahead` starts a thread that reads every weight file in
+chunks, in load order, into the page cache, from before torch is imported, and returns at once;
+``load_pipeline`` then finds its bytes in memory. Reads that fail are left to the load itself,
+which names the file.
 
 The imports before the load read thousands of small files (compiled modules, extension modules),
 one at a time: on the H200 test machine, behind the weights' reads, they took 25 s of a 36 s start
@@ -32,10 +32,11 @@ from ..weights import Weights
 
 __all__ = ["CHUNK", "START_DISTRIBUTIONS", "WORKERS", "import_files", "read_ahead", "read_imports_ahead", "weight_files"]
 
-# 32 MiB in flight read the 16 GB at 1.52 GB/s on the H200 machine against 1.83 one file after another
-# (256 MiB: 2.17 against 2.29). Since the weights wait for the imports' files, the load waits on these
-# reads where the disk is slow (the H200 machine's read 1.43 to 1.83 GB/s on 2026-12-04): to measure again.
-WORKERS, CHUNK = 4, 8 * 2**20
+# One file after another, 16 MiB per read (the kernel's own read-ahead keeps the disk busy): on the H200
+# machine every comparison has favoured it over pieces on several threads, 1.83 against 1.52 GB/s
+# (4 threads of 8 MiB), 2.29 against 2.17 (256 MiB), and 1.55 against 1.23 on 2026-12-04, when the start's
+# four threads read the weights at 0.93 GB/s beside the imports and the load.
+WORKERS, CHUNK = 1, 16 * 2**20
 # The weights wait for the imports' files (head start): the start imports for 15 s, and its module
 # reads waited behind the weights' (boto3's import took 6 s of FileLoader.get_data on the H200 machine),
 # while the weights, read in 10 s, are needed only after the imports.
