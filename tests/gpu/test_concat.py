@@ -148,7 +148,7 @@ class _Kept:
     """The generator the handler calls, keeping the stats of its last result (the resolution actually used)."""
 
     def __init__(self, inner: Any):
-        self.inner, self.stats = inner, {}
+        self.inner, self.stats, self.components = inner, {}, inner.components
 
     def generate(self, request: GenerationRequest, progress: Any = None) -> Any:
         result = self.inner.generate(request, progress)
