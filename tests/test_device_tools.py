@@ -73,23 +73,6 @@ def test_read_ahead_reads_every_byte_in_pieces(tmp_path):
     assert sum(future.result(timeout=10) for future in futures) == sum(path.stat().st_size for path in files)
 
 
-def test_the_weights_are_read_after_the_imports_or_at_most_a_while_later(tmp_path, monkeypatch):
-    from concurrent.futures import Future, wait
-
-    from trellis_mv.pipeline import prefetch
-
-    path = tmp_path / "weights.safetensors"
-    path.write_bytes(b"w" * 100)
-    imports: Future = Future()
-    pieces = read_ahead([path], chunk=40, after=imports)
-    assert not wait(pieces, timeout=0.2).done  # the imports' files are still being read
-    imports.set_result(0)
-    assert sum(piece.result(timeout=10) for piece in pieces) == 100
-
-    monkeypatch.setattr(prefetch, "AFTER_AT_MOST_S", 0.0)
-    assert sum(piece.result(timeout=10) for piece in read_ahead([path], chunk=40, after=Future())) == 100
-
-
 def test_the_imports_read_ahead_reads_the_compiled_modules_and_libraries_a_distribution_installed(tmp_path, monkeypatch):
     """From the distribution's RECORD as it is: each module's compiled form for this Python (listed or
     not), shared libraries up to 64 MiB; no source, nothing else, nothing imported, distributions not

@@ -1,4 +1,4 @@
-"""Reading ahead, in parallel, what a fresh worker's start reads: its imports' files, then its weights.
+"""Reading ahead what a fresh worker's start reads: its imports' files and its weights, side by side.
 
 ``trellis2.models.from_pretrained`` reads each checkpoint with safetensors' ``load_file``: one
 file after another, each through page faults on a memory map, and the reads wait on model
@@ -11,9 +11,8 @@ The imports before the load read thousands of small files (compiled modules, ext
 one at a time: on the H200 test machine, behind the weights' reads, they took 25 s of a 36 s start
 (py-spy: the main thread waiting in ``FileLoader.get_data`` and ``stat``). :func:`import_files`
 lists those of the distributions the start imports and :func:`read_imports_ahead` reads them, many
-at once, before the weights (``read_ahead(after=...)``), whose pieces in flight are few and small
-(``WORKERS`` × ``CHUNK``), so that a read the start waits for is not queued behind a quarter of a
-gigabyte.
+at once, beside the weights, whose pieces in flight are few (``WORKERS`` × ``CHUNK``), so that a
+read the start waits for is not queued behind a quarter of a gigabyte.
 """
 
 from __future__ import annotations
@@ -22,8 +21,7 @@ import csv
 import importlib.util
 import os
 import threading
-import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
@@ -37,10 +35,6 @@ __all__ = ["CHUNK", "START_DISTRIBUTIONS", "WORKERS", "import_files", "read_ahea
 # (4 threads of 8 MiB), 2.29 against 2.17 (256 MiB), and 1.55 against 1.23 on 2026-12-04, when the start's
 # four threads read the weights at 0.93 GB/s beside the imports and the load.
 WORKERS, CHUNK = 1, 16 * 2**20
-# The weights wait for the imports' files (head start): the start imports for 15 s, and its module
-# reads waited behind the weights' (boto3's import took 6 s of FileLoader.get_data on the H200 machine),
-# while the weights, read in 10 s, are needed only after the imports.
-AFTER_AT_MOST_S = 5.0
 # The distributions a TRELLIS.2 worker's start imports from (handler, checks, load, warm-up), as
 # pip names them; one not installed is skipped.
 START_DISTRIBUTIONS = (
@@ -115,24 +109,19 @@ def weight_files(args: dict[str, Any], weights: Weights) -> list[Path]:
     return [path for path in files if path.is_file()]
 
 
-def read_ahead(paths: Iterable[Path], *, workers: int = WORKERS, chunk: int = CHUNK,
-               after: Future | None = None) -> list[Future]:
+def read_ahead(paths: Iterable[Path], *, workers: int = WORKERS, chunk: int = CHUNK) -> list[Future]:
     """Read ``paths`` in ``chunk``-sized pieces on ``workers`` threads; returns without waiting.
 
-    With ``after``, the reads begin once it is done, or ``AFTER_AT_MOST_S`` seconds later. The futures
-    answer the bytes each piece read (tests wait on them; the loader does not).
+    The futures answer the bytes each piece read (tests wait on them; the loader does not).
     """
     pieces = [(path, offset) for path in paths for offset in range(0, path.stat().st_size, chunk)]
-    begin = time.monotonic() + AFTER_AT_MOST_S
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="read-ahead")
-    futures = [pool.submit(_read, path, offset, chunk, after, begin) for path, offset in pieces]
+    futures = [pool.submit(_read, path, offset, chunk) for path, offset in pieces]
     pool.shutdown(wait=False)  # the queued reads still run; the threads end with the last one
     return futures
 
 
-def _read(path: Path, offset: int, length: int, after: Future | None = None, begin: float = 0.0) -> int:
-    if after is not None:
-        wait([after], timeout=max(0.0, begin - time.monotonic()))
+def _read(path: Path, offset: int, length: int) -> int:
     buffer = getattr(_BUFFERS, "buffer", None)
     if buffer is None or len(buffer) != length:
         buffer = _BUFFERS.buffer = bytearray(length)
