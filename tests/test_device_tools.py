@@ -474,3 +474,28 @@ def test_botocore_keeps_s3s_model_and_the_shared_files_and_records_what_it_kept(
         assert archive.namelist() == [*members[:3], record]
         assert [row.split(",")[0] for row in archive.read(record).decode().splitlines()] == [*members[:3], record]
         assert archive.read(members[2]) == members[2].encode()
+
+
+def test_the_report_keeps_a_cold_start_whole_and_every_call_in_its_history(tmp_path):
+    """A later call's cold start replaces the earlier one whole (no profile of another call left in it);
+    each call's cold start is one row of the history, against its own disk's bound."""
+    runs = []
+    for name, cold in (("first", {"cold_start_s": 30.0, "cold_start_read_bound_s": 20.0, "profiled": {"marks": {}},
+                                  "phases_s": {"imports, CUDA check": 6.0, "load_pipeline": 15.0, "warm-up: stages": 4.0,
+                                               "warm-up: decoders": 0.5}}),
+                       ("second", {"cold_start_s": 24.5, "cold_start_read_bound_s": 22.0,
+                                   "handler": {"marks": {"weights_read": 18.4}}})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "cold_start.json").write_text(json.dumps(cold))
+        (tmp_path / name / "env.json").write_text(json.dumps({"commit": name, "date": name, "gpu": "NVIDIA H200"}))
+        runs.append(tmp_path / name)
+    found, sources = report.read_runs(runs)
+    earlier = {"date": "before", "commit": "older", "cold_start_s": 35.0, "bound_s": 21.0}
+    results = report.merge({"cold_start_history": [earlier]}, found, None, sources)
+    assert "profiled" not in results["cold_start"] and results["cold_start_s"] == 24.5
+    assert [row["commit"] for row in results["cold_start_history"]] == ["older", "first", "second"]
+    assert results["cold_start_history"][1]["warm_up_s"] == 4.5
+    text = report.render(results)
+    assert "| first | `first` | — | 20.0 | 30.0 | 10.0 | 6.0 | 15.0 | 4.5 | — |" in text
+    assert "| second | `second` | — | 22.0 | 24.5 | 2.5 | — | — | — | 18.4 |" in text
+    assert report.merge(results, found, None, sources)["cold_start_history"] == results["cold_start_history"]
