@@ -20,7 +20,7 @@ import trimesh
 
 from trellis_mv.pipeline.prefetch import import_files, read_ahead, read_imports_ahead, weight_files
 from trellis_mv.weights import Found, Source, Weights
-from trellis_mv.warmup import warmup_view
+from trellis_mv.pipeline.warm import warmup_view
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "builder"), str(ROOT / "tests" / "gpu")]

@@ -91,3 +91,20 @@ def test_a_fill_names_the_parameters_its_checkpoint_lacks(tmp_path):
 
     assert filled is model and unfilled == ["1.bias"] and ended >= began
     assert torch.equal(model[0].weight, torch.full((4, 4), 2.0))
+
+
+def test_the_encoders_warm_up_runs_the_remover_once_and_dinov3_at_both_conditioning_sizes(dinov3):
+    from trellis_mv.dinov3 import DinoV3Conditioner
+    from trellis_mv.pipeline.warm import CONDITIONING_SIZES, warm_encoders, warmup_view
+
+    encoder = DinoV3Conditioner(str(dinov3))
+    tokens = []
+    encoder._last_layer.register_forward_hook(lambda _module, _args, output: tokens.append(output.shape[-2]))
+    removed = []
+    photo = warmup_view(96)
+
+    seconds = warm_encoders(encoder, lambda image: removed.append((image.mode, image.size)), photo)
+
+    assert removed == [("RGB", (96, 96))]
+    assert tokens == [1 + (size // 16) ** 2 for size in CONDITIONING_SIZES]  # the class token and the patches
+    assert set(seconds) == {"background", "dinov3"}

@@ -18,7 +18,9 @@ parts, each done once and overlapped with what it does not depend on:
    kernels are then read from Triton's cache, not done beside the load (the export's warm-up took
    10.8 s that way, the load waiting on the interpreter lock for most of it);
 3. ``stages``: background removal, DINOv3 at both resolutions, one sampling step of each flow on a
-   typical object's token count (``pipeline.warm.warm_stages``);
+   typical object's token count (``pipeline.warm.warm_stages``); the remover and DINOv3 were run
+   once already by the loader, as soon as they were loaded and while the flows still loaded
+   (``pipeline.warm.warm_encoders``), which takes their first launches off the start's path;
 4. ``decoders``: the cascade's upsampling and ``decode_latent`` on the latents of 3, after 1 (they
    use its kernels). On a GPU we ship no FlexGEMM entries for, the decoders' typical shape keys are
    tuned here first, minutes on such a GPU's first start (builder/autotune_flexgemm.py makes entries).
@@ -35,13 +37,10 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
-from PIL import Image
-
 from .export import GlbOptions, export_glb
 from .gpu_random import RANDOM_OR_CAPTURE
 
-__all__ = ["WARMUP_GLB", "start_export_warm_up", "warm_up", "warmup_view"]
+__all__ = ["WARMUP_GLB", "start_export_warm_up", "warm_up"]
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ def warm_up(generator: Any, *, compiling: Any = None, export: Future | None = No
     started); ``export`` the future of :func:`start_export_warm_up` (None: the export is warmed here).
     """
     from .pipeline.kernels import cache_path, conv_probes
-    from .pipeline.warm import warm_decoders, warm_stages
+    from .pipeline.warm import warm_decoders, warm_stages, warmup_view
 
     started = time.perf_counter()
     report: dict[str, Any] = {}
@@ -92,18 +91,6 @@ def warm_up(generator: Any, *, compiling: Any = None, export: Future | None = No
     report["seconds"] = round(time.perf_counter() - started, 2)
     log.info("warm-up done: %.1f s after the load", report["seconds"])
     return report
-
-
-def warmup_view(size: int = 512) -> Image.Image:
-    """A photo stand-in without alpha (so background removal runs): a shaded disc on a light background."""
-    axis = np.linspace(-1.0, 1.0, size)
-    xs, ys = np.meshgrid(axis, axis)
-    radius = np.hypot(xs, ys)
-    shade = np.clip(1.0 - 0.5 * (xs + ys + 1.0) / 2.0, 0.3, 1.0)
-    disc = radius < 0.6
-    rgb = np.full((size, size, 3), 235.0)
-    rgb[disc] = np.array([190.0, 110.0, 50.0]) * shade[disc][:, None]
-    return Image.fromarray(rgb.astype(np.uint8), "RGB")
 
 
 def _export_warm_up(compiling: Any = None) -> float:

@@ -4,7 +4,7 @@
 (``TrellisGenerator``, the worker's GPU ``Generator``) through the three sampling stages of
 ``stages``; ``preprocess``, ``sparse`` and ``offload`` are their parts. ``prefetch`` and
 ``kernels`` are what a worker starts before it imports torch (``trellis_mv.headstart``), ``warm``
-what it runs once the models are loaded.
+what it runs once each model is loaded.
 
 Importing the package imports none of its modules: the public names below load their module on
 first use (PEP 562), so ``trellis_mv.pipeline.prefetch`` can start reading the weights while torch

@@ -7,6 +7,9 @@ twelve steps per stage) took 41 s. Kernels are per shape, not per step, so one s
 on a latent of a typical object's size does the same for the flows; the decoders' Triton kernels
 are compiled by ``kernels`` while the weights load. What is left is here:
 
+- :func:`warm_encoders`: the background remover and DINOv3 at both resolutions, once each, as soon
+  as they are loaded (the loader's encoders thread, while the flows still load): the first launches
+  of cuDNN and cuBLAS, whose libraries are read from disk then, need no other model;
 - :func:`warm_stages`: background removal and DINOv3 at both resolutions on a photo, then one
   sampling step of the structure flow (and its decoder) and of each of the four structured-latent
   flows (shape and texture, 512 and 1024) on spherical shells of typical token counts, guidance
@@ -24,16 +27,19 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
+from ..dinov3 import pixels
 from ..generator import GenerationRequest, StageOptions
 from ..timing import timed
 from . import stages
 from .offload import on_gpu
 from .preprocess import preprocess_views
 
-__all__ = ["PBR_LAYOUT", "SHELLS", "TYPICAL_LOG_TOKENS", "shell_coords", "warm_decoders", "warm_stages", "warmup_mesh"]
+__all__ = ["CONDITIONING_SIZES", "PBR_LAYOUT", "SHELLS", "TYPICAL_LOG_TOKENS", "shell_coords", "warm_decoders",
+           "warm_encoders", "warm_stages", "warmup_mesh", "warmup_view"]
 
 # (grid, tokens) of the latents the flows see: a typical object at 32³ (the 512 flows) and at 64³
 # (the 1024 flows); tests/gpu's random-weight shell has 4.6 k and 19.5 k.
@@ -41,6 +47,8 @@ SHELLS = {512: (32, 4_600), 1024: (64, 19_500)}
 # log2 of the voxels a typical object's decoded latent holds: 4.6 k at 32³ to 19.5 k at 64³, one bucket more.
 TYPICAL_LOG_TOKENS = (12, 15)
 _ONE_STEP = StageOptions(steps=1)
+# the sides DINOv3 encodes a view at: the 512 flows' conditioning and the 1024 flows'
+CONDITIONING_SIZES = (512, 1024)
 # trellis2's ``pbr_attr_layout`` (``Trellis2ImageTo3DPipeline.__init__``): the decoded attribute channels.
 PBR_LAYOUT = {"base_color": slice(0, 3), "metallic": slice(3, 4), "roughness": slice(4, 5), "alpha": slice(5, 6)}
 
@@ -53,6 +61,35 @@ def shell_coords(grid: int, tokens: int, device: Any = "cpu") -> torch.Tensor:
     r = (axis[:, None, None] ** 2 + axis[None, :, None] ** 2 + axis[None, None, :] ** 2).sqrt()
     cells = torch.argwhere((r - radius).abs() < thickness / 2).int()
     return torch.cat([torch.zeros_like(cells[:, :1]), cells], dim=1).to(device)
+
+
+def warmup_view(size: int = 512) -> Image.Image:
+    """A photo stand-in without alpha (so background removal runs): a shaded disc on a light background."""
+    axis = np.linspace(-1.0, 1.0, size)
+    xs, ys = np.meshgrid(axis, axis)
+    radius = np.hypot(xs, ys)
+    shade = np.clip(1.0 - 0.5 * (xs + ys + 1.0) / 2.0, 0.3, 1.0)
+    disc = radius < 0.6
+    rgb = np.full((size, size, 3), 235.0)
+    rgb[disc] = np.array([190.0, 110.0, 50.0]) * shade[disc][:, None]
+    return Image.fromarray(rgb.astype(np.uint8), "RGB")
+
+
+def warm_encoders(encoder: Any, remover: Any, photo: Image.Image) -> dict[str, float]:
+    """The background remover on ``photo`` and DINOv3 on it at each of ``CONDITIONING_SIZES``, once; seconds per part.
+
+    A one-view job's shapes (the remover works at its own fixed size), so a job finds their kernels
+    launched, their libraries read and their GPU memory allocated. No random numbers: it may run
+    beside a CUDA graph capture on another thread.
+    """
+    seconds: dict[str, float] = {}
+    with torch.no_grad():
+        with timed(seconds, "background"):
+            remover(photo.convert("RGB"))
+        with timed(seconds, "dinov3"):
+            for size in CONDITIONING_SIZES:
+                encoder(pixels(photo, size)[None])
+    return seconds
 
 
 def warm_stages(generator: Any, photo: Image.Image) -> tuple[dict[str, float], tuple[Any, Any]]:
@@ -71,7 +108,7 @@ def warm_stages(generator: Any, photo: Image.Image) -> tuple[dict[str, float], t
         with timed(seconds, "preprocess"):
             views = preprocess_views(pipe, request.images, None)
         with timed(seconds, "conditioning"):
-            conds = stages.conditions(pipe, [view.convert("RGB") for view in views], (512, 1024))
+            conds = stages.conditions(pipe, [view.convert("RGB") for view in views], CONDITIONING_SIZES)
         with timed(seconds, "sparse_structure"):
             stages.sparse_structure(sampler, conds[512], 32)
         for resolution, (grid, tokens) in SHELLS.items():
