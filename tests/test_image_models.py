@@ -91,6 +91,17 @@ def test_the_remover_builds_remote_code_for_real_and_cuts_the_background(birefne
     assert np.array_equal(np.asarray(cut.convert("RGB")), np.asarray(photo))
 
 
+def test_a_stand_in_with_ballast_loads_it_and_still_cuts_the_background(tmp_path, birefnet_folder):
+    folder = tmp_path / "BiRefNet-sized"
+    write_standin(folder, ballast=1000)
+    remover = load_background_remover(str(folder))
+    assert remover.model.ballast.numel() == 1000
+    grown = (folder / "model.safetensors").stat().st_size - (birefnet_folder / "model.safetensors").stat().st_size
+    assert 4000 <= grown < 4100  # the float32 values and their header entry
+    alpha = np.asarray(remover(Image.fromarray(np.full((90, 120, 3), 180, dtype=np.uint8))).getchannel("A"))
+    assert alpha[45, 60] > 200 and alpha[0, 0] < 50
+
+
 def test_the_remover_refuses_weights_that_lack_a_parameter(birefnet_folder):
     weights = load_file(str(birefnet_folder / "model.safetensors"))
     del weights["conv.weight"]

@@ -7,6 +7,10 @@ the call that fails under transformers 5's meta-device init. This stand-in does 
 logits at the input size); its mask is a centred disk plus a little learned noise, so cropping
 sees a plausible object. It proves :func:`trellis_mv.background.load_background_remover` on the
 failure's cause, not on BiRefNet's quality.
+
+``ballast`` float32 parameters, unused by ``forward``, give its checkpoint BiRefNet's size where a
+start's reads are measured (benchmarks/cold_start.py: ``BIREFNET_FLOATS``, the real
+``model.safetensors``' 0.88 GB); its compute stays the stand-in's.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ from transformers import PretrainedConfig, PreTrainedModel
 class StandInConfig(PretrainedConfig):
     model_type = "birefnet_standin"
 
-    def __init__(self, bb_pretrained=False, **kwargs):
-        self.bb_pretrained = bb_pretrained
+    def __init__(self, bb_pretrained=False, ballast=0, **kwargs):
+        self.bb_pretrained, self.ballast = bb_pretrained, ballast
         super().__init__(**kwargs)
 
 
@@ -37,6 +41,8 @@ class StandInBiRefNet(PreTrainedModel):
         # As Swin's stochastic depth in BiRefNet: a data-dependent .item() during construction.
         self.drop_rates = [x.item() for x in torch.linspace(0, 0.1, 4)]
         self.conv = torch.nn.Conv2d(3, 1, 3, padding=1)
+        if config.ballast:
+            self.ballast = torch.nn.Parameter(torch.zeros(config.ballast))
 
     def forward(self, x):
         h, w = x.shape[-2:]
@@ -48,8 +54,13 @@ class StandInBiRefNet(PreTrainedModel):
 '''
 
 
-def write_standin(folder: Path) -> None:
-    """Write ``config.json``, ``birefnet_standin.py`` and ``model.safetensors`` into ``folder``."""
+# BiRefNet's (and RMBG-2.0's) model.safetensors: 0.88 GB of float32 parameters
+BIREFNET_FLOATS = 221_000_000
+
+
+def write_standin(folder: Path, *, ballast: int = 0) -> None:
+    """Write ``config.json``, ``birefnet_standin.py`` and ``model.safetensors`` into ``folder``, the
+    checkpoint ``ballast`` float32 values larger (``BIREFNET_FLOATS``: the real one's size)."""
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -60,10 +71,11 @@ def write_standin(folder: Path) -> None:
         "auto_map": {"AutoConfig": "birefnet_standin.StandInConfig",
                      "AutoModelForImageSegmentation": "birefnet_standin.StandInBiRefNet"},
         "bb_pretrained": False,
+        "ballast": ballast,
     }, indent=1))
     spec = importlib.util.spec_from_file_location("_birefnet_standin_writer", folder / "birefnet_standin.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    model = module.StandInBiRefNet(config=module.StandInConfig())
+    model = module.StandInBiRefNet(config=module.StandInConfig(ballast=ballast))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))

@@ -5,7 +5,8 @@
     TRELLIS.2-4B/pipeline.json, TRELLIS.2-4B/ckpts/<model>.json + .safetensors
     TRELLIS-image-large/ckpts/ss_dec_conv3d_16l8_fp16.json + .safetensors
     dinov3-vitl16-pretrain-lvd1689m/   (random DINOv3ViTModel: hidden 1024, 24 layers, 16 heads, 4 registers, patch 16)
-    BiRefNet/                          (remote-code stand-in with BiRefNet's output shape, see birefnet_standin.py)
+    BiRefNet/                          (remote-code stand-in with BiRefNet's output shape, ``full=True`` also its
+                                        checkpoint's size; see birefnet_standin.py)
 
 Model args come from trellis2's own ``configs/`` (denoisers: ``configs/gen``, decoders:
 ``configs/scvae/*_ft_512.json``), the sparse-structure decoder's from TRELLIS v1 (docs/gpu.md). Every
@@ -128,7 +129,7 @@ def write_weights(root: Path, *, dtype: str = "bfloat16", models: tuple[str, ...
     """
     from trellis2 import models as t2models
 
-    from birefnet_standin import write_standin
+    from birefnet_standin import BIREFNET_FLOATS, write_standin
 
     model_dir = root / "TRELLIS.2-4B"
     wanted = models or tuple(PIPELINE_MODELS)
@@ -150,7 +151,7 @@ def write_weights(root: Path, *, dtype: str = "bfloat16", models: tuple[str, ...
           root / "TRELLIS-image-large" / "ckpts" / "ss_dec_conv3d_16l8_fp16", decoder.state_dict() if full else {})
     (model_dir / "pipeline.json").write_text(json.dumps(pipeline_json(wanted), indent=1))
     write_dinov3(root / "dinov3-vitl16-pretrain-lvd1689m")
-    write_standin(root / "BiRefNet")
+    write_standin(root / "BiRefNet", ballast=BIREFNET_FLOATS if full else 0)
     torch.cuda.empty_cache()
     return model_dir
 
