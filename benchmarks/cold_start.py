@@ -150,6 +150,7 @@ def launch(model_dir: Path, log_path: Path, timeout: float, profile: Path | None
         command = [py_spy(), "record", "--format", "speedscope", "--rate", "50", "--threads", "--idle", "--nonblocking",
                    "--output", str(profile), "--", *command]
     marks: dict[str, float] = {}
+    mark_of = {**{text: name for text, (name, _phase) in MARKS.items()}, **READS}
     start = time.perf_counter()
     process = subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     watchdog = threading.Timer(timeout, process.kill)
@@ -158,7 +159,7 @@ def launch(model_dir: Path, log_path: Path, timeout: float, profile: Path | None
         for line in process.stdout:
             now = time.perf_counter() - start
             log.write(f"{now:9.3f} {line}")
-            for text, name in [*((text, name) for text, (name, _phase) in MARKS.items()), *READS.items()]:
+            for text, name in mark_of.items():
                 if text in line and name not in marks:
                     marks[name] = round(now, 3)
     watchdog.cancel()

@@ -20,6 +20,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+import cold_start
 import first_job
 import ratios
 import run
@@ -302,7 +303,7 @@ def _cold_start_section(cold: dict[str, Any]) -> list[str]:
         lines += ["", f"The worker's Python: `{packages.get('python')}`, {packages.get('distributions')} distributions "
                   f"({versions})."]
     marks = cold.get("handler", {}).get("marks", {})
-    reads = {name: marks[name] for name in ("imports_read", "weights_read") if name in marks}
+    reads = {name: marks[name] for name in cold_start.READS.values() if name in marks}
     if reads:
         lines += ["", "The head start's reads ended at " + ", ".join(f"{name} {seconds} s" for name, seconds in reads.items())
                   + " from launch."]
