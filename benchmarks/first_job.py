@@ -17,7 +17,8 @@ Variants: the FlexGEMM cache the process starts from, and warm-up or not (the Tr
 
 - ``tuned_warmup``: ``--entries`` (ours for this GPU), warm-up: what the worker does on a GPU we ship
   entries for (:data:`WORKER_VARIANT`);
-- ``tuned``: ours, no warm-up: what the warm-up saves;
+- ``tuned``: ours, no warm-up after the load (the load still runs each model once as it ends, as
+  ``load_pipeline`` always does where the GPU has room): what the rest of the warm-up saves;
 - ``untuned_warmup``: FlexGEMM's own cache, warm-up: the worker on a GPU we ship nothing for.
 
 ``first_job_penalty_s_by_pipeline_type`` is :data:`WORKER_VARIANT`'s penalty per type and
@@ -66,7 +67,9 @@ def child(model_dir: Path, kind: str, warm: bool, glb: dict[str, Any], result: P
 
     imported = time.perf_counter()
     export = start_export_warm_up(head.compiling) if warm else None
-    generator = TrellisGenerator(load_shell_pipeline(model_dir, model_dir.parent / "BiRefNet"))
+    pipeline, warmed = load_shell_pipeline(model_dir, model_dir.parent / "BiRefNet")
+    # as the worker's generator (load_generator): the warm-up decodes the load's warm-up latents
+    generator = TrellisGenerator(pipeline, warmed_latents=warmed if warm else None)
     out: dict[str, Any] = {"pipeline_type": kind, "import_s": round(imported - start, 2),
                            "load_s": round(time.perf_counter() - imported, 2), "flexgemm_entries": flexgemm_entries(),
                            "device": torch.cuda.get_device_name()}

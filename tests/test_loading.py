@@ -1,16 +1,22 @@
-"""The loader's threads on the CPU: the image encoder's transformers load beside modules built on another thread.
+"""The loader's threads on the CPU: the image encoder's transformers load beside modules built on another
+thread, and the flows warmed as their fills end.
 
 transformers 4 (the image's) builds a model in ``from_pretrained`` inside context managers that patch
 ``nn.Module.register_parameter`` and ``torch.nn.init`` for the whole process; the worker builds the
 flows on its main thread while the encoders load on another (``trellis_mv.pipeline.loading``). The
 GPU path is tests/gpu/test_handler_e2e.py; here the real DINOv3 loader runs on a small random
-checkpoint while this thread builds modules as the loader's loop does.
+checkpoint while this thread builds modules as the loader's loop does. The flows' warm-up during the
+load is scheduled by the fills' futures, which this thread completes one by one; the stages' GPU
+work is replaced by a record of what ran, in what order.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -42,7 +48,7 @@ def test_modules_built_while_the_encoder_loads_keep_real_initialised_parameters(
     def load_encoders() -> None:
         nonlocal loads
         for _ in range(15):
-            encoder, remover = _encoders(weights, args, "a stand-in remover", False, {})
+            encoder, remover = _encoders(weights, args, "a stand-in remover", False, False, {})
             assert remover == "a stand-in remover" and encoder.model.device.type == "cpu"
             loads += 1
 
@@ -108,3 +114,70 @@ def test_the_encoders_warm_up_runs_the_remover_once_and_dinov3_at_both_condition
     assert removed == [("RGB", (96, 96))]
     assert tokens == [1 + (size // 16) ** 2 for size in CONDITIONING_SIZES]  # the class token and the patches
     assert set(seconds) == {"background", "dinov3"}
+
+
+# TRELLIS.2's pipeline.json order, which the loader fills them in
+LOAD_ORDER = ("sparse_structure_decoder", "sparse_structure_flow_model", "shape_slat_decoder", "shape_slat_flow_model_512",
+              "shape_slat_flow_model_1024", "tex_slat_decoder", "tex_slat_flow_model_512", "tex_slat_flow_model_1024")
+
+
+def test_a_filled_model_is_looked_up_once_its_fill_ends():
+    from trellis_mv.pipeline.loading import Filled
+
+    fills = {"flow": Future(), "decoder": Future()}
+    models = Filled(fills)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        looked_up = pool.submit(lambda: models["flow"])
+        fills["flow"].set_result(("the flow", (0.0, 1.0)))
+        assert looked_up.result(timeout=10) == "the flow"
+
+    assert "flow" in models and "other" not in models  # a model pipeline.json does not name
+    assert list(models) == ["flow", "decoder"] and len(models) == 2
+
+
+def test_the_flows_warm_in_load_order_each_as_soon_as_its_fill_ends(monkeypatch):
+    from trellis_mv.pipeline import stages
+    from trellis_mv.pipeline.loading import Filled
+    from trellis_mv.pipeline.warm import warm_flows, warmup_view
+
+    ran: queue.Queue = queue.Queue()
+    monkeypatch.setattr(stages, "conditions", lambda pipe, images, sizes: {size: f"cond {size}" for size in sizes})
+    monkeypatch.setattr(stages, "sparse_structure", lambda sampler, conds, resolution: ran.put(("structure", conds)))
+    monkeypatch.setattr(stages, "shape", lambda sampler, conds, flow, coords, part: ran.put(("shape", flow, conds))
+                        or f"shape of {flow}")
+    monkeypatch.setattr(stages, "texture", lambda sampler, conds, flow, shape: ran.put(("texture", flow, shape))
+                        or f"texture of {flow}")
+    fills = {name: Future() for name in LOAD_ORDER}
+    pipe = SimpleNamespace(models=Filled(fills), device="cpu", low_vram=False)
+
+    def fill(*names: str) -> None:
+        for name in names:
+            fills[name].set_result((name, (0.0, 1.0)))
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        warming = pool.submit(warm_flows, pipe, warmup_view(64))
+        fill("sparse_structure_decoder", "sparse_structure_flow_model")
+        assert ran.get(timeout=10) == ("structure", "cond 512")
+        assert ran.empty()  # the next step waits for the 512 shape flow's fill
+        fill("shape_slat_decoder", "shape_slat_flow_model_512")
+        assert ran.get(timeout=10) == ("shape", "shape_slat_flow_model_512", "cond 512")
+        fill("shape_slat_flow_model_1024")
+        assert ran.get(timeout=10) == ("shape", "shape_slat_flow_model_1024", "cond 1024")
+        fill("tex_slat_decoder", "tex_slat_flow_model_512")
+        assert ran.get(timeout=10) == ("texture", "tex_slat_flow_model_512", "shape of shape_slat_flow_model_512")
+        fill("tex_slat_flow_model_1024")
+        assert ran.get(timeout=10) == ("texture", "tex_slat_flow_model_1024", "shape of shape_slat_flow_model_1024")
+        seconds, latents = warming.result(timeout=10)
+
+    assert ran.empty()
+    assert set(seconds) == {"conditioning", "sparse_structure", "shape_512", "shape_1024", "texture_512", "texture_1024"}
+    assert latents[512] == ("shape of shape_slat_flow_model_512", "texture of tex_slat_flow_model_512")
+
+
+def test_the_warm_up_after_the_load_runs_no_flow_the_load_ran():
+    from trellis_mv.pipeline import TrellisGenerator
+    from trellis_mv.pipeline.warm import warm_stages, warmup_view
+
+    generator = TrellisGenerator("a pipeline never used", warmed_latents=("shape 512", "texture 512"))
+
+    assert warm_stages(generator, warmup_view(64)) == ({}, ("shape 512", "texture 512"))

@@ -18,9 +18,10 @@ parts, each done once and overlapped with what it does not depend on:
    kernels are then read from Triton's cache, not done beside the load (the export's warm-up took
    10.8 s that way, the load waiting on the interpreter lock for most of it);
 3. ``stages``: background removal, DINOv3 at both resolutions, one sampling step of each flow on a
-   typical object's token count (``pipeline.warm.warm_stages``); the remover and DINOv3 were run
-   once already by the loader, as soon as they were loaded and while the flows still loaded
-   (``pipeline.warm.warm_encoders``), which takes their first launches off the start's path;
+   typical object's token count. Where the GPU has room for every model (not low-VRAM mode), the
+   loader runs these as soon as each model is loaded, while the later ones still load
+   (``pipeline.warm.warm_encoders`` and ``warm_flows``), which takes them off the start's path;
+   otherwise they run here (``pipeline.warm.warm_stages``);
 4. ``decoders``: the cascade's upsampling and ``decode_latent`` on the latents of 3, after 1 (they
    use its kernels). On a GPU we ship no FlexGEMM entries for, the decoders' typical shape keys are
    tuned here first, minutes on such a GPU's first start (builder/autotune_flexgemm.py makes entries).
@@ -69,8 +70,7 @@ def warm_up(generator: Any, *, compiling: Any = None, export: Future | None = No
 
     started = time.perf_counter()
     report: dict[str, Any] = {}
-    with RANDOM_OR_CAPTURE:  # the export's warm-up may be capturing a CUDA graph on its thread
-        report["stages"], latents = warm_stages(generator, warmup_view())
+    report["stages"], latents = warm_stages(generator, warmup_view())
     log.info("warm-up stages: %s", report["stages"])
     if compiling is not None:
         report["kernels"] = compiling.wait(*compiling.shards())
@@ -83,7 +83,7 @@ def warm_up(generator: Any, *, compiling: Any = None, export: Future | None = No
         log.warning("warm-up: no FlexGEMM entries for %s in %s: tuning the decoders' typical sizes now; "
                     "builder/autotune_flexgemm.py tune on this GPU makes entries to ship", torch.cuda.get_device_name(),
                     path)
-    with RANDOM_OR_CAPTURE:
+    with RANDOM_OR_CAPTURE:  # the export's warm-up may be capturing a CUDA graph on its thread
         report["decoders"] = warm_decoders(generator, latents, tune=not tuned)
     log.info("warm-up decoders: %s", report["decoders"])
     report["export_s"] = export.result() if export is not None else _export_warm_up()

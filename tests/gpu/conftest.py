@@ -58,7 +58,7 @@ def weights_root() -> Path:
     return Path(tempfile.mkdtemp(prefix="trellis_mv_weights_"))
 
 
-def _pipeline(root: Path, *, dtype: str, models: tuple[str, ...] | None) -> Any:
+def _loaded(root: Path, *, dtype: str, models: tuple[str, ...] | None) -> tuple[Any, Any]:
     from harness import load_shell_pipeline
     from random_weights import write_weights
 
@@ -70,13 +70,21 @@ def pipeline_fp32(weights_root: Path) -> Any:
     """The 512 models with fp32 flows, resident: for parity at float32 tolerance."""
     from random_weights import MODELS_512
 
-    return _pipeline(weights_root / "fp32", dtype="float32", models=MODELS_512)
+    pipeline, _warmed = _loaded(weights_root / "fp32", dtype="float32", models=MODELS_512)
+    return pipeline
 
 
 @pytest.fixture(scope="session")
-def pipeline_bf16(weights_root: Path) -> Any:
-    """All eight models as released (bf16 flows, fp16 decoders), resident."""
-    return _pipeline(weights_root / "bf16", dtype="bfloat16", models=None)
+def loaded_bf16(weights_root: Path) -> tuple[Any, Any]:
+    """All eight models as released (bf16 flows, fp16 decoders), resident; with them, the 512 latents
+    of the flows' warm-up during the load (``TrellisGenerator``'s ``warmed_latents``)."""
+    return _loaded(weights_root / "bf16", dtype="bfloat16", models=None)
+
+
+@pytest.fixture(scope="session")
+def pipeline_bf16(loaded_bf16: tuple[Any, Any]) -> Any:
+    """``loaded_bf16``'s pipeline."""
+    return loaded_bf16[0]
 
 
 @pytest.fixture(scope="session")

@@ -21,15 +21,17 @@ def rgba_view(seed: int, size: int = 384) -> Image.Image:
 
 
 def load_shell_pipeline(model_dir: Path, background_model: Path):
-    """``load_pipeline`` (resident) on random weights, its sparse-structure decoder answering a shell (Trap 2)."""
+    """``load_pipeline`` (resident) on random weights, its sparse-structure decoder answering a shell (Trap 2);
+    with it, the latents of the flows' warm-up during the load (``TrellisGenerator``'s ``warmed_latents``)."""
     from random_weights import ShellOccupancy
 
     from trellis_mv.config import Settings
     from trellis_mv.pipeline import load_pipeline
 
-    pipeline = load_pipeline(Settings(model_dir=str(model_dir), background_model=str(background_model), low_vram="off"))
+    pipeline, warmed = load_pipeline(Settings(model_dir=str(model_dir), background_model=str(background_model),
+                                              low_vram="off"))
     pipeline.models["sparse_structure_decoder"] = ShellOccupancy(pipeline.models["sparse_structure_decoder"])
-    return pipeline
+    return pipeline, warmed
 
 
 def register(generator) -> None:

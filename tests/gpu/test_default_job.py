@@ -39,13 +39,18 @@ CASES = [  # (case, views, what the request sets beside the images)
 
 
 @pytest.fixture(scope="module")
-def warm_generator(pipeline_bf16, record):
-    """The session's pipeline as the worker's generator, after the worker's warm-up."""
+def warm_generator(loaded_bf16, record):
+    """The session's pipeline as the worker's generator (``load_generator``'s: with the latents of the
+    flows' warm-up the load ran), after the worker's warm-up."""
     from trellis_mv.pipeline import TrellisGenerator
     from harness import flexgemm_entries
+    from trellis_mv.pipeline.warm import SHELLS, shell_coords
     from trellis_mv.warmup import warm_up
 
-    generator = TrellisGenerator(pipeline_bf16)
+    pipeline, warmed = loaded_bf16
+    shape, texture = warmed  # the load ran every flow once, while it loaded
+    assert shape.feats.shape[0] == texture.feats.shape[0] == shell_coords(*SHELLS[512]).shape[0]
+    generator = TrellisGenerator(pipeline, warmed_latents=warmed)
     record("flexgemm_entries_at_start", flexgemm_entries())
     start = time.perf_counter()
     parts = warm_up(generator)

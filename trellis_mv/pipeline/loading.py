@@ -13,9 +13,10 @@ torch is imported); here the eight models are built on the GPU one after another
 random initialisation their checkpoints overwrite (a model whose checkpoint lacks a parameter is built
 again with it, as trellis2 would leave it), each filled from its checkpoint on another thread while
 the next is built, and the image encoder and the background remover (transformers, remote code)
-load on a thread beside them, which then runs each once (their first launches, off the start's path
-when the GPU has room for them: not in low-VRAM mode). One log line says what each took: the
-start-up is measured from the logs (benchmarks/cold_start.py).
+load on a thread beside them. Where the GPU has room for it (not in low-VRAM mode), that thread then
+runs each model once as soon as it is loaded: the encoders, then each flow as its fill ends, while
+the later flows still load (``pipeline.warm``: their first launches, off the start's path). One log
+line says what each took: the start-up is measured from the logs (benchmarks/cold_start.py).
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ import json
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -39,7 +42,7 @@ from ..gpu_random import RANDOM_OR_CAPTURE
 from ..weights import Weights, find_weights
 from .offload import choose_low_vram
 from .running import TrellisGenerator
-from .warm import warm_encoders, warmup_view
+from .warm import warm_encoders, warm_flows, warmup_view
 
 __all__ = ["load_generator", "load_pipeline"]
 
@@ -48,6 +51,8 @@ log = logging.getLogger(__name__)
 # Threads that copy the checkpoints into the built models while the next is built (the copies leave
 # the interpreter free).
 FILLERS = 2
+# pipeline.json's samplers, one per stage
+STAGES = ("sparse_structure_sampler", "shape_slat_sampler", "tex_slat_sampler")
 
 # One module is built at a time. transformers 4 (the image's) builds a model in from_pretrained inside
 # its init_empty_weights and no_init_weights, which patch nn.Module.register_parameter and torch.nn.init
@@ -60,21 +65,26 @@ def load_generator(settings: Settings) -> TrellisGenerator:
     """The worker's generator: the pipeline from ``settings.model_dir`` on the GPU, ready for jobs."""
     weights = find_weights(settings)
     components = (weights.model.repo, *weights.named, weights.background.repo)
-    return TrellisGenerator(load_pipeline(settings), max_batch=settings.max_batch, components=components,
-                            background=weights.background.repo)
+    pipeline, warmed = load_pipeline(settings)
+    return TrellisGenerator(pipeline, max_batch=settings.max_batch, components=components,
+                            background=weights.background.repo, warmed_latents=warmed)
 
 
-def load_pipeline(settings: Settings, *, background: Any = None) -> Any:
-    """Build ``Trellis2ImageTo3DPipeline`` from local folders, on CUDA, resident or low-VRAM.
+def load_pipeline(settings: Settings, *, background: Any = None) -> tuple[Any, tuple[Any, Any] | None]:
+    """Build ``Trellis2ImageTo3DPipeline`` from local folders, on CUDA, resident or low-VRAM; with it, the
+    512 shape and texture latents of the flows' warm-up during the load (None in low-VRAM mode or
+    without a GPU).
 
     ``background`` replaces the remover loaded from ``settings.background_model`` (tests pass a
     stand-in). Raises ``StartupError`` for missing files.
 
     The encoders' thread starts first: it imports transformers (seconds of Python) while this thread
     builds the flows and decoders, whose copies into GPU memory leave the interpreter free; trellis2's
-    pipeline module, which imports transformers too, is imported once that thread is done.
+    pipeline module, which imports transformers too, is imported once that thread is done. Once every
+    model is built, that thread warms the flows as their fills end (:func:`_warm_flows_as_filled`).
     """
     from trellis2 import models
+    from trellis2.pipelines import samplers  # before the encoders' thread: its modules import no transformers
 
     start = time.perf_counter()
     weights = find_weights(settings)
@@ -83,44 +93,40 @@ def load_pipeline(settings: Settings, *, background: Any = None) -> Any:
         raise StartupError(f"TRELLIS_MV_MODEL_DIR: {config_file} does not exist")
     args = json.loads(config_file.read_text())["args"]
     low_vram = choose_low_vram(settings.low_vram)
+    # Where the models run as soon as they are loaded: all stay on the GPU, and there is one.
+    warm = not low_vram and torch.cuda.is_available()
+    sampling = _sampling(samplers, args)
     seconds: dict[str, Any] = {}
     with (ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-encoders") as pool,
           ThreadPoolExecutor(max_workers=FILLERS, thread_name_prefix="load-weights") as filling):
-        encoders = pool.submit(_encoders, weights, args, background, low_vram, seconds)
+        encoders = pool.submit(_encoders, weights, args, background, low_vram, warm, seconds)
         filled, built = {}, {}
         for name, reference in args["models"].items():  # the read-ahead's order
             path = weights.path(reference)
             begun = time.perf_counter()
             model = _build(models, path, random_init=False)
             built[name] = time.perf_counter() - begun
-            filled[name] = filling.submit(_fill, model, path, low_vram)
+            filled[name] = filling.submit(_fill_or_rebuild, models, name, model, path, low_vram)
+        # after the encoders, on their thread; submitted once every fill is (it looks them up by name)
+        flows = pool.submit(_warm_flows_as_filled, encoders, filled, sampling, settings.max_batch) if warm else None
         loaded = {}
-        for name, reference in args["models"].items():
-            model, unfilled, (began, ended) = filled[name].result()
-            if unfilled:  # as trellis2 leaves them: randomly initialised
-                log.warning("%s: the checkpoint lacks %d parameters (%s); built again with its random initialisation",
-                            name, len(unfilled), ", ".join(unfilled[:3]))
-                path = weights.path(reference)
-                model, _unfilled, (began, ended) = _fill(_build(models, path, random_init=True), path, low_vram)
-            loaded[name] = model
+        for name in args["models"]:
+            loaded[name], (began, ended) = filled[name].result()
             # where the load's time went: building (this thread), filling (waits on the reads), when it ended
             seconds[name] = (round(built[name], 2), round(ended - began, 2), round(ended - start, 1))
         image_cond_model, rembg_model = encoders.result()
+        warmed = None
+        if flows is not None:
+            seconds["flows_warm_up"], latents = flows.result()
+            warmed = latents.get(512)
     # Only now: its modules import transformers, which the encoders' thread imported meanwhile, and
     # transformers' lazy module is not safe to import from two threads at once (a start failed with
     # "cannot import name 'AutoModelForImageSegmentation' from 'transformers'").
-    from trellis2.pipelines import Trellis2ImageTo3DPipeline, samplers
+    from trellis2.pipelines import Trellis2ImageTo3DPipeline
 
-    stage_sampler = {stage: getattr(samplers, args[stage]["name"])(**args[stage]["args"])
-                     for stage in ("sparse_structure_sampler", "shape_slat_sampler", "tex_slat_sampler")}
     pipeline = Trellis2ImageTo3DPipeline(
         models={name: model for name, model in loaded.items() if name in Trellis2ImageTo3DPipeline.model_names_to_load},
-        **stage_sampler,
-        sparse_structure_sampler_params=args["sparse_structure_sampler"]["params"],
-        shape_slat_sampler_params=args["shape_slat_sampler"]["params"],
-        tex_slat_sampler_params=args["tex_slat_sampler"]["params"],
-        shape_slat_normalization=args["shape_slat_normalization"],
-        tex_slat_normalization=args["tex_slat_normalization"],
+        **sampling,
         image_cond_model=image_cond_model,
         rembg_model=rembg_model,
         low_vram=low_vram,
@@ -130,7 +136,7 @@ def load_pipeline(settings: Settings, *, background: Any = None) -> Any:
     torch.cuda.synchronize()
     log.info("loaded in %.1f s (low-VRAM %s); per model, seconds building, filling, and when the fill ended: %s",
              time.perf_counter() - start, low_vram, seconds)
-    return pipeline
+    return pipeline, warmed
 
 
 def _build(models: Any, path: Path, *, random_init: bool) -> torch.nn.Module:
@@ -149,10 +155,23 @@ def _fill(model: torch.nn.Module, path: Path, low_vram: bool) -> tuple[torch.nn.
 
     begun = time.perf_counter()
     missing, _unexpected = model.load_state_dict(load_file(str(path.with_name(path.name + ".safetensors"))), strict=False)
+    model.eval()  # as the pipeline sets it; the warm-up runs it before the pipeline is built
     parameters = dict(model.named_parameters())
     if low_vram:
         model.cpu()
     return model, [key for key in missing if key in parameters], (begun, time.perf_counter())
+
+
+def _fill_or_rebuild(models: Any, name: str, model: torch.nn.Module, path: Path,
+                     low_vram: bool) -> tuple[torch.nn.Module, tuple[float, float]]:
+    """:func:`_fill`; where the checkpoint lacks parameters, the model built again with its random
+    initialisation and filled, as trellis2 leaves them. The model, and when its filling began and ended."""
+    filled, unfilled, (began, ended) = _fill(model, path, low_vram)
+    if unfilled:
+        log.warning("%s: the checkpoint lacks %d parameters (%s); built again with its random initialisation",
+                    name, len(unfilled), ", ".join(unfilled[:3]))
+        filled, _unfilled, (_began, ended) = _fill(_build(models, path, random_init=True), path, low_vram)
+    return filled, (began, ended)
 
 
 class RandomInitSkipped(TorchFunctionMode):
@@ -177,9 +196,10 @@ _RANDOM_FILLS = frozenset({torch.nn.init.uniform_, torch.nn.init.normal_, torch.
                            torch.Tensor.uniform_, torch.Tensor.normal_})
 
 
-def _encoders(weights: Weights, args: dict[str, Any], background: Any, low_vram: bool,
-              seconds: dict[str, float]) -> tuple[DinoV3Conditioner, Any]:
-    """The image encoder and the background remover (``background`` when given), timed into ``seconds``."""
+def _encoders(weights: Weights, args: dict[str, Any], background: Any, low_vram: bool, warm: bool,
+              seconds: dict[str, Any]) -> tuple[DinoV3Conditioner, Any]:
+    """The image encoder and the background remover (``background`` when given), timed into ``seconds``;
+    with ``warm``, on the GPU and run once."""
     from ..background import load_background_remover
 
     # Outside BUILDING: the flows are built meanwhile. trellis2's pipeline module needs the auto classes.
@@ -200,10 +220,47 @@ def _encoders(weights: Weights, args: dict[str, Any], background: Any, low_vram:
         seconds["rembg_model"] = round(time.perf_counter() - begun, 2)
     else:
         remover = background
-    if not low_vram and torch.cuda.is_available():
+    if warm:
         # Both are used alone, and before the flows: their first launches run here while the flows
         # load, not after the load (the warm-up's background removal and DINOv3 took 1.4 to 1.8 s of
         # the H200's starts there, mostly cuDNN's and cuBLAS's libraries read from a cold disk).
         encoder.cuda()
         seconds["encoders_warm_up"] = warm_encoders(encoder, remover, warmup_view())
     return encoder, remover
+
+
+def _sampling(samplers: Any, args: dict[str, Any]) -> dict[str, Any]:
+    """``Trellis2ImageTo3DPipeline``'s samplers, their parameters and the latents' normalisations, from ``pipeline.json``'s ``args``."""
+    return {**{stage: getattr(samplers, args[stage]["name"])(**args[stage]["args"]) for stage in STAGES},
+            **{f"{stage}_params": args[stage]["params"] for stage in STAGES},
+            **{name: args[name] for name in ("shape_slat_normalization", "tex_slat_normalization")}}
+
+
+def _warm_flows_as_filled(encoders: Future, filled: Mapping[str, Future], sampling: dict[str, Any],
+                          max_batch: int | None) -> tuple[dict[str, float], dict[int, Any]]:
+    """``warm_flows`` on the models as their fills end, through the pipeline's parts that a stage reads.
+
+    The structure flow and its decoder are filled first, seconds before the last flows: their first
+    launches (cuDNN's 3D convolutions among them) took 1.2 to 2 s of the H200's warm-ups after the load.
+    """
+    encoder, _remover = encoders.result()
+    parts = SimpleNamespace(models=Filled(filled), device=torch.device("cuda"), low_vram=False,
+                            image_cond_model=encoder, **sampling)
+    return warm_flows(parts, warmup_view(), max_batch)
+
+
+class Filled(Mapping):
+    """The models by name as their fills end (:func:`_fill_or_rebuild`'s futures): a lookup waits for the model's fill."""
+
+    def __init__(self, fills: Mapping[str, Future]):
+        self._fills = fills
+
+    def __getitem__(self, name: str) -> torch.nn.Module:
+        model, _times = self._fills[name].result()
+        return model
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fills)
+
+    def __len__(self) -> int:
+        return len(self._fills)

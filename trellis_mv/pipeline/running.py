@@ -38,14 +38,17 @@ class TrellisGenerator:
 
     ``components`` are the repositories its weights came from and ``background`` the remover's among
     them: a job reports the remover as run only when one of its views went through it.
+    ``warmed_latents`` are the 512 shape and texture latents of the flows' warm-up that the load ran
+    (``load_pipeline``): the start's warm-up then runs no flow again and decodes these.
     """
 
     def __init__(self, pipeline: Any, *, max_batch: int | None = None, components: tuple[str, ...] = (),
-                 background: str | None = None):
+                 background: str | None = None, warmed_latents: tuple[Any, Any] | None = None):
         self.pipeline = pipeline
         self.max_batch = max_batch
         self.components = components
         self.background = background
+        self.warmed_latents = warmed_latents
 
     def generate(self, request: GenerationRequest, progress: ProgressFn | None = None) -> GenerationResult:
         """Run ``run``'s steps for all views of ``request``; CUDA OOM propagates as ``torch.cuda.OutOfMemoryError``."""

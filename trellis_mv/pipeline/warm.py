@@ -10,12 +10,16 @@ are compiled by ``kernels`` while the weights load. What is left is here:
 - :func:`warm_encoders`: the background remover and DINOv3 at both resolutions, once each, as soon
   as they are loaded (the loader's encoders thread, while the flows still load): the first launches
   of cuDNN and cuBLAS, whose libraries are read from disk then, need no other model;
-- :func:`warm_stages`: background removal and DINOv3 at both resolutions on a photo, then one
-  sampling step of the structure flow (and its decoder) and of each of the four structured-latent
-  flows (shape and texture, 512 and 1024) on spherical shells of typical token counts, guidance
-  included where the stage has it; every pipeline type runs a subset of these;
+- :func:`warm_flows`: one sampling step of the structure flow (and its decoder) and of each of the
+  four structured-latent flows (shape and texture, 512 and 1024) on spherical shells of typical
+  token counts, guidance included where the stage has it (every pipeline type runs a subset of
+  these), each as soon as its model is loaded (the loader's encoders thread, while the later flows
+  still load): their first launches need no other model;
+- :func:`warm_stages`: after the load, where the load could not run those (low-VRAM mode, a model
+  built again): background removal and DINOv3 at both resolutions on a photo, then
+  :func:`warm_flows` on the loaded pipeline, in the mode it was loaded in;
 - :func:`warm_decoders`: the shape decoder's upsampling (the cascades) and ``decode_latent`` on the
-  512 latents that step made, as a 512 job decodes them: the decoders' kernels besides FlexGEMM's
+  512 latents the flows' steps made, as a 512 job decodes them: the decoders' kernels besides FlexGEMM's
   (and the mesh extraction); on a GPU without FlexGEMM entries of ours, first the autotuning of
   the shape keys a typical object meets (``TYPICAL_LOG_TOKENS``);
 - :func:`warmup_mesh`: a small textured sphere in the shape ``decode_latent`` returns, for the
@@ -33,13 +37,14 @@ from PIL import Image
 
 from ..dinov3 import pixels
 from ..generator import GenerationRequest, StageOptions
+from ..gpu_random import RANDOM_OR_CAPTURE
 from ..timing import timed
 from . import stages
 from .offload import on_gpu
 from .preprocess import preprocess_views
 
 __all__ = ["CONDITIONING_SIZES", "PBR_LAYOUT", "SHELLS", "TYPICAL_LOG_TOKENS", "shell_coords", "warm_decoders",
-           "warm_encoders", "warm_stages", "warmup_mesh", "warmup_view"]
+           "warm_encoders", "warm_flows", "warm_stages", "warmup_mesh", "warmup_view"]
 
 # (grid, tokens) of the latents the flows see: a typical object at 32³ (the 512 flows) and at 64³
 # (the 1024 flows); tests/gpu's random-weight shell has 4.6 k and 19.5 k.
@@ -92,35 +97,56 @@ def warm_encoders(encoder: Any, remover: Any, photo: Image.Image) -> dict[str, f
     return seconds
 
 
-def warm_stages(generator: Any, photo: Image.Image) -> tuple[dict[str, float], tuple[Any, Any]]:
-    """One step of every stage of every pipeline type, as a job runs them; seconds per part, and the
-    shape and texture latents sampled at 512 (for :func:`warm_decoders`).
+def warm_flows(pipe: Any, photo: Image.Image, max_batch: int | None = None) -> tuple[dict[str, float], dict[int, Any]]:
+    """One step of each flow ``pipe.models`` has, conditioned on DINOv3's encoding of ``photo``; seconds
+    per part, and the shape and texture latents sampled per resolution.
 
-    ``generator`` is a ``TrellisGenerator``; the 1024 flows are left out where it has not loaded them.
+    The order is the one TRELLIS.2's ``pipeline.json`` loads them in: the structure flow and its
+    decoder, the shape flows, the texture flows (each texture step takes its resolution's shape
+    latent). ``pipe.models`` may be a mapping whose lookups wait for a model's weights (the loader's,
+    during the load): each step then runs as soon as its model is there. Random numbers and their
+    kernels only inside :data:`RANDOM_OR_CAPTURE`, never while waiting for a model.
     """
-    pipe, models = generator.pipeline, generator.pipeline.models
     request = GenerationRequest(images=(photo,), seed=0, sparse_structure=_ONE_STEP, shape_slat=_ONE_STEP,
                                 tex_slat=_ONE_STEP)
-    sampler = stages.StageSampler(pipe, request, None, generator.max_batch)
-    seconds: dict[str, float] = {}
-    latents: dict[int, tuple[Any, Any]] = {}
+    sampler = stages.StageSampler(pipe, request, None, max_batch)
+    models, seconds = pipe.models, {}
+    shapes, latents = {}, {}
     with torch.no_grad():
-        with timed(seconds, "preprocess"):
-            views = preprocess_views(pipe, request.images, None)
         with timed(seconds, "conditioning"):
-            conds = stages.conditions(pipe, [view.convert("RGB") for view in views], CONDITIONING_SIZES)
-        with timed(seconds, "sparse_structure"):
-            stages.sparse_structure(sampler, conds[512], 32)
+            conds = stages.conditions(pipe, [photo.convert("RGB")], CONDITIONING_SIZES)
+        if "sparse_structure_flow_model" in models and "sparse_structure_decoder" in models:
+            with RANDOM_OR_CAPTURE, timed(seconds, "sparse_structure"):
+                stages.sparse_structure(sampler, conds[512], 32)
         for resolution, (grid, tokens) in SHELLS.items():
-            shape_flow, tex_flow = f"shape_slat_flow_model_{resolution}", f"tex_slat_flow_model_{resolution}"
-            if shape_flow not in models or tex_flow not in models:
-                continue
-            coords = shell_coords(grid, tokens, pipe.device)
-            with timed(seconds, f"shape_{resolution}"):
-                shape = stages.shape(sampler, conds[resolution], models[shape_flow], coords, (0, 1))
-            with timed(seconds, f"texture_{resolution}"):
-                latents[resolution] = shape, stages.texture(sampler, conds[resolution], models[tex_flow], shape)
-    return seconds, latents[512]
+            if (flow := f"shape_slat_flow_model_{resolution}") in models:
+                coords = shell_coords(grid, tokens, pipe.device)
+                with RANDOM_OR_CAPTURE, timed(seconds, f"shape_{resolution}"):
+                    shapes[resolution] = stages.shape(sampler, conds[resolution], models[flow], coords, (0, 1))
+        for resolution, shape in shapes.items():
+            if (flow := f"tex_slat_flow_model_{resolution}") in models:
+                with RANDOM_OR_CAPTURE, timed(seconds, f"texture_{resolution}"):
+                    latents[resolution] = shape, stages.texture(sampler, conds[resolution], models[flow], shape)
+    return seconds, latents
+
+
+def warm_stages(generator: Any, photo: Image.Image) -> tuple[dict[str, float], tuple[Any, Any]]:
+    """Background removal and DINOv3 on ``photo`` as a job runs them, then :func:`warm_flows`; seconds per
+    part, and the shape and texture latents sampled at 512 (for :func:`warm_decoders`).
+
+    ``generator`` is a ``TrellisGenerator``; the 1024 flows are left out where it has not loaded them.
+    Where its load ran every model once already (``generator.warmed_latents``), nothing runs again:
+    the steps are real computing (the 1024 shape flow's took 0.7 s of the H200's warm-ups with the
+    weights in the page cache).
+    """
+    if generator.warmed_latents is not None:
+        return {}, generator.warmed_latents
+    pipe = generator.pipeline
+    seconds: dict[str, float] = {}
+    with torch.no_grad(), timed(seconds, "preprocess"):
+        view = preprocess_views(pipe, (photo,), None)[0]
+    flows, latents = warm_flows(pipe, view, generator.max_batch)
+    return {**seconds, **flows}, latents[512]
 
 
 def warm_decoders(generator: Any, latents: tuple[Any, Any], *, tune: bool = False) -> dict[str, float]:
