@@ -1,6 +1,6 @@
 """Cold start, measured: ``python handler.py`` from launch to ready, warm-up included, on full-size weights read from disk.
 
-    python benchmarks/cold_start.py --out DIR [--root DIR] [--keep] [--profile]
+    python benchmarks/cold_start.py --out DIR [--root DIR] [--keep] [--profile] [--baseline TREE [--rounds N]]
 
 1. Write full-size random weights in the image's layout (``write_weights(full=True)``: about
    16 GB) under ``--root``, which must be on the disk being measured (not a RAM-backed /tmp).
@@ -26,6 +26,14 @@ went (``phases_s``: the gaps between them): the head start, imports until the CU
 checks, the load, and the warm-up's parts. ``DIR/cold_start.json`` is rewritten after every step;
 the weights are deleted at the end. ``--profile`` adds a second launch, from a dropped cache again,
 under py-spy and ``-X importtime`` (``launch``); https://www.speedscope.app shows the profile.
+
+``--baseline TREE`` compares with another version of the worker on the same disk and weights, in the
+same call: ``TREE`` holds that version's ``handler.py`` and ``trellis_mv/`` and a ``commit`` file
+(``BASELINE=<rev> tests/gpu/prepare_cache.sh`` writes one in ``.cache/baseline``). Then ``--rounds``
+rounds (default 2) launch this tree's worker and that one, each from a dropped page cache, the first
+to go alternating: ``side_by_side`` in ``cold_start.json`` has every launch, and each version's
+median time to ready. One call's disk varies little within it and much between calls (1.3 to 2.0
+GB/s on the H200 machine on one day), so a change to the start is judged by this, not by two calls.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import json
 import mmap
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -123,13 +132,15 @@ def read_with_read_ahead(files: list[Path]) -> float:
     from trellis_mv.pipeline.prefetch import read_ahead
 
     start = time.perf_counter()
-    for future in read_ahead(files):
-        future.result()
+    for pieces in read_ahead(files).values():
+        for piece in pieces:
+            piece.result()
     return time.perf_counter() - start
 
 
-def launch(model_dir: Path, log_path: Path, timeout: float, profile: Path | None = None) -> dict[str, Any]:
-    """Run the real ``handler.py`` on ``model_dir``; seconds from launch to each mark, and its exit status.
+def launch(model_dir: Path, log_path: Path, timeout: float, profile: Path | None = None,
+           tree: Path = gpu_env.ROOT) -> dict[str, Any]:
+    """Run the real ``handler.py`` of ``tree`` on ``model_dir``; seconds from launch to each mark, and its exit status.
 
     With ``profile``, under py-spy (every thread's stack, idle ones too, 50 times a second, without
     pausing the process; in time order, as speedscope JSON) and with ``-X importtime`` (each import's
@@ -137,14 +148,16 @@ def launch(model_dir: Path, log_path: Path, timeout: float, profile: Path | None
     """
     # A fresh Triton cache, as a new worker has: the device run's earlier phases compiled into theirs.
     triton = Path(tempfile.mkdtemp(prefix="cold_start_triton_"))
+    # tree first on the path: the handler's own imports and its children's (python -m trellis_mv...)
+    path = os.pathsep.join([str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])
     env = {**os.environ, "TRELLIS_MV_MODEL_DIR": str(model_dir), "TRITON_CACHE_DIR": str(triton),
-           "TRELLIS_MV_BACKGROUND_MODEL": str(model_dir.parent / "BiRefNet"), "PYTHONUNBUFFERED": "1"}
+           "TRELLIS_MV_BACKGROUND_MODEL": str(model_dir.parent / "BiRefNet"), "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
     env.pop("TRELLIS_MV_GENERATOR", None)
     # As RunPod starts it, without arguments (a command line waits for runpod's import, to check it):
     # outside RunPod, runpod then runs ./test_input.json, here the refused job in a folder of its own.
     folder = Path(tempfile.mkdtemp(prefix="cold_start_job_"))
     (folder / "test_input.json").write_text(REFUSED_JOB)
-    command = [sys.executable, str(gpu_env.ROOT / "handler.py")]
+    command = [sys.executable, str(tree / "handler.py")]
     if profile is not None:
         env["PYTHONPROFILEIMPORTTIME"] = "1"
         command = [py_spy(), "record", "--format", "speedscope", "--rate", "50", "--threads", "--idle", "--nonblocking",
@@ -155,7 +168,7 @@ def launch(model_dir: Path, log_path: Path, timeout: float, profile: Path | None
     process = subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     watchdog = threading.Timer(timeout, process.kill)
     watchdog.start()
-    with open(log_path, "w") as log:
+    with open(log_path, "w") as log, process.stdout:
         for line in process.stdout:
             now = time.perf_counter() - start
             log.write(f"{now:9.3f} {line}")
@@ -210,6 +223,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         results["cold_start_s"] = marks["ready"]
     results["phases_s"] = phases(marks)
     save()
+    if args.baseline is not None:
+        results["side_by_side"] = side_by_side(model_dir, files, args)
+        save()
     if args.profile:
         results["page_cache_before_profiled_launch"] = drop_page_cache(files)
         results["profiled"] = launch(model_dir, args.out / "cold_start_profiled.log", args.timeout,
@@ -217,6 +233,24 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         results["profiled"]["phases_s"] = phases(results["profiled"]["marks"])
         save()
     return results
+
+
+def side_by_side(model_dir: Path, files: list[Path], args: argparse.Namespace) -> dict[str, Any]:
+    """``--rounds`` launches of this tree's worker and ``--baseline``'s, alternating which goes first, each
+    from a dropped page cache: per version its commit, every launch's marks, and the median time to ready."""
+    trees = {"current": (gpu_env.ROOT, gpu_env.commit()),
+             "baseline": (args.baseline, (args.baseline / "commit").read_text().strip())}
+    out: dict[str, Any] = {name: {"commit": commit, "launches": []} for name, (_tree, commit) in trees.items()}
+    for round_ in range(args.rounds):
+        for name in ("current", "baseline") if round_ % 2 == 0 else ("baseline", "current"):
+            page_cache = drop_page_cache(files)
+            launched = launch(model_dir, args.out / f"cold_start_{name}_{round_}.log", args.timeout, tree=trees[name][0])
+            out[name]["launches"].append({"round": round_, "page_cache": page_cache, **launched})
+    for version in out.values():
+        ready = [launched["marks"].get("ready") for launched in version["launches"]]
+        version["ready_s"] = ready
+        version["median_ready_s"] = statistics.median(ready) if None not in ready else None
+    return out
 
 
 def packages() -> dict[str, Any]:
@@ -272,9 +306,14 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the weights afterwards")
     parser.add_argument("--profile", action="store_true",
                         help="then launch once more under py-spy and -X importtime (cold_start_profile.json, cold_start_profiled.log)")
+    parser.add_argument("--baseline", type=Path,
+                        help="a tree with another version's handler.py, trellis_mv/ and commit: launched beside this one")
+    parser.add_argument("--rounds", type=int, default=2, help="with --baseline: launches of each version")
     args = parser.parse_args()
     if args.profile:
         py_spy()
+    if args.baseline is not None and not all((args.baseline / name).exists() for name in ("handler.py", "trellis_mv", "commit")):
+        parser.error(f"--baseline: {args.baseline} needs handler.py, trellis_mv/ and commit (tests/gpu/prepare_cache.sh writes them)")
     gpu_env.setup()
     args.out.mkdir(parents=True, exist_ok=True)
     free = filesystem(args.root)["free_gib"]

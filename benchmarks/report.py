@@ -307,7 +307,24 @@ def _cold_start_section(cold: dict[str, Any]) -> list[str]:
     if reads:
         lines += ["", "The head start's reads ended at " + ", ".join(f"{name} {seconds} s" for name, seconds in reads.items())
                   + " from launch."]
-    return lines
+    return lines + _side_by_side(cold.get("side_by_side", {}))
+
+
+def _side_by_side(side: dict[str, Any]) -> list[str]:
+    """``cold_start.py --baseline``'s launches: this version's and another's, on one disk, in one call."""
+    if not side:
+        return []
+    lines = ["", "Side by side in the same call (`--baseline`), each launch from a dropped page cache, seconds from launch:", "",
+             "| version | commit | round | ready | weights read at | loaded | warm-up after the load |", "|---|---|---|---|---|---|---|"]
+    for name, version in side.items():
+        for launched in version["launches"]:
+            marks = launched["marks"]
+            after = (round(marks["ready"] - marks["loaded"], 2) if "ready" in marks and "loaded" in marks else None)
+            cells = [name, f"`{version['commit']}`", launched["round"], marks.get("ready", "did not start"),
+                     marks.get("weights_read"), marks.get("loaded"), after]
+            lines.append("| " + " | ".join("—" if cell is None else str(cell) for cell in cells) + " |")
+    medians = ", ".join(f"{name} ({version['commit']}) {version['median_ready_s']} s" for name, version in side.items())
+    return lines + ["", f"Median time to ready: {medians}."]
 
 
 def _cold_start_history(rows: list[dict[str, Any]]) -> list[str]:

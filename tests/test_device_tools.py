@@ -7,6 +7,7 @@ node and a CPU generator at the worker's seam.
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import shutil
@@ -58,19 +59,20 @@ def _layout(root: Path) -> tuple[dict, Weights]:
     return args, weights
 
 
-def test_weight_files_are_what_the_loader_reads_in_load_order(tmp_path):
+def test_weight_files_are_what_the_loader_reads_in_the_order_it_needs_them(tmp_path):
     args, weights = _layout(tmp_path)
     names = [path.relative_to(tmp_path).as_posix() for path in weight_files(args, weights)]
-    assert names == ["TRELLIS.2-4B/ckpts/a.safetensors", "TRELLIS-image-large/ckpts/b.safetensors",
-                     "dinov3/model.safetensors", "BiRefNet/model.safetensors"]
+    assert names == ["dinov3/model.safetensors", "BiRefNet/model.safetensors",  # the encoders' thread loads these first
+                     "TRELLIS.2-4B/ckpts/a.safetensors", "TRELLIS-image-large/ckpts/b.safetensors"]
 
 
 def test_read_ahead_reads_every_byte_in_pieces(tmp_path):
     args, weights = _layout(tmp_path)
     files = weight_files(args, weights)
-    futures = read_ahead(files, workers=3, chunk=1_000_000)
-    assert len(futures) == 5 + 1 + 1 + 1
-    assert sum(future.result(timeout=10) for future in futures) == sum(path.stat().st_size for path in files)
+    reading = read_ahead(files, workers=3, chunk=1_000_000)
+    assert list(reading) == files and [len(pieces) for pieces in reading.values()] == [1, 1, 5, 1]
+    assert {path: sum(piece.result(timeout=10) for piece in pieces) for path, pieces in reading.items()} == {
+        path: path.stat().st_size for path in files}
 
 
 def test_the_imports_read_ahead_reads_the_compiled_modules_and_libraries_a_distribution_installed(tmp_path, monkeypatch):
@@ -392,6 +394,41 @@ def test_the_cold_start_section_names_the_workers_packages_and_when_the_reads_en
     text = "\n".join(report._cold_start_section(cold))
     assert "`/tmp/image-python/bin/python3`, 99 distributions (transformers 4.57.6, scipy absent)" in text
     assert "imports_read 3.1 s, weights_read 15.2 s from launch" in text
+
+
+def test_a_baseline_tree_is_launched_beside_this_one_with_its_own_modules(tmp_path, monkeypatch):
+    """The real handler.py of each tree, as the cold start launches it (on the CPU it starts without weights)."""
+    baseline = tmp_path / "baseline"
+    shutil.copytree(ROOT / "trellis_mv", baseline / "trellis_mv", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "handler.py", baseline)
+    (baseline / "commit").write_text("old\n")
+    with open(baseline / "trellis_mv" / "__init__.py", "a") as init:
+        init.write('\nprint("the baseline tree", flush=True)\n')
+    monkeypatch.setattr(cold_start, "drop_page_cache", lambda files: {"drop_caches": "not in a test"})
+    args = argparse.Namespace(baseline=baseline, rounds=1, out=tmp_path, timeout=120)
+
+    side = cold_start.side_by_side(tmp_path / "weights" / "TRELLIS.2-4B", [], args)
+
+    assert side["baseline"]["commit"] == "old" and side["current"]["commit"] == gpu_env.commit()
+    for name in ("current", "baseline"):
+        (launched,) = side[name]["launches"]
+        assert launched["round"] == 0 and "ready" in launched["marks"]
+        assert side[name]["median_ready_s"] == launched["marks"]["ready"]
+    assert "the baseline tree" in (tmp_path / "cold_start_baseline_0.log").read_text()
+    assert "the baseline tree" not in (tmp_path / "cold_start_current_0.log").read_text()
+
+
+def test_the_cold_start_section_shows_a_baseline_launched_beside_it():
+    def launches(*ready):
+        return [{"round": index, "marks": {"weights_read": 15.0, "loaded": 16.0, **({"ready": r} if r else {})}}
+                for index, r in enumerate(ready)]
+
+    cold = {"side_by_side": {"current": {"commit": "new", "launches": launches(20.5, 21.5), "median_ready_s": 21.0},
+                             "baseline": {"commit": "old", "launches": launches(24.0, None), "median_ready_s": None}}}
+    text = "\n".join(report._cold_start_section(cold))
+    assert "| current | `new` | 1 | 21.5 | 15.0 | 16.0 | 5.5 |" in text
+    assert "| baseline | `old` | 1 | did not start | 15.0 | 16.0 | — |" in text
+    assert "Median time to ready: current (new) 21.0 s, baseline (old) None s." in text
 
 
 @pytest.mark.parametrize(("tests", "met"), [

@@ -14,6 +14,7 @@ import math
 import subprocess
 import sys
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ import torch
 from weights_trees import repo_files, write_folder
 
 from trellis_mv.config import Settings
-from trellis_mv.headstart import begin, compile_processes, gpu_visible
+from trellis_mv.headstart import HeadStart, begin, compile_processes, gpu_visible
 from trellis_mv.pipeline.kernels import DISPATCH, OWN, ConvProbe, conv_probes, start_compiling, tuning_probes
 from trellis_mv.pipeline.warm import shell_coords
 
@@ -132,7 +133,7 @@ def test_the_head_start_reads_every_weight_file_and_starts_no_compiles_without_a
         head = begin(_weights(tmp_path))
         files = [path for path in tmp_path.rglob("*.safetensors")]
         assert head.bytes == sum(path.stat().st_size for path in files) > 0
-        assert sum(future.result(timeout=10) for future in head.reading) == head.bytes
+        assert sum(piece.result(timeout=10) for pieces in head.reading.values() for piece in pieces) == head.bytes
         assert read.wait(timeout=10)  # logged once the last piece is in: what benchmarks/cold_start.py marks
     finally:
         logger.removeHandler(listener)
@@ -141,11 +142,26 @@ def test_the_head_start_reads_every_weight_file_and_starts_no_compiles_without_a
     assert head.compiling is None or gpu_visible()
 
 
+def test_waiting_for_a_read_returns_once_the_file_or_every_file_of_a_folder_is_read(tmp_path):
+    encoder, flow = tmp_path / "dinov3" / "model.safetensors", tmp_path / "ckpts" / "flow.safetensors"
+    pieces = {encoder: [Future(), Future()], flow: [Future()]}
+    head = HeadStart(reading=pieces)
+    head.wait_read(tmp_path / "ckpts" / "not_read_ahead.safetensors")  # at once
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        folder, file = pool.submit(head.wait_read, tmp_path / "dinov3"), pool.submit(head.wait_read, flow)
+        pieces[encoder][0].set_result(1)
+        pieces[flow][0].set_exception(OSError("gone"))  # left to the loader's own read, which names the file
+        assert file.result(timeout=10) is None
+        assert not folder.done()  # one of its pieces is still being read
+        pieces[encoder][1].set_result(1)
+        assert folder.result(timeout=10) is None
+
+
 @pytest.mark.parametrize("settings", [Settings(generator="trellis_mv.standin:create"),
                                       Settings(model_dir="/nonexistent/TRELLIS.2-4B")])
 def test_the_head_start_leaves_a_stand_in_alone_and_missing_weights_to_the_checks(settings):
     head = begin(settings)
-    assert head.reading == [] and head.bytes == 0
+    assert head.reading == {} and head.bytes == 0
 
 
 @pytest.mark.timeout(120)

@@ -44,11 +44,12 @@ def test_modules_built_while_the_encoder_loads_keep_real_initialised_parameters(
     args = {"image_cond_model": {"args": {"model_name": "facebook/dinov3"}}}
     loads = 0
     built: list[torch.nn.Linear] = []
+    waited: list[Path] = []
 
     def load_encoders() -> None:
         nonlocal loads
         for _ in range(15):
-            encoder, remover = _encoders(weights, args, "a stand-in remover", False, False, {})
+            encoder, remover = _encoders(weights, args, "a stand-in remover", False, False, waited.append, {})
             assert remover == "a stand-in remover" and encoder.model.device.type == "cpu"
             loads += 1
 
@@ -60,6 +61,7 @@ def test_modules_built_while_the_encoder_loads_keep_real_initialised_parameters(
     loader.join()
 
     assert loads == 15
+    assert waited == [dinov3] * 15  # for its files' read-ahead (a remover given is not read)
     assert len(built) > 15
     assert all(module.weight.device.type == "cpu" for module in built)
     assert all(module.weight.abs().sum() > 0 for module in built)  # initialised, not left empty
@@ -82,6 +84,25 @@ def test_random_initialisation_is_skipped_on_this_thread_and_nothing_else_is():
     assert torch.equal(phases[:, 0], torch.arange(4.0))
     torch.nn.Linear(8, 8)
     assert not torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_a_checkpoint_is_filled_from_once_its_read_ahead_is_done(tmp_path):
+    from safetensors.torch import save_file
+
+    from trellis_mv.pipeline.loading import _fill_or_rebuild
+
+    model = torch.nn.Linear(4, 4)
+    save_file({key: torch.full_like(value, 3.0) for key, value in model.state_dict().items()},
+              str(tmp_path / "flow.safetensors"))
+    waited = []
+
+    def wait_read(path: Path) -> None:
+        waited.append((path, torch.equal(model.weight, torch.full((4, 4), 3.0))))
+
+    filled, (began, ended) = _fill_or_rebuild(None, "flow", model, tmp_path / "flow", False, wait_read)
+
+    assert waited == [(tmp_path / "flow.safetensors", False)]  # waited for, before the fill read it
+    assert filled is model and torch.equal(model.weight, torch.full((4, 4), 3.0)) and ended >= began
 
 
 def test_a_fill_names_the_parameters_its_checkpoint_lacks(tmp_path):

@@ -7,8 +7,9 @@ test machine's disk reads one file after another) and by compiling the decoders'
 torch and trellis2 (7.5 s there before the CUDA check) and the models are built:
 
 - every weight file the loader reads is read once, one after another on a thread of its own
-  (``pipeline.prefetch``), so that the load finds its bytes in the page cache, and where a GPU is
-  visible, beside them, the files of the packages the start imports, many at once;
+  (``pipeline.prefetch``), so that the load finds its bytes in the page cache (it waits for each
+  file's read, :meth:`HeadStart.wait_read`), and where a GPU is visible, beside them, the files of
+  the packages the start imports, many at once;
 - where a GPU is visible (``/dev/nvidia0``, ``/proc/driver/nvidia/gpus/``), child processes compile the decoders' kernels
   (``pipeline.kernels``): half the CPUs this process may use, 1 to 8 of them, and one more our own
   (the export's).
@@ -26,8 +27,9 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .config import Settings
 from .errors import StartupError
@@ -42,11 +44,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class HeadStart:
-    """What :func:`begin` started: the read-ahead's pieces and bytes, and the kernel compiles (or None)."""
+    """What :func:`begin` started: the read-ahead's pieces per file and its bytes, and the kernel compiles (or None)."""
 
-    reading: list[Future] = field(default_factory=list)
+    reading: dict[Path, list[Future]] = field(default_factory=dict)
     bytes: int = 0
     compiling: Compiling | None = None
+
+    def wait_read(self, path: Path) -> None:
+        """Return once the read-ahead has read ``path``, or every file it reads inside ``path`` (a folder);
+        at once for one it does not read. A failed read is left to the caller's own, which names the file."""
+        wait([piece for file, pieces in self.reading.items() if path == file or path in file.parents for piece in pieces])
 
     def stop(self) -> None:
         """End the kernel compiles (the worker will not start); the reads end by themselves."""
@@ -76,7 +83,8 @@ def begin(settings: Settings) -> HeadStart:
     if files:
         head.bytes = sum(path.stat().st_size for path in files)  # before the reads: their last one logs it
         head.reading = read_ahead(files)
-        _when_all_done(head.reading, lambda: _log_read("the weights", head.bytes, begun))
+        _when_all_done([piece for pieces in head.reading.values() for piece in pieces],
+                       lambda: _log_read("the weights", head.bytes, begun))
     if gpu:
         head.compiling = start_compiling(compile_processes())
     log.info("head start: reading %d weight files (%.2f GB) ahead; compiling GPU kernels in %d processes",

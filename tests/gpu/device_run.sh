@@ -10,7 +10,8 @@
 #              cumesh) and, for the harness alone, nvdiffrast (HARNESS_ONLY below)
 #   autotune   FlexGEMM entries for this GPU, every shape the decoders and the export meet:
 #              builder/autotune_flexgemm.py tune $AUTOTUNE_ARGS
-#   coldstart  handler.py from launch to ready, warm-up included, on 16 GB of weights: benchmarks/cold_start.py $COLDSTART_ARGS
+#   coldstart  handler.py from launch to ready, warm-up included, on 16 GB of weights: benchmarks/cold_start.py $COLDSTART_ARGS,
+#              and --baseline .cache/baseline when prepare_cache.sh wrote one (BASELINE=<rev>)
 #   firstjob   a fresh worker's first job vs its second, per pipeline type: benchmarks/first_job.py $FIRSTJOB_ARGS
 #   tests      pytest ${PYTEST_TARGETS:-tests/gpu} $PYTEST_ARGS (targets: test files, space-separated;
 #              args: options without spaces inside one, e.g. "-x --durations=0")
@@ -155,13 +156,16 @@ if wanted coldstart; then
   # they are compiled once into a folder of their own, which the worker and its children read.
   export PYTHONPYCACHEPREFIX=/tmp/pycache
   mapfile -t paths < <("$image_python" -c 'import sys; print("\n".join(p for p in sys.path[1:] if p and p != sys.argv[1]))' "$repo")
+  baseline=()
+  [ -f "$repo/.cache/baseline/handler.py" ] && baseline=(--baseline "$repo/.cache/baseline")
   # find -L: the linked packages are symbolic links, which compileall's walk passes over
-  find -L "${paths[@]}" "$repo/trellis_mv" -name '*.py' -not -path '*/test/*' -not -path '*/tests/*' -print0 2>/dev/null \
+  find -L "${paths[@]}" "$repo/trellis_mv" ${baseline[@]:+"$repo/.cache/baseline/trellis_mv"} -name '*.py' \
+    -not -path '*/test/*' -not -path '*/tests/*' -print0 2>/dev/null \
     | xargs -0 -n 400 -P "$(nproc)" "$image_python" -m compileall -qq >/dev/null 2>&1 \
     || echo "compileall: some files did not compile; the rest did"
   echo "compiled into $PYTHONPYCACHEPREFIX: $(find "$PYTHONPYCACHEPREFIX" -name '*.pyc' | wc -l) modules" | tee -a "$run/image_python.log"
   # shellcheck disable=SC2086
-  timeout "$(left)" "$image_python" benchmarks/cold_start.py --out "$run" --root "$repo/.cold_start" ${COLDSTART_ARGS:-} \
+  timeout "$(left)" "$image_python" benchmarks/cold_start.py --out "$run" --root "$repo/.cold_start" "${baseline[@]}" ${COLDSTART_ARGS:-} \
     2>&1 | tee "$run/coldstart.log"
   unset PYTHONPYCACHEPREFIX
   rm -rf "$repo/.cold_start"

@@ -20,16 +20,17 @@ def rgba_view(seed: int, size: int = 384) -> Image.Image:
     return Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
 
 
-def load_shell_pipeline(model_dir: Path, background_model: Path):
+def load_shell_pipeline(model_dir: Path, background_model: Path, wait_read=None):
     """``load_pipeline`` (resident) on random weights, its sparse-structure decoder answering a shell (Trap 2);
-    with it, the latents of the flows' warm-up during the load (``TrellisGenerator``'s ``warmed_latents``)."""
+    with it, the latents of the flows' warm-up during the load (``TrellisGenerator``'s ``warmed_latents``).
+    ``wait_read``: a head start's (``HeadStart.wait_read``), as the worker loads."""
     from random_weights import ShellOccupancy
 
     from trellis_mv.config import Settings
     from trellis_mv.pipeline import load_pipeline
 
     pipeline, warmed = load_pipeline(Settings(model_dir=str(model_dir), background_model=str(background_model),
-                                              low_vram="off"))
+                                              low_vram="off"), wait_read=wait_read)
     pipeline.models["sparse_structure_decoder"] = ShellOccupancy(pipeline.models["sparse_structure_decoder"])
     return pipeline, warmed
 

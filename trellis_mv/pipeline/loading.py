@@ -25,7 +25,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
@@ -61,22 +61,26 @@ STAGES = ("sparse_structure_sampler", "shape_slat_sampler", "tex_slat_sampler")
 BUILDING = threading.Lock()
 
 
-def load_generator(settings: Settings) -> TrellisGenerator:
-    """The worker's generator: the pipeline from ``settings.model_dir`` on the GPU, ready for jobs."""
+def load_generator(settings: Settings, *, wait_read: Callable[[Path], None] | None = None) -> TrellisGenerator:
+    """The worker's generator: the pipeline from ``settings.model_dir`` on the GPU, ready for jobs
+    (``wait_read``: as :func:`load_pipeline`'s)."""
     weights = find_weights(settings)
     components = (weights.model.repo, *weights.named, weights.background.repo)
-    pipeline, warmed = load_pipeline(settings)
+    pipeline, warmed = load_pipeline(settings, wait_read=wait_read)
     return TrellisGenerator(pipeline, max_batch=settings.max_batch, components=components,
                             background=weights.background.repo, warmed_latents=warmed)
 
 
-def load_pipeline(settings: Settings, *, background: Any = None) -> tuple[Any, tuple[Any, Any] | None]:
+def load_pipeline(settings: Settings, *, background: Any = None,
+                  wait_read: Callable[[Path], None] | None = None) -> tuple[Any, tuple[Any, Any] | None]:
     """Build ``Trellis2ImageTo3DPipeline`` from local folders, on CUDA, resident or low-VRAM; with it, the
     512 shape and texture latents of the flows' warm-up during the load (None in low-VRAM mode or
     without a GPU).
 
     ``background`` replaces the remover loaded from ``settings.background_model`` (tests pass a
-    stand-in). Raises ``StartupError`` for missing files.
+    stand-in). ``wait_read(path)`` returns once a weight file (or the files of a folder) has been read
+    ahead (``HeadStart.wait_read``): each file is read only after that. Raises ``StartupError`` for
+    missing files.
 
     The encoders' thread starts first: it imports transformers (seconds of Python) while this thread
     builds the flows and decoders, whose copies into GPU memory leave the interpreter free; trellis2's
@@ -93,20 +97,21 @@ def load_pipeline(settings: Settings, *, background: Any = None) -> tuple[Any, t
         raise StartupError(f"TRELLIS_MV_MODEL_DIR: {config_file} does not exist")
     args = json.loads(config_file.read_text())["args"]
     low_vram = choose_low_vram(settings.low_vram)
+    wait_read = wait_read or _nothing_read_ahead
     # Where the models run as soon as they are loaded: all stay on the GPU, and there is one.
     warm = not low_vram and torch.cuda.is_available()
     sampling = _sampling(samplers, args)
     seconds: dict[str, Any] = {}
     with (ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-encoders") as pool,
           ThreadPoolExecutor(max_workers=FILLERS, thread_name_prefix="load-weights") as filling):
-        encoders = pool.submit(_encoders, weights, args, background, low_vram, warm, seconds)
+        encoders = pool.submit(_encoders, weights, args, background, low_vram, warm, wait_read, seconds)
         filled, built = {}, {}
         for name, reference in args["models"].items():  # the read-ahead's order
             path = weights.path(reference)
             begun = time.perf_counter()
             model = _build(models, path, random_init=False)
             built[name] = time.perf_counter() - begun
-            filled[name] = filling.submit(_fill_or_rebuild, models, name, model, path, low_vram)
+            filled[name] = filling.submit(_fill_or_rebuild, models, name, model, path, low_vram, wait_read)
         # after the encoders, on their thread; submitted once every fill is (it looks them up by name)
         flows = pool.submit(_warm_flows_as_filled, encoders, filled, sampling, settings.max_batch) if warm else None
         loaded = {}
@@ -162,11 +167,18 @@ def _fill(model: torch.nn.Module, path: Path, low_vram: bool) -> tuple[torch.nn.
     return model, [key for key in missing if key in parameters], (begun, time.perf_counter())
 
 
-def _fill_or_rebuild(models: Any, name: str, model: torch.nn.Module, path: Path,
-                     low_vram: bool) -> tuple[torch.nn.Module, tuple[float, float]]:
-    """:func:`_fill`; where the checkpoint lacks parameters, the model built again with its random
-    initialisation and filled, as trellis2 leaves them. The model, and when its filling began and ended."""
-    filled, unfilled, (began, ended) = _fill(model, path, low_vram)
+def _nothing_read_ahead(path: Path) -> None:
+    """``load_pipeline``'s ``wait_read`` without a head start: there is no read to wait for."""
+
+
+def _fill_or_rebuild(models: Any, name: str, model: torch.nn.Module, path: Path, low_vram: bool,
+                     wait_read: Callable[[Path], None]) -> tuple[torch.nn.Module, tuple[float, float]]:
+    """:func:`_fill` once the checkpoint has been read ahead; where it lacks parameters, the model built
+    again with its random initialisation and filled, as trellis2 leaves them. The model, and when its
+    filling (its waiting included) began and ended."""
+    began = time.perf_counter()
+    wait_read(path.with_name(path.name + ".safetensors"))
+    filled, unfilled, (_began, ended) = _fill(model, path, low_vram)
     if unfilled:
         log.warning("%s: the checkpoint lacks %d parameters (%s); built again with its random initialisation",
                     name, len(unfilled), ", ".join(unfilled[:3]))
@@ -197,20 +209,23 @@ _RANDOM_FILLS = frozenset({torch.nn.init.uniform_, torch.nn.init.normal_, torch.
 
 
 def _encoders(weights: Weights, args: dict[str, Any], background: Any, low_vram: bool, warm: bool,
-              seconds: dict[str, Any]) -> tuple[DinoV3Conditioner, Any]:
-    """The image encoder and the background remover (``background`` when given), timed into ``seconds``;
-    with ``warm``, on the GPU and run once."""
+              wait_read: Callable[[Path], None], seconds: dict[str, Any]) -> tuple[DinoV3Conditioner, Any]:
+    """The image encoder and the background remover (``background`` when given), each once its files
+    have been read ahead, timed into ``seconds``; with ``warm``, on the GPU and run once."""
     from ..background import load_background_remover
 
     # Outside BUILDING: the flows are built meanwhile. trellis2's pipeline module needs the auto classes.
     from transformers import AutoModelForImageSegmentation, DINOv3ViTModel  # noqa: F401
 
     begun = time.perf_counter()
+    folder = weights.path(args["image_cond_model"]["args"]["model_name"])
+    wait_read(folder)
     with BUILDING:
-        encoder = DinoV3Conditioner(str(weights.path(args["image_cond_model"]["args"]["model_name"])))
+        encoder = DinoV3Conditioner(str(folder))
     seconds["image_cond_model"] = round(time.perf_counter() - begun, 2)
     if background is None:
         begun = time.perf_counter()
+        wait_read(weights.background.path)
         # Built on the GPU, as the models are, and without the random initialisation its checkpoint
         # overwrites: the loader refuses a checkpoint that lacks a parameter.
         with BUILDING, RANDOM_OR_CAPTURE, torch.device("cuda"), RandomInitSkipped():
