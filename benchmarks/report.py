@@ -86,7 +86,9 @@ def cold_start_row(cold: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
     """One call's cold start in a line of the history: the call, the disk, the goal, and where the time went."""
     phases = cold.get("phases_s", {})
     return {"date": env.get("date"), "commit": env.get("commit") or cold.get("commit"),
-            "read_gb_per_s": cold.get("read_sequential_gb_per_s"), "bound_s": cold.get("cold_start_read_bound_s"),
+            "read_gb_per_s": cold.get(f"read_{cold.get('cold_start_read_basis', 'sequential')}_gb_per_s"),
+            "settled": bool(cold.get("page_cache_before_launch", {}).get("settled")),
+            "bound_s": cold.get("cold_start_read_bound_s"),
             "cold_start_s": cold.get("cold_start_s"), "imports_s": phases.get("imports, CUDA check"),
             "load_s": phases.get("load_pipeline"),
             "warm_up_s": round(sum(warm), 2) if (warm := [v for k, v in phases.items() if k.startswith("warm-up")]) else None,
@@ -287,9 +289,12 @@ def _cold_start_section(cold: dict[str, Any]) -> list[str]:
     fs = cold.get("filesystem", {})
     lines = ["", "### Cold start (benchmarks/cold_start.py)", "",
              f"{cold.get('bytes')} bytes in {cold.get('files')} weight files on {fs.get('type')} ({fs.get('mount')}), "
-             f"written in {cold.get('write_weights_s')} s. Read once after dropping the page cache: "
-             f"{cold.get('read_sequential_gb_per_s')} GB/s one file after another, {cold.get('read_ahead_gb_per_s', cold.get('read_parallel_gb_per_s'))} GB/s "
-             f"with the worker's read-ahead (as of the run's commit). Page cache before the launch: {json.dumps(cold.get('page_cache_before_launch'))}.", "",
+             f"written in {cold.get('write_weights_s')} s. Read one file after another, 16 MiB at a time: "
+             f"{cold.get('read_sequential_gb_per_s')} GB/s right after dropping the page cache"
+             + (f", {cold['read_settled_gb_per_s']} GB/s from a settled one "
+                f"({json.dumps(cold.get('page_cache_before_settled_read'))})" if "read_settled_gb_per_s" in cold else "")
+             + f"; the bound is made of the {cold.get('cold_start_read_basis', 'sequential')} read. "
+             f"Page cache before the launch: {json.dumps(cold.get('page_cache_before_launch'))}.", "",
              f"Launch to ready: {cold.get('cold_start_s')} s against a read bound of {cold.get('cold_start_read_bound_s')} s "
              f"({cold.get('cold_start_read_s')} s of reading + 10 s: the goal of DESIGN.md, ready within the weights' "
              f"reading time + 10 s, the warm-up included); "
@@ -332,13 +337,15 @@ def _cold_start_history(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return []
     lines = ["", "Every cold start measured, one device call a row (seconds from launch; the read bound is that "
-             "call's disk: its reading time + 10 s; `warm-up` is what ran after the load):", "",
-             "| date | commit | disk GB/s | read bound | ready | over the bound | imports, CUDA check | load | warm-up | weights read at |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "call's disk: its reading time + 10 s; `settled`: the read and the launch began from a settled page "
+             "cache, see benchmarks/cold_start.py; `warm-up` is what ran after the load):", "",
+             "| date | commit | disk GB/s | settled | read bound | ready | over the bound | imports, CUDA check | load | warm-up | weights read at |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         over = (round(row["cold_start_s"] - row["bound_s"], 1)
                 if row.get("cold_start_s") is not None and row.get("bound_s") is not None else None)
-        cells = [row.get("date"), f"`{row.get('commit')}`", row.get("read_gb_per_s"), row.get("bound_s"),
+        cells = [row.get("date"), f"`{row.get('commit')}`", row.get("read_gb_per_s"), "yes" if row.get("settled") else "no",
+                 row.get("bound_s"),
                  row.get("cold_start_s") if row.get("cold_start_s") is not None else "did not start", over,
                  row.get("imports_s"), row.get("load_s"), row.get("warm_up_s"), row.get("weights_read_s")]
         lines.append("| " + " | ".join("—" if cell is None else str(cell) for cell in cells) + " |")

@@ -396,6 +396,26 @@ def test_the_cold_start_section_names_the_workers_packages_and_when_the_reads_en
     assert "imports_read 3.1 s, weights_read 15.2 s from launch" in text
 
 
+def test_settling_waits_until_the_guest_stops_returning_memory(tmp_path):
+    class Counter:  # the kernel's reported_kib as successive reads see it: two passes report 1 GiB each
+        def __init__(self, values):
+            self.values = iter(values)
+            self.last = 0
+
+        def is_file(self) -> bool:
+            return True
+
+        def read_text(self) -> str:
+            self.last = next(self.values, self.last)
+            return f"{self.last}\n"
+
+    settled = cold_start.settle(Counter([5 * 2**20, 5 * 2**20, 6 * 2**20, 6 * 2**20, 7 * 2**20]), quiet_s=0.5)
+    assert settled["settled"] and settled["reported_gib"] == 2.0 and settled["settle_s"] >= 0.5
+
+    assert cold_start.settle(Counter(range(0, 10**9, 1024)), quiet_s=0.5, at_most_s=1.0)["settled"] is False
+    assert cold_start.settle(tmp_path / "reported_kib") == {"settled": False, "why": f"no {tmp_path / 'reported_kib'}"}
+
+
 def test_a_baseline_tree_is_launched_beside_this_one_with_its_own_modules(tmp_path, monkeypatch):
     """The real handler.py of each tree, as the cold start launches it (on the CPU it starts without weights)."""
     baseline = tmp_path / "baseline"
@@ -404,7 +424,7 @@ def test_a_baseline_tree_is_launched_beside_this_one_with_its_own_modules(tmp_pa
     (baseline / "commit").write_text("old\n")
     with open(baseline / "trellis_mv" / "__init__.py", "a") as init:
         init.write('\nprint("the baseline tree", flush=True)\n')
-    monkeypatch.setattr(cold_start, "drop_page_cache", lambda files: {"drop_caches": "not in a test"})
+    monkeypatch.setattr(cold_start, "cold_page_cache", lambda files: {"drop_caches": "not in a test"})
     args = argparse.Namespace(baseline=baseline, rounds=1, out=tmp_path, timeout=120)
 
     side = cold_start.side_by_side(tmp_path / "weights" / "TRELLIS.2-4B", [], args)
@@ -520,7 +540,9 @@ def test_the_report_keeps_a_cold_start_whole_and_every_call_in_its_history(tmp_p
     for name, cold in (("first", {"cold_start_s": 30.0, "cold_start_read_bound_s": 20.0, "profiled": {"marks": {}},
                                   "phases_s": {"imports, CUDA check": 6.0, "load_pipeline": 15.0, "warm-up: stages": 4.0,
                                                "warm-up: decoders": 0.5}}),
-                       ("second", {"cold_start_s": 24.5, "cold_start_read_bound_s": 22.0,
+                       ("second", {"cold_start_s": 24.5, "cold_start_read_bound_s": 22.0, "cold_start_read_basis": "settled",
+                                   "read_sequential_gb_per_s": 2.5, "read_settled_gb_per_s": 1.2,
+                                   "page_cache_before_launch": {"settled": True},
                                    "handler": {"marks": {"weights_read": 18.4}}})):
         (tmp_path / name).mkdir()
         (tmp_path / name / "cold_start.json").write_text(json.dumps(cold))
@@ -533,6 +555,6 @@ def test_the_report_keeps_a_cold_start_whole_and_every_call_in_its_history(tmp_p
     assert [row["commit"] for row in results["cold_start_history"]] == ["older", "first", "second"]
     assert results["cold_start_history"][1]["warm_up_s"] == 4.5
     text = report.render(results)
-    assert "| first | `first` | — | 20.0 | 30.0 | 10.0 | 6.0 | 15.0 | 4.5 | — |" in text
-    assert "| second | `second` | — | 22.0 | 24.5 | 2.5 | — | — | — | 18.4 |" in text
+    assert "| first | `first` | — | no | 20.0 | 30.0 | 10.0 | 6.0 | 15.0 | 4.5 | — |" in text
+    assert "| second | `second` | 1.2 | yes | 22.0 | 24.5 | 2.5 | — | — | — | 18.4 |" in text  # the bound's read
     assert report.merge(results, found, None, sources)["cold_start_history"] == results["cold_start_history"]
