@@ -293,6 +293,8 @@ def _cold_start_section(cold: dict[str, Any]) -> list[str]:
              f"{cold.get('read_sequential_gb_per_s')} GB/s right after dropping the page cache"
              + (f", {cold['read_settled_gb_per_s']} GB/s from a settled one "
                 f"({json.dumps(cold.get('page_cache_before_settled_read'))})" if "read_settled_gb_per_s" in cold else "")
+             + (f", {cold['read_direct_gb_per_s']} GB/s past it (`O_DIRECT`, one reused buffer)"
+                if "read_direct_gb_per_s" in cold else "")
              + f"; the bound is made of the {cold.get('cold_start_read_basis', 'sequential')} read. "
              f"Page cache before the launch: {json.dumps(cold.get('page_cache_before_launch'))}.", "",
              f"Launch to ready: {cold.get('cold_start_s')} s against a read bound of {cold.get('cold_start_read_bound_s')} s "

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import trimesh
 
-from trellis_mv.pipeline.prefetch import import_files, read_ahead, read_imports_ahead, weight_files
+from trellis_mv.pipeline import prefetch
+from trellis_mv.pipeline.prefetch import import_files, page_cache_files, read_ahead, read_imports_ahead, weight_files
 from trellis_mv.weights import Found, Source, Weights
 from trellis_mv.pipeline.warm import warmup_view
 
@@ -64,6 +65,22 @@ def test_weight_files_are_what_the_loader_reads_in_the_order_it_needs_them(tmp_p
     names = [path.relative_to(tmp_path).as_posix() for path in weight_files(args, weights)]
     assert names == ["dinov3/model.safetensors", "BiRefNet/model.safetensors",  # the encoders' thread loads these first
                      "TRELLIS.2-4B/ckpts/a.safetensors", "TRELLIS-image-large/ckpts/b.safetensors"]
+
+
+def test_the_page_cache_files_are_the_encoders_and_the_models_that_cannot_be_read_past_it(tmp_path, monkeypatch):
+    args, weights = _layout(tmp_path)
+    monkeypatch.setattr(prefetch, "can_read_direct", lambda path: path.name == "a.safetensors")
+    names = [path.relative_to(tmp_path).as_posix() for path in page_cache_files(args, weights)]
+    assert names == ["dinov3/model.safetensors", "BiRefNet/model.safetensors", "TRELLIS-image-large/ckpts/b.safetensors"]
+
+
+def test_a_file_on_a_disk_can_be_read_past_the_page_cache_and_a_missing_one_cannot(tmp_path):
+    assert not prefetch.can_read_direct(tmp_path / "missing.safetensors")
+    kind = cold_start.filesystem(tmp_path)["type"]
+    if kind not in ("ext4", "xfs", "btrfs"):
+        pytest.skip(f"the temporary folder is on {kind}, which may refuse O_DIRECT")
+    (tmp_path / "weights.safetensors").write_bytes(b"x" * 10_000)
+    assert prefetch.can_read_direct(tmp_path / "weights.safetensors")
 
 
 def test_read_ahead_reads_every_byte_in_pieces(tmp_path):
@@ -396,6 +413,24 @@ def test_the_cold_start_section_names_the_workers_packages_and_when_the_reads_en
     assert "imports_read 3.1 s, weights_read 15.2 s from launch" in text
 
 
+@pytest.mark.parametrize(("reads", "basis"), [
+    ({"read_sequential_gb_per_s": 2.5, "read_settled_gb_per_s": 0.7, "read_direct_gb_per_s": 1.9}, "direct"),
+    ({"read_sequential_gb_per_s": 2.5, "read_settled_gb_per_s": 1.2}, "settled"),
+    ({"read_sequential_gb_per_s": 2.5}, "sequential"),
+])
+def test_the_bound_is_made_of_the_faster_read_a_fresh_machine_can_have(reads, basis):
+    assert cold_start.read_basis(reads) == basis
+
+
+def test_the_disk_alone_is_read_past_the_page_cache(tmp_path):
+    files = [tmp_path / "a.safetensors", tmp_path / "b.safetensors"]
+    for index, path in enumerate(files):
+        path.write_bytes(bytes([index]) * (3 * 2**20 + 123))  # not a multiple of the block: the last read is short
+    if not prefetch.can_read_direct(files[0]):
+        pytest.skip(f"{tmp_path} refuses O_DIRECT")
+    assert cold_start.read_direct(files, chunk=2**20) > 0
+
+
 def test_settling_waits_until_the_guest_stops_returning_memory(tmp_path):
     class Counter:  # the kernel's reported_kib as successive reads see it: two passes report 1 GiB each
         def __init__(self, values):
@@ -436,6 +471,16 @@ def test_a_baseline_tree_is_launched_beside_this_one_with_its_own_modules(tmp_pa
         assert side[name]["median_ready_s"] == launched["marks"]["ready"]
     assert "the baseline tree" in (tmp_path / "cold_start_baseline_0.log").read_text()
     assert "the baseline tree" not in (tmp_path / "cold_start_current_0.log").read_text()
+
+
+def test_the_cold_start_section_says_which_read_the_bound_is_made_of():
+    cold = {"read_sequential_gb_per_s": 2.5, "read_settled_gb_per_s": 0.7, "read_direct_gb_per_s": 1.9,
+            "page_cache_before_settled_read": {"settled": True, "settle_s": 30.2, "reported_gib": 18.5},
+            "cold_start_read_basis": "direct"}
+    text = "\n".join(report._cold_start_section(cold))
+    assert ("2.5 GB/s right after dropping the page cache, 0.7 GB/s from a settled one "
+            '({"settled": true, "settle_s": 30.2, "reported_gib": 18.5}), 1.9 GB/s past it (`O_DIRECT`, one reused '
+            "buffer); the bound is made of the direct read.") in text
 
 
 def test_the_cold_start_section_shows_a_baseline_launched_beside_it():

@@ -34,7 +34,7 @@ from pathlib import Path
 from .config import Settings
 from .errors import StartupError
 from .pipeline.kernels import Compiling, start_compiling
-from .pipeline.prefetch import read_ahead, read_imports_ahead, weight_files
+from .pipeline.prefetch import page_cache_files, read_ahead, read_imports_ahead
 from .weights import find_weights
 
 __all__ = ["HeadStart", "begin", "compile_processes", "gpu_visible"]
@@ -69,7 +69,7 @@ def begin(settings: Settings) -> HeadStart:
     try:
         weights = find_weights(settings)
         args = json.loads((weights.model_dir / "pipeline.json").read_text())["args"]
-        files = weight_files(args, weights)
+        files = page_cache_files(args, weights)
     except (StartupError, OSError, ValueError, KeyError, TypeError):
         files = []
     # Both at once; their threads end by themselves. The weights' read is what the load waits for: on

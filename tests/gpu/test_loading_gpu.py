@@ -1,9 +1,11 @@
 """The loader's own build and fill give trellis2's model: every tensor equal, computed ones included.
 
 ``trellis_mv.pipeline.loading`` builds each model without the random initialisation its checkpoint
-overwrites and fills it on another thread; a model built that way from a full checkpoint must be
-the model ``trellis2.models.from_pretrained`` gives, bit for bit: parameters, buffers, and the plain
-tensors modules compute in ``__init__`` (the rotary embeddings' frequencies).
+overwrites and fills it on another thread, reading the checkpoint past the page cache where the
+file system allows it (``direct_read``: pinned buffers, copies to the GPU beside the next read); a
+model built that way from a full checkpoint must be the model ``trellis2.models.from_pretrained``
+gives, bit for bit: parameters, buffers, and the plain tensors modules compute in ``__init__`` (the
+rotary embeddings' frequencies).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ def test_a_model_built_without_random_init_and_filled_is_trellis2s(tmp_path: Pat
     from trellis2 import models
 
     from trellis_mv.pipeline.loading import _build, _fill
+    from trellis_mv.pipeline.prefetch import can_read_direct
 
     config_file, key = {**FLOWS, **DECODERS}[checkpoint]
     spec = json.loads((configs_dir() / config_file).read_text())["models"][key]
@@ -37,6 +40,7 @@ def test_a_model_built_without_random_init_and_filled_is_trellis2s(tmp_path: Pat
     with torch.device("cuda"):
         theirs = models.from_pretrained(str(prefix))
     ours, unfilled, _seconds = _fill(_build(models, prefix, random_init=False), prefix, low_vram=False)
+    record(f"loading_{checkpoint}_read_past_the_page_cache", can_read_direct(Path(f"{prefix}.safetensors")))
 
     assert unfilled == []
     theirs_state, ours_state = theirs.state_dict(), ours.state_dict()

@@ -40,7 +40,9 @@ from ..dinov3 import DinoV3Conditioner
 from ..errors import StartupError
 from ..gpu_random import RANDOM_OR_CAPTURE
 from ..weights import Weights, find_weights
+from .direct_read import fill_direct
 from .offload import choose_low_vram
+from .prefetch import can_read_direct
 from .running import TrellisGenerator
 from .warm import warm_encoders, warm_flows, warmup_view
 
@@ -155,16 +157,32 @@ def _build(models: Any, path: Path, *, random_init: bool) -> torch.nn.Module:
 def _fill(model: torch.nn.Module, path: Path, low_vram: bool) -> tuple[torch.nn.Module, list[str], tuple[float, float]]:
     """``model`` with ``path``.safetensors loaded into it (as trellis2 does: keys it lacks are ignored),
     parked on the CPU in low-VRAM mode; the parameters the checkpoint lacks; when it began and ended
-    (``time.perf_counter``)."""
+    (``time.perf_counter``). The file is read past the page cache where its file system allows it
+    (``direct_read``), else through it (safetensors' ``load_file``)."""
     from safetensors.torch import load_file
 
     begun = time.perf_counter()
-    missing, _unexpected = model.load_state_dict(load_file(str(path.with_name(path.name + ".safetensors"))), strict=False)
+    file = path.with_name(path.name + ".safetensors")
+    missing = _fill_direct(model, file) if can_read_direct(file) else None
+    if missing is None:
+        missing, _unexpected = model.load_state_dict(load_file(str(file)), strict=False)
     model.eval()  # as the pipeline sets it; the warm-up runs it before the pipeline is built
     parameters = dict(model.named_parameters())
     if low_vram:
         model.cpu()
     return model, [key for key in missing if key in parameters], (begun, time.perf_counter())
+
+
+def _fill_direct(model: torch.nn.Module, file: Path) -> list[str] | None:
+    """``model``'s parameters and buffers filled from ``file`` read past the page cache; the names of
+    those the file lacks. None where the read failed (the caller reads the file through the page cache)."""
+    state = model.state_dict(keep_vars=True)
+    try:
+        filled = fill_direct(file, state)
+    except OSError as error:
+        log.warning("%s: reading past the page cache failed (%s); reading it through the page cache", file, error)
+        return None
+    return [name for name in state if name not in filled]
 
 
 def _nothing_read_ahead(path: Path) -> None:

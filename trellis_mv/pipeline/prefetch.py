@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import mmap
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,13 +33,17 @@ from typing import Any, Iterable
 
 from ..weights import Weights
 
-__all__ = ["CHUNK", "START_DISTRIBUTIONS", "WORKERS", "import_files", "read_ahead", "read_imports_ahead", "weight_files"]
+__all__ = ["ALIGN", "CHUNK", "START_DISTRIBUTIONS", "WORKERS", "can_read_direct", "import_files", "page_cache_files",
+           "read_ahead", "read_imports_ahead", "weight_files"]
 
 # One file after another, 16 MiB per read (the kernel's own read-ahead keeps the disk busy): on the H200
 # machine every comparison has favoured it over pieces on several threads, 1.83 against 1.52 GB/s
 # (4 threads of 8 MiB), 2.29 against 2.17 (256 MiB), and 1.55 against 1.23 on 2026-12-04, when the start's
 # four threads read the weights at 0.93 GB/s beside the imports and the load.
 WORKERS, CHUNK = 1, 16 * 2**20
+# O_DIRECT wants offsets, lengths and buffers aligned to the device's logical block; 4 KiB covers
+# every block size in use.
+ALIGN = 4096
 # The distributions a TRELLIS.2 worker's start imports from (handler, checks, load, warm-up), as
 # pip names them; one not installed is skipped.
 START_DISTRIBUTIONS = (
@@ -104,13 +109,47 @@ def read_imports_ahead(distributions: Iterable[str] = START_DISTRIBUTIONS, *, wo
     return future
 
 
+def can_read_direct(path: Path) -> bool:
+    """Whether ``path`` can be read with ``O_DIRECT``, past the page cache (``pipeline.direct_read``):
+    tmpfs and some network and overlay file systems refuse it, and their files are read ahead."""
+    if not hasattr(os, "O_DIRECT"):
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    except OSError:
+        return False
+    try:
+        with mmap.mmap(-1, ALIGN) as buffer:  # page-aligned, as O_DIRECT's buffers must be
+            os.preadv(fd, [buffer], 0)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def weight_files(args: dict[str, Any], weights: Weights) -> list[Path]:
     """The ``*.safetensors`` files a pipeline.json's ``args`` loads from ``weights``, in the order the
     load needs them, those that exist: the image encoder's and the background remover's first (the
     loader loads and runs them first, on a thread of their own), then the models' in load order."""
+    return _encoder_files(args, weights) + _model_files(args, weights)
+
+
+def page_cache_files(args: dict[str, Any], weights: Weights) -> list[Path]:
+    """Those of :func:`weight_files` the start reads through the page cache, which the head start reads
+    ahead: the encoders' (transformers loads them) and the models' that cannot be read past it
+    (:func:`can_read_direct`; the others the loader reads itself, ``pipeline.direct_read``)."""
+    return _encoder_files(args, weights) + [path for path in _model_files(args, weights) if not can_read_direct(path)]
+
+
+def _encoder_files(args: dict[str, Any], weights: Weights) -> list[Path]:
     encoder = weights.path(args["image_cond_model"]["args"]["model_name"])
     files = sorted(encoder.glob("*.safetensors")) + sorted(weights.background.path.glob("*.safetensors"))
-    files += [path.with_name(path.name + ".safetensors") for path in map(weights.path, args["models"].values())]
+    return [path for path in files if path.is_file()]
+
+
+def _model_files(args: dict[str, Any], weights: Weights) -> list[Path]:
+    files = [path.with_name(path.name + ".safetensors") for path in map(weights.path, args["models"].values())]
     return [path for path in files if path.is_file()]
 
 

@@ -1,0 +1,98 @@
+"""Reading a checkpoint past the page cache into a model's tensors (``trellis_mv.pipeline.direct_read``).
+
+Real files on this machine's disk, written by safetensors itself, read with ``O_DIRECT`` in pieces
+small enough that tensors straddle them; what lands must be what safetensors' own ``load_file``
+gives. The GPU path (pinned buffers, copies that overlap the next read) is tests/gpu/test_loading_gpu.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from trellis_mv.pipeline.direct_read import entries, fill_direct
+from trellis_mv.pipeline.loading import _fill
+from trellis_mv.pipeline.prefetch import ALIGN, can_read_direct
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    tensors = {
+        "blocks.0.weight": torch.randn(96, 80).to(torch.bfloat16),  # 15 360 bytes: straddles 8 KiB pieces
+        "blocks.0.bias": torch.randn(80).to(torch.bfloat16),
+        "norm.weight": torch.randn(333),  # float32, an odd length
+        "embed.table": torch.randn(7, 3).to(torch.float16),
+        "mask": torch.rand(50) > 0.5,
+        "step": torch.tensor(7, dtype=torch.int64),  # a scalar
+        "unused.weight": torch.randn(1000),  # in the file, not in the model
+    }
+    path = tmp_path / "model.safetensors"
+    save_file(tensors, str(path))
+    if not can_read_direct(path):
+        pytest.skip(f"{tmp_path} refuses O_DIRECT")
+    return path
+
+
+def test_entries_are_the_headers_tensors_in_file_order(checkpoint):
+    found = entries(checkpoint)
+    assert {entry.name for entry in found} == set(load_file(str(checkpoint)))
+    assert [entry.start for entry in found] == sorted(entry.start for entry in found)
+    assert all(b.start >= a.end for a, b in zip(found, found[1:]))
+    assert found[-1].end == checkpoint.stat().st_size
+
+
+@pytest.mark.parametrize("chunk", [ALIGN, 2 * ALIGN, 1 << 20])
+def test_every_named_tensor_lands_as_safetensors_loads_it(checkpoint, chunk):
+    expected = load_file(str(checkpoint))
+    targets = {name: torch.zeros_like(tensor) for name, tensor in expected.items() if name != "unused.weight"}
+    targets["model.extra"] = torch.full((4,), 9.0)  # the model's, not in the file
+
+    filled = fill_direct(checkpoint, targets, chunk=chunk)
+
+    assert filled == set(expected) - {"unused.weight"}
+    for name in filled:
+        assert torch.equal(targets[name], expected[name]), name
+    assert torch.equal(targets["model.extra"], torch.full((4,), 9.0))
+
+
+def test_a_target_of_another_dtype_or_layout_is_converted_as_load_state_dict_converts(checkpoint):
+    expected = load_file(str(checkpoint))
+    wider = torch.zeros(96, 80, dtype=torch.float32)  # bf16 in the file
+    transposed = torch.zeros(3, 7, dtype=torch.float16).t()  # not contiguous
+
+    fill_direct(checkpoint, {"blocks.0.weight": wider, "embed.table": transposed}, chunk=ALIGN)
+
+    assert torch.equal(wider, expected["blocks.0.weight"].float())
+    assert torch.equal(transposed, expected["embed.table"])
+
+
+def test_a_shape_that_differs_from_the_models_is_refused(checkpoint):
+    with pytest.raises(RuntimeError, match="size mismatch for norm.weight"):
+        fill_direct(checkpoint, {"norm.weight": torch.zeros(334)})
+
+
+def test_a_file_shorter_than_its_header_says_is_an_error(checkpoint):
+    last = entries(checkpoint)[-1]
+    data = checkpoint.read_bytes()
+    checkpoint.write_bytes(data[: len(data) - (last.end - last.start) // 2])
+    with pytest.raises(OSError, match="fewer than the header promises"):
+        fill_direct(checkpoint, {last.name: torch.zeros(last.shape, dtype=last.dtype)}, chunk=ALIGN)
+
+
+def test_the_loaders_fill_reads_past_the_page_cache_and_names_what_the_file_lacks(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.LayerNorm(64))
+    model.register_buffer("scale", torch.ones(3))
+    saved = {key: torch.full_like(value, 2.0) for key, value in model.state_dict().items() if key != "1.bias"}
+    save_file(saved, str(tmp_path / "model.safetensors"))
+    if not can_read_direct(tmp_path / "model.safetensors"):
+        pytest.skip(f"{tmp_path} refuses O_DIRECT")
+
+    filled, unfilled, _times = _fill(model, tmp_path / "model", low_vram=False)
+
+    assert filled is model and unfilled == ["1.bias"]
+    assert torch.equal(model[0].weight, torch.full((64, 64), 2.0)) and torch.equal(model.scale, torch.full((3,), 2.0))
+    assert not model.training
