@@ -96,3 +96,34 @@ def test_the_loaders_fill_reads_past_the_page_cache_and_names_what_the_file_lack
     assert filled is model and unfilled == ["1.bias"]
     assert torch.equal(model[0].weight, torch.full((64, 64), 2.0)) and torch.equal(model.scale, torch.full((3,), 2.0))
     assert not model.training
+
+
+
+def test_a_file_that_cannot_be_read_direct_is_filled_through_the_page_cache(tmp_path, monkeypatch):
+    from trellis_mv.pipeline import loading
+
+    model = torch.nn.Linear(8, 4)
+    save_file({"weight": torch.full((4, 8), 3.0), "bias": torch.full((4,), 5.0)}, str(tmp_path / "model.safetensors"))
+    monkeypatch.setattr(loading, "can_read_direct", lambda path: False)
+    monkeypatch.setattr(loading, "fill_direct", lambda path, targets: pytest.fail("read direct"))
+
+    filled, unfilled, _times = _fill(model, tmp_path / "model", low_vram=False)
+
+    assert unfilled == [] and torch.equal(filled.weight, torch.full((4, 8), 3.0))
+    assert torch.equal(filled.bias, torch.full((4,), 5.0))
+
+def test_a_direct_read_that_fails_falls_back_to_the_page_cache(tmp_path, monkeypatch, caplog):
+    from trellis_mv.pipeline import loading
+
+    model = torch.nn.Linear(8, 4)
+    save_file({"weight": torch.full((4, 8), 3.0), "bias": torch.full((4,), 5.0)}, str(tmp_path / "model.safetensors"))
+    monkeypatch.setattr(loading, "can_read_direct", lambda path: True)
+
+    def refused(path, targets):
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(loading, "fill_direct", refused)
+    filled, unfilled, _times = _fill(model, tmp_path / "model", low_vram=False)
+
+    assert unfilled == [] and torch.equal(filled.weight, torch.full((4, 8), 3.0))
+    assert "reading past the page cache failed" in caplog.text

@@ -111,7 +111,8 @@ def read_imports_ahead(distributions: Iterable[str] = START_DISTRIBUTIONS, *, wo
 
 def can_read_direct(path: Path) -> bool:
     """Whether ``path`` can be read with ``O_DIRECT``, past the page cache (``pipeline.direct_read``):
-    tmpfs and some network and overlay file systems refuse it, and their files are read ahead."""
+    some file systems refuse it (tmpfs on older kernels, some network and overlay ones), and their
+    files are read ahead."""
     if not hasattr(os, "O_DIRECT"):
         return False
     try:
