@@ -329,9 +329,14 @@ def _side_by_side(side: dict[str, Any]) -> list[str]:
             after = (round(marks["ready"] - marks["loaded"], 2) if "ready" in marks and "loaded" in marks else None)
             cells = [name, f"`{version['commit']}`", launched["round"], marks.get("ready", "did not start"),
                      marks.get("weights_read"), marks.get("loaded"), after]
-            lines.append("| " + " | ".join("—" if cell is None else str(cell) for cell in cells) + " |")
+            lines.append(_row(cells))
     medians = ", ".join(f"{name} ({version['commit']}) {version['median_ready_s']} s" for name, version in side.items())
     return lines + ["", f"Median time to ready: {medians}."]
+
+
+def _row(cells: list[Any]) -> str:
+    """A markdown table row of ``cells``, a dash where a value is missing."""
+    return "| " + " | ".join("—" if cell is None else str(cell) for cell in cells) + " |"
 
 
 def _cold_start_history(rows: list[dict[str, Any]]) -> list[str]:
@@ -350,7 +355,7 @@ def _cold_start_history(rows: list[dict[str, Any]]) -> list[str]:
                  row.get("bound_s"),
                  row.get("cold_start_s") if row.get("cold_start_s") is not None else "did not start", over,
                  row.get("imports_s"), row.get("load_s"), row.get("warm_up_s"), row.get("weights_read_s")]
-        lines.append("| " + " | ".join("—" if cell is None else str(cell) for cell in cells) + " |")
+        lines.append(_row(cells))
     return lines
 
 
