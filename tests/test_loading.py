@@ -105,19 +105,41 @@ def test_a_checkpoint_is_filled_from_once_its_read_ahead_is_done(tmp_path):
     assert filled is model and torch.equal(model.weight, torch.full((4, 4), 3.0)) and ended >= began
 
 
-def test_a_fill_names_the_parameters_its_checkpoint_lacks(tmp_path):
+def test_a_checkpoint_that_lacks_parameters_is_read_once_into_a_model_built_again_with_its_random_init(
+        tmp_path, monkeypatch):
     from safetensors.torch import save_file
 
-    from trellis_mv.pipeline.loading import _fill
+    from trellis_mv.pipeline import loading
 
-    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
-    saved = {key: torch.full_like(value, 2.0) for key, value in model.state_dict().items() if key != "1.bias"}
-    save_file(saved, str(tmp_path / "model.safetensors"))
+    def network() -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
 
-    filled, unfilled, (began, ended) = _fill(model, tmp_path / "model", low_vram=False)
+    saved = {key: torch.full_like(value, 2.0) for key, value in network().state_dict().items() if key != "1.bias"}
+    save_file(saved, str(tmp_path / "flow.safetensors"))
+    unset = network()
+    with torch.no_grad():
+        unset[1].bias.fill_(7.0)  # as built without its random initialisation: whatever the memory held
+    built, fills, waited = [], [], []
 
-    assert filled is model and unfilled == ["1.bias"] and ended >= began
-    assert torch.equal(model[0].weight, torch.full((4, 4), 2.0))
+    def build(models, path, *, random_init):  # on the CPU: _build puts models on the GPU
+        built.append((models, path, random_init))
+        torch.manual_seed(0)
+        return network()
+
+    fill = loading._fill
+    monkeypatch.setattr(loading, "_build", build)
+    monkeypatch.setattr(loading, "_fill", lambda model, path, low_vram: fills.append(path) or fill(model, path, low_vram))
+
+    filled, (began, ended) = loading._fill_or_rebuild("trellis2.models", "flow", unset, tmp_path / "flow", False,
+                                                      waited.append)
+
+    torch.manual_seed(0)
+    initialised = network()
+    assert loading._lacking(unset, tmp_path / "flow.safetensors") == ["1.bias"]  # from the header
+    assert built == [("trellis2.models", tmp_path / "flow", True)] and filled is not unset
+    assert fills == [tmp_path / "flow"] and waited == [tmp_path / "flow.safetensors"]  # read once
+    assert torch.equal(filled[1].bias, initialised[1].bias)  # trellis2's: the random initialisation
+    assert torch.equal(filled[0].weight, torch.full((4, 4), 2.0)) and ended >= began
 
 
 def test_the_encoders_warm_up_runs_the_remover_once_and_dinov3_at_both_conditioning_sizes(dinov3):

@@ -24,7 +24,7 @@ def test_a_model_built_without_random_init_and_filled_is_trellis2s(tmp_path: Pat
     from safetensors.torch import save_file
     from trellis2 import models
 
-    from trellis_mv.pipeline.loading import _build, _fill
+    from trellis_mv.pipeline.loading import _build, _fill, _lacking
     from trellis_mv.pipeline.prefetch import can_read_direct
 
     config_file, key = {**FLOWS, **DECODERS}[checkpoint]
@@ -39,7 +39,9 @@ def test_a_model_built_without_random_init_and_filled_is_trellis2s(tmp_path: Pat
 
     with torch.device("cuda"):
         theirs = models.from_pretrained(str(prefix))
-    ours, unfilled, _seconds = _fill(_build(models, prefix, random_init=False), prefix, low_vram=False)
+    built = _build(models, prefix, random_init=False)
+    unfilled = _lacking(built, Path(f"{prefix}.safetensors"))
+    ours, _seconds = _fill(built, prefix, low_vram=False)
     record(f"loading_{checkpoint}_read_past_the_page_cache", can_read_direct(Path(f"{prefix}.safetensors")))
 
     assert unfilled == []

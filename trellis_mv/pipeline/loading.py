@@ -40,7 +40,7 @@ from ..dinov3 import DinoV3Conditioner
 from ..errors import StartupError
 from ..gpu_random import RANDOM_OR_CAPTURE
 from ..weights import Weights, find_weights
-from .direct_read import fill_direct
+from .direct_read import entries, fill_direct
 from .offload import choose_low_vram
 from .prefetch import can_read_direct
 from .running import TrellisGenerator
@@ -154,35 +154,43 @@ def _build(models: Any, path: Path, *, random_init: bool) -> torch.nn.Module:
         return getattr(models, config["name"])(**config["args"])
 
 
-def _fill(model: torch.nn.Module, path: Path, low_vram: bool) -> tuple[torch.nn.Module, list[str], tuple[float, float]]:
+def _fill(model: torch.nn.Module, path: Path, low_vram: bool) -> tuple[torch.nn.Module, tuple[float, float]]:
     """``model`` with ``path``.safetensors loaded into it (as trellis2 does: keys it lacks are ignored),
-    parked on the CPU in low-VRAM mode; the parameters the checkpoint lacks; when it began and ended
-    (``time.perf_counter``). The file is read past the page cache where its file system allows it
-    (``direct_read``), else through it (safetensors' ``load_file``)."""
+    parked on the CPU in low-VRAM mode, and when the fill began and ended (``time.perf_counter``). The
+    file is read past the page cache where its file system allows it (``direct_read``), else through it
+    (safetensors' ``load_file``)."""
     from safetensors.torch import load_file
 
     begun = time.perf_counter()
-    file = path.with_name(path.name + ".safetensors")
-    missing = _fill_direct(model, file) if can_read_direct(file) else None
-    if missing is None:
-        missing, _unexpected = model.load_state_dict(load_file(str(file)), strict=False)
+    file = _checkpoint(path)
+    if not (can_read_direct(file) and _filled_direct(model, file)):
+        model.load_state_dict(load_file(str(file)), strict=False)
     model.eval()  # as the pipeline sets it; the warm-up runs it before the pipeline is built
-    parameters = dict(model.named_parameters())
     if low_vram:
         model.cpu()
-    return model, [key for key in missing if key in parameters], (begun, time.perf_counter())
+    return model, (begun, time.perf_counter())
 
 
-def _fill_direct(model: torch.nn.Module, file: Path) -> list[str] | None:
-    """``model``'s parameters and buffers filled from ``file`` read past the page cache; the names of
-    those the file lacks. None where the read failed (the caller reads the file through the page cache)."""
-    state = model.state_dict(keep_vars=True)
+def _filled_direct(model: torch.nn.Module, file: Path) -> bool:
+    """Whether ``model``'s parameters and buffers were filled from ``file`` read past the page cache
+    (False where the read failed: the caller reads the file through the page cache)."""
     try:
-        filled = fill_direct(file, state)
+        fill_direct(file, model.state_dict(keep_vars=True))
     except OSError as error:
         log.warning("%s: reading past the page cache failed (%s); reading it through the page cache", file, error)
-        return None
-    return [name for name in state if name not in filled]
+        return False
+    return True
+
+
+def _checkpoint(path: Path) -> Path:
+    """The safetensors file of the model ``path`` names (``path``.json is its config)."""
+    return path.with_name(path.name + ".safetensors")
+
+
+def _lacking(model: torch.nn.Module, file: Path) -> list[str]:
+    """The parameters of ``model`` that the safetensors ``file`` holds no tensor for, from its header alone."""
+    held = {entry.name for entry in entries(file)}
+    return [name for name, _parameter in model.named_parameters() if name not in held]
 
 
 def _nothing_read_ahead(path: Path) -> None:
@@ -191,16 +199,19 @@ def _nothing_read_ahead(path: Path) -> None:
 
 def _fill_or_rebuild(models: Any, name: str, model: torch.nn.Module, path: Path, low_vram: bool,
                      wait_read: Callable[[Path], None]) -> tuple[torch.nn.Module, tuple[float, float]]:
-    """:func:`_fill` once the checkpoint has been read ahead; where it lacks parameters, the model built
-    again with its random initialisation and filled, as trellis2 leaves them. The model, and when its
-    filling (its waiting included) began and ended."""
+    """:func:`_fill` once the checkpoint has been read ahead. Where its header shows that it lacks
+    parameters, the model is first built again with its random initialisation, as trellis2 leaves them;
+    either way the checkpoint is read once. The model, and when its filling (its waiting included)
+    began and ended."""
     began = time.perf_counter()
-    wait_read(path.with_name(path.name + ".safetensors"))
-    filled, unfilled, (_began, ended) = _fill(model, path, low_vram)
-    if unfilled:
+    file = _checkpoint(path)
+    unheld = _lacking(model, file)
+    if unheld:
         log.warning("%s: the checkpoint lacks %d parameters (%s); built again with its random initialisation",
-                    name, len(unfilled), ", ".join(unfilled[:3]))
-        filled, _unfilled, (_began, ended) = _fill(_build(models, path, random_init=True), path, low_vram)
+                    name, len(unheld), ", ".join(unheld[:3]))
+        model = _build(models, path, random_init=True)
+    wait_read(file)
+    filled, (_began, ended) = _fill(model, path, low_vram)
     return filled, (began, ended)
 
 
