@@ -177,5 +177,10 @@ def test_the_revisions_module_is_generated_from_versions_env() -> None:
 
 
 def test_public_names() -> None:
-    assert weights.__all__ == ["BAKED", "RUNPOD_CACHE", "Found", "Source", "Weights", "default_sources",
-                               "find_repo", "find_weights"]
+    assert weights.__all__ == ["BAKED", "RUNPOD_CACHE", "Found", "Source", "Weights", "checkpoint",
+                               "default_sources", "find_repo", "find_weights"]
+
+
+def test_a_models_checkpoint_lies_beside_its_config() -> None:
+    assert weights.checkpoint(Path("/w/ckpts/ss_flow_img_dit_1_3B_64_bf16")) == \
+        Path("/w/ckpts/ss_flow_img_dit_1_3B_64_bf16.safetensors")

@@ -34,7 +34,7 @@ from typing import Any, Callable
 from .config import Settings
 from .errors import StartupError
 from .toolchain import check_toolchain
-from .weights import Weights, find_weights
+from .weights import Weights, checkpoint, find_weights
 
 __all__ = [
     "ATTENTION_BACKENDS",
@@ -137,7 +137,7 @@ def check_weights(weights: Weights) -> str:
     for ref in refs.values():
         path = weights.path(ref)
         problems += _json_problems(path.with_name(path.name + ".json"))
-        problems += _safetensors_problems(path.with_name(path.name + ".safetensors"))
+        problems += _safetensors_problems(checkpoint(path))
     problems += _hf_dir_problems(weights.path(encoder))
     problems += _hf_dir_problems(weights.background.path)
     if problems:

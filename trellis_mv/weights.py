@@ -34,7 +34,8 @@ from . import revisions
 from .config import Settings
 from .errors import StartupError
 
-__all__ = ["BAKED", "RUNPOD_CACHE", "Found", "Source", "Weights", "default_sources", "find_repo", "find_weights"]
+__all__ = ["BAKED", "RUNPOD_CACHE", "Found", "Source", "Weights", "checkpoint", "default_sources", "find_repo",
+           "find_weights"]
 
 BAKED = Path("/models")
 RUNPOD_CACHE = Path("/runpod-volume/huggingface-cache/hub")
@@ -108,6 +109,11 @@ class Weights:
     def describe(self) -> str:
         """One line per repository: where it was found and at which revision."""
         return "; ".join(found.describe() for found in (self.model, *self.named.values(), self.background))
+
+
+def checkpoint(model: Path) -> Path:
+    """The safetensors file of the trellis2 model at ``model`` (a :meth:`Weights.path`; ``model``.json is its config)."""
+    return model.with_name(model.name + ".safetensors")
 
 
 def default_sources(settings: Settings, *, baked: Path = BAKED, runpod_cache: Path = RUNPOD_CACHE) -> list[Source]:

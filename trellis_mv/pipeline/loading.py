@@ -39,7 +39,7 @@ from ..config import Settings
 from ..dinov3 import DinoV3Conditioner
 from ..errors import StartupError
 from ..gpu_random import RANDOM_OR_CAPTURE
-from ..weights import Weights, find_weights
+from ..weights import Weights, checkpoint, find_weights
 from .direct_read import entries, fill_direct
 from .offload import choose_low_vram
 from .prefetch import can_read_direct
@@ -162,7 +162,7 @@ def _fill(model: torch.nn.Module, path: Path, low_vram: bool) -> tuple[torch.nn.
     from safetensors.torch import load_file
 
     begun = time.perf_counter()
-    file = _checkpoint(path)
+    file = checkpoint(path)
     if not (can_read_direct(file) and _filled_direct(model, file)):
         model.load_state_dict(load_file(str(file)), strict=False)
     model.eval()  # as the pipeline sets it; the warm-up runs it before the pipeline is built
@@ -182,11 +182,6 @@ def _filled_direct(model: torch.nn.Module, file: Path) -> bool:
     return True
 
 
-def _checkpoint(path: Path) -> Path:
-    """The safetensors file of the model ``path`` names (``path``.json is its config)."""
-    return path.with_name(path.name + ".safetensors")
-
-
 def _lacking(model: torch.nn.Module, file: Path) -> list[str]:
     """The parameters of ``model`` that the safetensors ``file`` holds no tensor for, from its header alone."""
     held = {entry.name for entry in entries(file)}
@@ -204,7 +199,7 @@ def _fill_or_rebuild(models: Any, name: str, model: torch.nn.Module, path: Path,
     either way the checkpoint is read once. The model, and when its filling (its waiting included)
     began and ended."""
     began = time.perf_counter()
-    file = _checkpoint(path)
+    file = checkpoint(path)
     unheld = _lacking(model, file)
     if unheld:
         log.warning("%s: the checkpoint lacks %d parameters (%s); built again with its random initialisation",

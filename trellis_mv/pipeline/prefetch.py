@@ -31,7 +31,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..weights import Weights
+from ..weights import Weights, checkpoint
 
 __all__ = ["ALIGN", "CHUNK", "START_DISTRIBUTIONS", "WORKERS", "can_read_direct", "import_files", "page_cache_files",
            "read_ahead", "read_imports_ahead", "weight_files"]
@@ -150,7 +150,7 @@ def _encoder_files(args: dict[str, Any], weights: Weights) -> list[Path]:
 
 
 def _model_files(args: dict[str, Any], weights: Weights) -> list[Path]:
-    files = [path.with_name(path.name + ".safetensors") for path in map(weights.path, args["models"].values())]
+    files = [checkpoint(weights.path(ref)) for ref in args["models"].values()]
     return [path for path in files if path.is_file()]
 
 

@@ -15,8 +15,8 @@ are compiled by ``kernels`` while the weights load. What is left is here:
   token counts, guidance included where the stage has it (every pipeline type runs a subset of
   these), each as soon as its model is loaded (the loader's encoders thread, while the later flows
   still load): their first launches need no other model;
-- :func:`warm_stages`: after the load, where the load could not run those (low-VRAM mode, a model
-  built again): background removal and DINOv3 at both resolutions on a photo, then
+- :func:`warm_stages`: after the load, where the load could not run those (low-VRAM mode: the
+  models wait on the CPU): background removal and DINOv3 at both resolutions on a photo, then
   :func:`warm_flows` on the loaded pipeline, in the mode it was loaded in;
 - :func:`warm_decoders`: the shape decoder's upsampling (the cascades) and ``decode_latent`` on the
   512 latents the flows' steps made, as a 512 job decodes them: the decoders' kernels besides FlexGEMM's
