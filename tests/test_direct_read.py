@@ -93,7 +93,7 @@ def test_the_loaders_fill_reads_past_the_page_cache_and_leaves_what_the_file_lac
 
     bias = model[1].bias.clone()
 
-    filled, _times = _fill(model, tmp_path / "model", low_vram=False)
+    filled = _fill(model, tmp_path / "model", low_vram=False)
 
     assert filled is model and torch.equal(model[1].bias, bias)
     assert torch.equal(model[0].weight, torch.full((64, 64), 2.0)) and torch.equal(model.scale, torch.full((3,), 2.0))
@@ -108,7 +108,7 @@ def test_a_file_that_cannot_be_read_direct_is_filled_through_the_page_cache(tmp_
     monkeypatch.setattr(loading, "can_read_direct", lambda path: False)
     monkeypatch.setattr(loading, "fill_direct", lambda path, targets: pytest.fail("read direct"))
 
-    filled, _times = _fill(model, tmp_path / "model", low_vram=False)
+    filled = _fill(model, tmp_path / "model", low_vram=False)
 
     assert torch.equal(filled.weight, torch.full((4, 8), 3.0)) and torch.equal(filled.bias, torch.full((4,), 5.0))
 
@@ -124,7 +124,7 @@ def test_a_direct_read_that_fails_falls_back_to_the_page_cache(tmp_path, monkeyp
         raise OSError(22, "Invalid argument")
 
     monkeypatch.setattr(loading, "fill_direct", refused)
-    filled, _times = _fill(model, tmp_path / "model", low_vram=False)
+    filled = _fill(model, tmp_path / "model", low_vram=False)
 
     assert torch.equal(filled.weight, torch.full((4, 8), 3.0)) and torch.equal(filled.bias, torch.full((4,), 5.0))
     assert "reading past the page cache failed" in caplog.text

@@ -41,7 +41,7 @@ def test_a_model_built_without_random_init_and_filled_is_trellis2s(tmp_path: Pat
         theirs = models.from_pretrained(str(prefix))
     built = _build(models, prefix, random_init=False)
     unfilled = _lacking(built, Path(f"{prefix}.safetensors"))
-    ours, _seconds = _fill(built, prefix, low_vram=False)
+    ours = _fill(built, prefix, low_vram=False)
     record(f"loading_{checkpoint}_read_past_the_page_cache", can_read_direct(Path(f"{prefix}.safetensors")))
 
     assert unfilled == []

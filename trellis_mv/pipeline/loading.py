@@ -154,21 +154,19 @@ def _build(models: Any, path: Path, *, random_init: bool) -> torch.nn.Module:
         return getattr(models, config["name"])(**config["args"])
 
 
-def _fill(model: torch.nn.Module, path: Path, low_vram: bool) -> tuple[torch.nn.Module, tuple[float, float]]:
+def _fill(model: torch.nn.Module, path: Path, low_vram: bool) -> torch.nn.Module:
     """``model`` with ``path``.safetensors loaded into it (as trellis2 does: keys it lacks are ignored),
-    parked on the CPU in low-VRAM mode, and when the fill began and ended (``time.perf_counter``). The
-    file is read past the page cache where its file system allows it (``direct_read``), else through it
-    (safetensors' ``load_file``)."""
+    parked on the CPU in low-VRAM mode. The file is read past the page cache where its file system
+    allows it (``direct_read``), else through it (safetensors' ``load_file``)."""
     from safetensors.torch import load_file
 
-    begun = time.perf_counter()
     file = checkpoint(path)
     if not (can_read_direct(file) and _filled_direct(model, file)):
         model.load_state_dict(load_file(str(file)), strict=False)
     model.eval()  # as the pipeline sets it; the warm-up runs it before the pipeline is built
     if low_vram:
         model.cpu()
-    return model, (begun, time.perf_counter())
+    return model
 
 
 def _filled_direct(model: torch.nn.Module, file: Path) -> bool:
@@ -206,8 +204,7 @@ def _fill_or_rebuild(models: Any, name: str, model: torch.nn.Module, path: Path,
                     name, len(unheld), ", ".join(unheld[:3]))
         model = _build(models, path, random_init=True)
     wait_read(file)
-    filled, (_began, ended) = _fill(model, path, low_vram)
-    return filled, (began, ended)
+    return _fill(model, path, low_vram), (began, time.perf_counter())
 
 
 class RandomInitSkipped(TorchFunctionMode):
