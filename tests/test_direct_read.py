@@ -7,13 +7,15 @@ gives. The GPU path (pinned buffers, copies that overlap the next read) is tests
 
 from __future__ import annotations
 
+import json
+import struct
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from trellis_mv.pipeline.direct_read import entries, fill_direct
+from trellis_mv.pipeline.direct_read import entries, fill_direct, names
 from trellis_mv.pipeline.loading import _fill
 from trellis_mv.pipeline.prefetch import ALIGN, can_read_direct
 
@@ -28,6 +30,8 @@ def checkpoint(tmp_path: Path) -> Path:
         "embed.table": torch.randn(7, 3).to(torch.float16),
         "mask": torch.rand(50) > 0.5,
         "step": torch.tensor(7, dtype=torch.int64),  # a scalar
+        "scales": torch.randn(40).to(torch.float8_e4m3fn),
+        "counts": torch.arange(9, dtype=torch.int32),
         "unused.weight": torch.randn(1000),  # in the file, not in the model
     }
     path = tmp_path / "model.safetensors"
@@ -55,8 +59,48 @@ def test_every_named_tensor_lands_as_safetensors_loads_it(checkpoint, chunk):
 
     assert filled == set(expected) - {"unused.weight"}
     for name in filled:
-        assert torch.equal(targets[name], expected[name]), name
+        assert torch.equal(_bits(targets[name]), _bits(expected[name])), name
     assert torch.equal(targets["model.extra"], torch.full((4,), 9.0))
+
+
+def _bits(tensor: torch.Tensor) -> torch.Tensor:
+    # torch.equal has no float8 kernel on the CPU; bytes compare every dtype bit for bit
+    return tensor.contiguous().view(-1).view(torch.uint8)
+
+
+def _write_by_hand(path: Path, tensors: dict[str, tuple[str, torch.Tensor]]) -> None:
+    """A safetensors file of ``{name: (dtype name, tensor)}`` written from its format, for dtypes an older
+    safetensors cannot save (the image's 0.6 has no complex64)."""
+    header, data, offset = {}, b"", 0
+    for name, (dtype, tensor) in tensors.items():
+        raw = tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+        header[name] = {"dtype": dtype, "shape": list(tensor.shape), "data_offsets": [offset, offset + len(raw)]}
+        data, offset = data + raw, offset + len(raw)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+
+
+def test_a_complex_buffer_lands_bit_for_bit(tmp_path):
+    # trellis2's sparse structure flow keeps its rotary phases as a persistent complex64 buffer
+    phases = torch.polar(torch.ones(64, 6), torch.randn(64, 6))
+    weight = torch.randn(5, 3).to(torch.bfloat16)
+    _write_by_hand(tmp_path / "flow.safetensors", {"weight": ("BF16", weight), "rope_phases": ("C64", phases)})
+    if not can_read_direct(tmp_path / "flow.safetensors"):
+        pytest.skip(f"{tmp_path} refuses O_DIRECT")
+    targets = {"rope_phases": torch.zeros(64, 6, dtype=torch.complex64), "weight": torch.zeros(5, 3, dtype=torch.bfloat16)}
+
+    assert fill_direct(tmp_path / "flow.safetensors", targets, chunk=ALIGN) == {"rope_phases", "weight"}
+
+    assert torch.equal(targets["rope_phases"], phases) and torch.equal(targets["weight"], weight)
+
+
+def test_a_dtype_the_reader_does_not_know_is_refused_by_name_and_its_names_still_read(tmp_path):
+    _write_by_hand(tmp_path / "model.safetensors", {"weight": ("F32", torch.ones(4)), "packed": ("F4", torch.ones(2))})
+
+    with pytest.raises(ValueError, match=r"does not know: packed \(F4\)"):
+        fill_direct(tmp_path / "model.safetensors", {"weight": torch.zeros(4)})
+    assert names(tmp_path / "model.safetensors") == {"weight", "packed"}
 
 
 def test_a_target_of_another_dtype_or_layout_is_converted_as_load_state_dict_converts(checkpoint):
@@ -113,7 +157,8 @@ def test_a_file_that_cannot_be_read_direct_is_filled_through_the_page_cache(tmp_
     assert torch.equal(filled.weight, torch.full((4, 8), 3.0)) and torch.equal(filled.bias, torch.full((4,), 5.0))
 
 
-def test_a_direct_read_that_fails_falls_back_to_the_page_cache(tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("error", [OSError(22, "Invalid argument"), ValueError("dtypes this reader does not know: x (F4)")])
+def test_a_direct_read_that_fails_falls_back_to_the_page_cache(tmp_path, monkeypatch, caplog, error):
     from trellis_mv.pipeline import loading
 
     model = torch.nn.Linear(8, 4)
@@ -121,10 +166,10 @@ def test_a_direct_read_that_fails_falls_back_to_the_page_cache(tmp_path, monkeyp
     monkeypatch.setattr(loading, "can_read_direct", lambda path: True)
 
     def refused(path, targets):
-        raise OSError(22, "Invalid argument")
+        raise error
 
     monkeypatch.setattr(loading, "fill_direct", refused)
     filled = _fill(model, tmp_path / "model", low_vram=False)
 
     assert torch.equal(filled.weight, torch.full((4, 8), 3.0)) and torch.equal(filled.bias, torch.full((4,), 5.0))
-    assert "reading past the page cache failed" in caplog.text
+    assert f"not read past the page cache ({error})" in caplog.text

@@ -28,15 +28,22 @@ import torch
 
 from .prefetch import ALIGN
 
-__all__ = ["CHUNK", "Entry", "entries", "fill_direct"]
+__all__ = ["CHUNK", "Entry", "entries", "fill_direct", "names"]
 
 # Bytes per read: from 8 to 64 MiB, one stream went at 1.7-2.2 GB/s on the CPU machine alike.
 CHUNK = 32 * 2**20
 # Staging buffers: one is read into while the GPU copies out of the other.
 BUFFERS = 2
-_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-           "BOOL": torch.bool}
+# safetensors' dtype names ("Format") and torch's dtypes, those this torch has; the same table as
+# safetensors.torch's own. A checkpoint may hold any of them: trellis2's sparse structure flow keeps its
+# rotary phases as a complex64 buffer.
+_DTYPES = {name: getattr(torch, attr) for name, attr in (
+    ("F64", "float64"), ("F32", "float32"), ("F16", "float16"), ("BF16", "bfloat16"),
+    ("F8_E4M3", "float8_e4m3fn"), ("F8_E4M3FNUZ", "float8_e4m3fnuz"), ("F8_E5M2", "float8_e5m2"),
+    ("F8_E5M2FNUZ", "float8_e5m2fnuz"), ("C64", "complex64"), ("I64", "int64"), ("I32", "int32"),
+    ("I16", "int16"), ("I8", "int8"), ("U64", "uint64"), ("U32", "uint32"), ("U16", "uint16"), ("U8", "uint8"),
+    ("BOOL", "bool"),
+) if hasattr(torch, attr)}
 
 
 @dataclass(frozen=True)
@@ -50,16 +57,33 @@ class Entry:
     end: int
 
 
+def names(path: Path) -> set[str]:
+    """The names of the tensors in the safetensors file ``path``, from its header alone."""
+    return set(_header(path)[1])
+
+
 def entries(path: Path) -> list[Entry]:
-    """The tensors of the safetensors file ``path``, in the order of their bytes."""
+    """The tensors of the safetensors file ``path``, in the order of their bytes.
+
+    Raises ``ValueError`` for a dtype this reader has no torch dtype for (safetensors' own load may).
+    """
+    base, header = _header(path)
+    unknown = [f"{name} ({info['dtype']})" for name, info in header.items() if info["dtype"] not in _DTYPES]
+    if unknown:
+        raise ValueError(f"{path}: dtypes this reader does not know: {', '.join(unknown[:3])}")
+    found = [Entry(name, _DTYPES[info["dtype"]], tuple(info["shape"]), base + info["data_offsets"][0],
+                   base + info["data_offsets"][1])
+             for name, info in header.items()]
+    return sorted(found, key=lambda entry: entry.start)
+
+
+def _header(path: Path) -> tuple[int, dict]:
+    """Where the tensors' bytes begin in the safetensors file ``path``, and its header's tensors."""
     with open(path, "rb") as file:
         (length,) = struct.unpack("<Q", file.read(8))
         header = json.loads(file.read(length))
-    base = 8 + length
-    found = [Entry(name, _DTYPES[info["dtype"]], tuple(info["shape"]), base + info["data_offsets"][0],
-                   base + info["data_offsets"][1])
-             for name, info in header.items() if name != "__metadata__"]
-    return sorted(found, key=lambda entry: entry.start)
+    header.pop("__metadata__", None)
+    return 8 + length, header
 
 
 def fill_direct(path: Path, targets: Mapping[str, torch.Tensor], *, chunk: int = CHUNK) -> set[str]:
@@ -68,7 +92,8 @@ def fill_direct(path: Path, targets: Mapping[str, torch.Tensor], *, chunk: int =
     Others in the file are read past and ignored (``load_state_dict(strict=False)``).
 
     Raises ``RuntimeError`` for a tensor whose shape differs from its target's, as ``load_state_dict``
-    does, and ``OSError`` for a file that cannot be read so. Returns once every copy has ended.
+    does, ``OSError`` for a file that cannot be read so, and ``ValueError`` for a dtype :func:`entries`
+    does not know. Returns once every copy has ended.
     """
     wanted = [entry for entry in entries(path) if entry.name in targets]
     for entry in wanted:

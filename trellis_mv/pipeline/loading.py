@@ -40,7 +40,7 @@ from ..dinov3 import DinoV3Conditioner
 from ..errors import StartupError
 from ..gpu_random import RANDOM_OR_CAPTURE
 from ..weights import Weights, checkpoint, find_weights
-from .direct_read import entries, fill_direct
+from .direct_read import fill_direct, names
 from .offload import choose_low_vram
 from .prefetch import can_read_direct
 from .running import TrellisGenerator
@@ -171,18 +171,19 @@ def _fill(model: torch.nn.Module, path: Path, low_vram: bool) -> torch.nn.Module
 
 def _filled_direct(model: torch.nn.Module, file: Path) -> bool:
     """Whether ``model``'s parameters and buffers were filled from ``file`` read past the page cache
-    (False where the read failed: the caller reads the file through the page cache)."""
+    (False where the read failed or the file holds a dtype ``direct_read`` does not know: the caller
+    reads the file through the page cache, with safetensors' ``load_file``)."""
     try:
         fill_direct(file, model.state_dict(keep_vars=True))
-    except OSError as error:
-        log.warning("%s: reading past the page cache failed (%s); reading it through the page cache", file, error)
+    except (OSError, ValueError) as error:
+        log.warning("%s: not read past the page cache (%s); reading it through the page cache", file, error)
         return False
     return True
 
 
 def _lacking(model: torch.nn.Module, file: Path) -> list[str]:
     """The parameters of ``model`` that the safetensors ``file`` holds no tensor for, from its header alone."""
-    held = {entry.name for entry in entries(file)}
+    held = names(file)
     return [name for name, _parameter in model.named_parameters() if name not in held]
 
 
