@@ -3,7 +3,7 @@
     sudo python benchmarks/read_paths.py [--folder DIR] [--gb 5] [--rounds 3]
 
 Writes ``--gb`` of bf16 checkpoints in 2.6 GB files (a TRELLIS.2 flow's size) under ``--folder``
-(on the disk to measure), then, ``--rounds`` times, reads them four ways and prints each one's GB/s
+(on the disk to measure), then, ``--rounds`` times, reads them five ways and prints each one's GB/s
 and its ratio to the first, every read from a dropped page cache:
 
 - ``page cache, at once``: one file after another, 16 MiB reads, right after the drop (what the cold
@@ -11,7 +11,9 @@ and its ratio to the first, every read from a dropped page cache:
 - ``page cache, settled``: the same once the guest has handed the freed memory back to its host
   (``cold_start.settle``; a machine without that counter reads as at once);
 - ``past it``: ``O_DIRECT`` into one reused buffer (``cold_start.read_direct``);
-- ``loader's fill``: ``pipeline.direct_read.fill_direct`` into CPU tensors of the checkpoints' shapes.
+- ``loader's fill``: ``pipeline.direct_read.fill_direct`` into CPU tensors of the checkpoints' shapes,
+  as the loader fills them (``loading.FILLERS`` files at once, ``direct_read.READS`` reads in flight
+  each), and ``loader's fill, 1 read``: the same with one read in flight per file.
 
 Needs root (``/proc/sys/vm/drop_caches``). The files are deleted at the end.
 """
@@ -23,6 +25,8 @@ import shutil
 import statistics
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import cold_start
@@ -48,15 +52,17 @@ def write_checkpoints(folder: Path, gb: float) -> list[Path]:
     return files
 
 
-def fill_all(files: list[Path]) -> float:
-    """Seconds for the loader's direct fill of every file into CPU tensors."""
+def fill_all(files: list[Path], reads: int) -> float:
+    """Seconds for the loader's direct fill of every file into CPU tensors, ``loading.FILLERS`` at once,
+    ``reads`` reads in flight each."""
     from trellis_mv.pipeline.direct_read import entries, fill_direct
+    from trellis_mv.pipeline.loading import FILLERS
 
     # zeroed first, as a load's targets are already in memory: the fill is timed, not the first touch
     targets = [{entry.name: torch.zeros(entry.shape, dtype=entry.dtype) for entry in entries(path)} for path in files]
     start = time.perf_counter()
-    for path, target in zip(files, targets):
-        fill_direct(path, target)
+    with ThreadPoolExecutor(max_workers=FILLERS) as fillers:
+        list(fillers.map(lambda pair: fill_direct(*pair, reads=reads), zip(files, targets)))
     return time.perf_counter() - start
 
 
@@ -66,6 +72,8 @@ def main() -> None:
     parser.add_argument("--gb", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    from trellis_mv.pipeline.direct_read import READS
+
     folder = Path(tempfile.mkdtemp(prefix="read_paths_", dir=args.folder))
     try:
         files = write_checkpoints(folder, args.gb)
@@ -73,7 +81,8 @@ def main() -> None:
         ways = {"page cache, at once": (cold_start.drop_page_cache, cold_start.read_sequential),
                 "page cache, settled": (cold_start.cold_page_cache, cold_start.read_sequential),
                 "past it": (cold_start.cold_page_cache, cold_start.read_direct),
-                "loader's fill": (cold_start.cold_page_cache, fill_all)}
+                "loader's fill": (cold_start.cold_page_cache, partial(fill_all, reads=READS)),
+                "loader's fill, 1 read": (cold_start.cold_page_cache, partial(fill_all, reads=1))}
         speeds: dict[str, list[float]] = {way: [] for way in ways}
         for round_ in range(args.rounds):
             for way, (cold, read) in ways.items():

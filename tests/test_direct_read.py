@@ -49,13 +49,13 @@ def test_entries_are_the_headers_tensors_in_file_order(checkpoint):
     assert found[-1].end == checkpoint.stat().st_size
 
 
-@pytest.mark.parametrize("chunk", [ALIGN, 2 * ALIGN, 1 << 20])
-def test_every_named_tensor_lands_as_safetensors_loads_it(checkpoint, chunk):
+@pytest.mark.parametrize(("chunk", "reads"), [(ALIGN, 1), (ALIGN, 2), (ALIGN, 4), (2 * ALIGN, 2), (1 << 20, 2)])
+def test_every_named_tensor_lands_as_safetensors_loads_it(checkpoint, chunk, reads):
     expected = load_file(str(checkpoint))
     targets = {name: torch.zeros_like(tensor) for name, tensor in expected.items() if name != "unused.weight"}
     targets["model.extra"] = torch.full((4,), 9.0)  # the model's, not in the file
 
-    filled = fill_direct(checkpoint, targets, chunk=chunk)
+    filled = fill_direct(checkpoint, targets, chunk=chunk, reads=reads)
 
     assert filled == set(expected) - {"unused.weight"}
     for name in filled:

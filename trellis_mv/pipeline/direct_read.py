@@ -21,6 +21,7 @@ import json
 import os
 import struct
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,12 +29,15 @@ import torch
 
 from .prefetch import ALIGN
 
-__all__ = ["CHUNK", "Entry", "entries", "fill_direct", "names"]
+__all__ = ["CHUNK", "READS", "Entry", "entries", "fill_direct", "names"]
 
 # Bytes per read: from 8 to 64 MiB, one stream went at 1.7-2.2 GB/s on the CPU machine alike.
 CHUNK = 32 * 2**20
-# Staging buffers: one is read into while the GPU copies out of the other.
-BUFFERS = 2
+# Reads in flight per file. On the H200 machine's disk (2026-12-05, 5.4 GB from a dropped page cache
+# each way, twice), four concurrent 32 MiB O_DIRECT reads went at 1.80 and 1.87 GB/s, two at 1.44, one
+# at 1.41 and 1.65, the page cache at 1.50 (one file) and 1.71 (two at once). The loader fills two files
+# at once (loading.FILLERS), each with this many reads in flight.
+READS = 2
 # safetensors' dtype names ("Format") and torch's dtypes, those this torch has; the same table as
 # safetensors.torch's own. A checkpoint may hold any of them: trellis2's sparse structure flow keeps its
 # rotary phases as a complex64 buffer.
@@ -86,10 +90,11 @@ def _header(path: Path) -> tuple[int, dict]:
     return 8 + length, header
 
 
-def fill_direct(path: Path, targets: Mapping[str, torch.Tensor], *, chunk: int = CHUNK) -> set[str]:
+def fill_direct(path: Path, targets: Mapping[str, torch.Tensor], *, chunk: int = CHUNK, reads: int = READS) -> set[str]:
     """Copy every tensor of the safetensors file ``path`` that ``targets`` names into its target, reading
-    the file with ``O_DIRECT`` (``prefetch.can_read_direct`` says where that works); the names filled.
-    Others in the file are read past and ignored (``load_state_dict(strict=False)``).
+    the file with ``O_DIRECT`` (``prefetch.can_read_direct`` says where that works), ``reads`` pieces of
+    ``chunk`` bytes in flight; the names filled. Others in the file are read past and ignored
+    (``load_state_dict(strict=False)``).
 
     Raises ``RuntimeError`` for a tensor whose shape differs from its target's, as ``load_state_dict``
     does, ``OSError`` for a file that cannot be read so, and ``ValueError`` for a dtype :func:`entries`
@@ -102,53 +107,73 @@ def fill_direct(path: Path, targets: Mapping[str, torch.Tensor], *, chunk: int =
                                f"the model {list(targets[entry.name].shape)}")
     if not wanted:
         return set()
-    chunk = max(ALIGN, chunk // ALIGN * ALIGN)
+    chunk, reads = max(ALIGN, chunk // ALIGN * ALIGN), max(1, reads)
     device = next(iter(targets.values())).device
     if device.type != "cuda":
-        return _read_and_copy(path, targets, wanted, chunk)
+        return _read_and_copy(path, targets, wanted, chunk, reads)
     # The copies go on a stream of their own, after what the default stream holds (the targets'
     # initial values among it): a job's or warm-up's kernels enqueued later do not hold up the reads.
     stream = torch.cuda.Stream(device)
     stream.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(stream):
-        filled = _read_and_copy(path, targets, wanted, chunk)
+        filled = _read_and_copy(path, targets, wanted, chunk, reads)
         stream.synchronize()
     return filled
 
 
-def _read_and_copy(path: Path, targets: Mapping[str, torch.Tensor], wanted: list[Entry], chunk: int) -> set[str]:
-    """:func:`fill_direct`'s reads and copies, on the current stream."""
+def _read_and_copy(path: Path, targets: Mapping[str, torch.Tensor], wanted: list[Entry], chunk: int,
+                   reads: int) -> set[str]:
+    """:func:`fill_direct`'s reads, on ``reads`` threads, and its copies, in file order on the current stream.
+
+    Piece ``i`` is read into buffer ``i % (reads + 1)``: while it is copied out, the next ``reads``
+    pieces are read into the other buffers, each once the copies out of its buffer's last piece ended.
+    """
     device = targets[wanted[0].name].device
     landing = {entry.name: _landing(targets[entry.name], entry) for entry in wanted}
     first, last = wanted[0].start // ALIGN * ALIGN, wanted[-1].end
+    offsets = range(first, last, chunk)
     # pinned where the copies go to a GPU: page-locked memory is copied from without the CPU
-    buffers = [_aligned(chunk, pinned=device.type == "cuda") for _ in range(BUFFERS)]
-    copied: list[torch.cuda.Event | None] = [None] * BUFFERS  # after each buffer's last copies out
+    buffers = [_aligned(chunk, pinned=device.type == "cuda") for _ in range(reads + 1)]
+    copied: list[torch.cuda.Event | None] = [None] * len(buffers)  # after each buffer's last copies out
     fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
     try:
-        pending = 0  # the first entry not yet all copied
-        for index, offset in enumerate(range(first, last, chunk)):
-            buffer = buffers[index % BUFFERS]
-            if copied[index % BUFFERS] is not None:
-                copied[index % BUFFERS].synchronize()  # the GPU is done with it: it may be read into again
-            read = os.preadv(fd, [memoryview(buffer.numpy())], offset)
-            if read < min(chunk, last - offset):
-                raise OSError(f"{path}: {read} bytes read at {offset}, fewer than the header promises")
-            end = offset + read
-            for entry in wanted[pending:]:
-                if entry.start >= end:
-                    break
-                low, high = max(entry.start, offset), min(entry.end, end)
-                if low < high:
-                    landing[entry.name][low - entry.start:high - entry.start].copy_(
-                        buffer[low - offset:high - offset], non_blocking=True)
-                if entry.end <= end:
-                    _settle_into(targets[entry.name], landing[entry.name], entry)
-                    pending += 1
-            copied[index % BUFFERS] = _recorded(device)
+        with ThreadPoolExecutor(max_workers=reads, thread_name_prefix="direct-read") as readers:
+            def read(index: int) -> Future:
+                slot = index % len(buffers)
+                return readers.submit(_read_piece, fd, buffers[slot], offsets[index], last, copied[slot], path)
+
+            in_flight = {index: read(index) for index in range(min(reads, len(offsets)))}
+            pending = 0  # the first entry not yet all copied
+            for index, offset in enumerate(offsets):
+                buffer = buffers[index % len(buffers)]
+                end = offset + in_flight.pop(index).result()
+                for entry in wanted[pending:]:
+                    if entry.start >= end:
+                        break
+                    low, high = max(entry.start, offset), min(entry.end, end)
+                    if low < high:
+                        landing[entry.name][low - entry.start:high - entry.start].copy_(
+                            buffer[low - offset:high - offset], non_blocking=True)
+                    if entry.end <= end:
+                        _settle_into(targets[entry.name], landing[entry.name], entry)
+                        pending += 1
+                copied[index % len(buffers)] = _recorded(device)
+                if index + reads < len(offsets):
+                    in_flight[index + reads] = read(index + reads)
     finally:
         os.close(fd)
     return {entry.name for entry in wanted}
+
+
+def _read_piece(fd: int, buffer: torch.Tensor, offset: int, last: int, copied: torch.cuda.Event | None,
+                path: Path) -> int:
+    """Read the piece at ``offset`` into ``buffer`` once the copies out of it have ended; the bytes read."""
+    if copied is not None:
+        copied.synchronize()  # the GPU is done with the buffer's last piece: it may be read into again
+    read = os.preadv(fd, [memoryview(buffer.numpy())], offset)
+    if read < min(len(buffer), last - offset):
+        raise OSError(f"{path}: {read} bytes read at {offset}, fewer than the header promises")
+    return read
 
 
 def _landing(target: torch.Tensor, entry: Entry) -> torch.Tensor:
