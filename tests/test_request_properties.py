@@ -16,6 +16,7 @@ from helpers import b64, encode, noise
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from pydantic import BaseModel
 
 from trellis_mv import schema
 from trellis_mv.config import Settings
@@ -30,13 +31,10 @@ VIEWS = [
     for mode, image_format in [("RGBA", "PNG"), ("L", "PNG"), ("RGB", "JPEG"), ("RGBA", "WEBP")]
 ] + [encode(Image.new("P", (12, 12)), "PNG"), encode(Image.new("I;16", (12, 12)), "PNG")]
 VIEW = b64(VIEWS[0])
-FIELDS = {
-    "": ["images", "mode", "seed", "pipeline_type", "sparse_structure", "shape_slat", "tex_slat", "view_weights",
-         "preprocess", "glb", "output"],
-    "shape_slat": ["steps", "guidance_strength", "guidance_rescale", "guidance_interval", "rescale_t", "mode"],
-    "glb": ["decimation_target", "texture_size", "remesh", "texture_format", "compression", "unwrap"],
-    "output": ["type", "key_prefix", "expires_in", "preview"],
-    "preprocess": ["remove_background"],
+# The contract's field names, top level ("") and in each nested object, as the schema defines them.
+FIELDS = {"": list(schema.JobInput.model_fields)} | {
+    name: list(field.annotation.model_fields) for name, field in schema.JobInput.model_fields.items()
+    if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
 }
 # Values near the contract's: its names, the edges of its ranges, image sources that almost work.
 NEAR = st.sampled_from([
