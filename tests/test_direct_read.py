@@ -73,7 +73,7 @@ def _write_by_hand(path: Path, tensors: dict[str, tuple[str, torch.Tensor]]) -> 
     safetensors cannot save (the image's 0.6 has no complex64)."""
     header, data, offset = {}, b"", 0
     for name, (dtype, tensor) in tensors.items():
-        raw = tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+        raw = _bits(tensor).numpy().tobytes()
         header[name] = {"dtype": dtype, "shape": list(tensor.shape), "data_offsets": [offset, offset + len(raw)]}
         data, offset = data + raw, offset + len(raw)
     text = json.dumps(header).encode()
