@@ -67,7 +67,7 @@ def child(model_dir: Path, kind: str, warm: bool, glb: dict[str, Any], result: P
 
     imported = time.perf_counter()
     export = start_export_warm_up(head.compiling) if warm else None
-    pipeline, warmed = load_shell_pipeline(model_dir, model_dir.parent / "BiRefNet", wait_read=head.wait_read)
+    pipeline, warmed = load_shell_pipeline(model_dir, model_dir.parent / "BiRefNet", head=head)
     # as the worker's generator (load_generator): the warm-up decodes the load's warm-up latents
     generator = TrellisGenerator(pipeline, warmed_latents=warmed if warm else None)
     out: dict[str, Any] = {"pipeline_type": kind, "import_s": round(imported - start, 2),

@@ -13,7 +13,8 @@ and its ratio to the first, every read from a dropped page cache:
 - ``past it``: ``O_DIRECT`` into one reused buffer (``cold_start.read_direct``);
 - ``loader's fill``: ``pipeline.direct_read.fill_direct`` into CPU tensors of the checkpoints' shapes,
   as the loader fills them (``loading.FILLERS`` files at once, ``direct_read.READS`` reads in flight
-  each), and ``loader's fill, 1 read``: the same with one read in flight per file.
+  each), and ``loader's fill, 2 reads``: the same with two reads in flight per file (faster alone on
+  the H200 machine's disk, slower inside its start: ``direct_read.READS``).
 
 Needs root (``/proc/sys/vm/drop_caches``). The files are deleted at the end.
 """
@@ -82,7 +83,7 @@ def main() -> None:
                 "page cache, settled": (cold_start.cold_page_cache, cold_start.read_sequential),
                 "past it": (cold_start.cold_page_cache, cold_start.read_direct),
                 "loader's fill": (cold_start.cold_page_cache, partial(fill_all, reads=READS)),
-                "loader's fill, 1 read": (cold_start.cold_page_cache, partial(fill_all, reads=1))}
+                "loader's fill, 2 reads": (cold_start.cold_page_cache, partial(fill_all, reads=2))}
         speeds: dict[str, list[float]] = {way: [] for way in ways}
         for round_ in range(args.rounds):
             for way, (cold, read) in ways.items():

@@ -22,7 +22,7 @@ import torch
 from weights_trees import repo_files, write_folder
 
 from trellis_mv.config import Settings
-from trellis_mv.headstart import HeadStart, begin, compile_processes, gpu_visible
+from trellis_mv.headstart import ENCODER_IMPORTS, HeadStart, begin, compile_processes, gpu_visible, import_ahead
 from trellis_mv.pipeline.prefetch import can_read_direct
 from trellis_mv.pipeline.kernels import DISPATCH, OWN, ConvProbe, conv_probes, start_compiling, tuning_probes
 from trellis_mv.pipeline.warm import shell_coords
@@ -162,11 +162,22 @@ def test_waiting_for_a_read_returns_once_the_file_or_every_file_of_a_folder_is_r
         assert folder.result(timeout=10) is None
 
 
+def test_the_encoders_imports_begun_ahead_import_their_lazy_classes_and_leave_a_failure_to_the_loader():
+    assert import_ahead(*ENCODER_IMPORTS).result(timeout=60) is None
+    # the lock's transformers: each name resolved imports its model's module, which the loader's encoders use
+    assert {"transformers.models.dinov3_vit.modeling_dinov3_vit", "transformers.models.auto.modeling_auto"} <= set(sys.modules)
+    failed = import_ahead("trellis_mv_no_such_module", ("anything",))
+    HeadStart(importing=failed).wait_imported()  # returns: the loader's own import raises, where the start reports it
+    assert isinstance(failed.exception(timeout=10), ModuleNotFoundError)
+    HeadStart().wait_imported()  # none begun (no GPU, a stand-in): at once
+
+
 @pytest.mark.parametrize("settings", [Settings(generator="trellis_mv.standin:create"),
                                       Settings(model_dir="/nonexistent/TRELLIS.2-4B")])
 def test_the_head_start_leaves_a_stand_in_alone_and_missing_weights_to_the_checks(settings):
     head = begin(settings)
     assert head.reading == {} and head.bytes == 0
+    assert settings.generator is None or head.importing is None
 
 
 @pytest.mark.timeout(120)

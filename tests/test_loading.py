@@ -44,12 +44,13 @@ def test_modules_built_while_the_encoder_loads_keep_real_initialised_parameters(
     args = {"image_cond_model": {"args": {"model_name": "facebook/dinov3"}}}
     loads = 0
     built: list[torch.nn.Linear] = []
-    waited: list[Path] = []
+    waited: list[Path | str] = []
 
     def load_encoders() -> None:
         nonlocal loads
         for _ in range(15):
-            encoder, remover = _encoders(weights, args, "a stand-in remover", False, False, waited.append, {})
+            encoder, remover = _encoders(weights, args, "a stand-in remover", False, False, waited.append, {},
+                                         wait_imported=lambda: waited.append("imports"))
             assert remover == "a stand-in remover" and encoder.model.device.type == "cpu"
             loads += 1
 
@@ -61,7 +62,8 @@ def test_modules_built_while_the_encoder_loads_keep_real_initialised_parameters(
     loader.join()
 
     assert loads == 15
-    assert waited == [dinov3] * 15  # for its files' read-ahead (a remover given is not read)
+    # the imports begun ahead first, then its files' read-ahead (a remover given is not read)
+    assert waited == ["imports", dinov3] * 15
     assert len(built) > 15
     assert all(module.weight.device.type == "cpu" for module in built)
     assert all(module.weight.abs().sum() > 0 for module in built)  # initialised, not left empty

@@ -79,7 +79,7 @@ def _build(settings: Settings, head: HeadStart | None) -> Generator:
         from .warmup import start_export_warm_up, warm_up
 
         export = start_export_warm_up(head.compiling)
-        generator = load_generator(settings, wait_read=head.wait_read)
+        generator = load_generator(settings, wait_read=head.wait_read, wait_imported=head.wait_imported)
         warm_up(generator, compiling=head.compiling, export=export)
     except BaseException:  # a worker that does not start leaves no compiling children behind
         head.stop()

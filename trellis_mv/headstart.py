@@ -12,7 +12,13 @@ torch and trellis2 (7.5 s there before the CUDA check) and the models are built:
   the packages the start imports, many at once;
 - where a GPU is visible (``/dev/nvidia0``, ``/proc/driver/nvidia/gpus/``), child processes compile the decoders' kernels
   (``pipeline.kernels``): half the CPUs this process may use, 1 to 8 of them, and one more our own
-  (the export's).
+  (the export's);
+- where a GPU is visible, transformers and the encoders' classes are imported on a thread of their
+  own (the loader's encoders wait for it, :meth:`HeadStart.wait_imported`). Imported by the loader
+  once the load had begun, the import took 9.4 s of the H200's start (py-spy, 2026-12-05: tens of
+  thousands of ``stat`` calls queued behind the checkpoints' reads), and the encoders, their
+  warm-up and then the flows' warm-up waited for it: the load ended 3.8 to 4.9 s after the last
+  checkpoint's fill. Here it runs while the disk reads the smaller files of the imports.
 
 Nothing here raises: weights that cannot be found are left to the start-up checks, which name them.
 With ``TRELLIS_MV_GENERATOR`` set (a stand-in or test generator) there is nothing to start.
@@ -21,13 +27,14 @@ With ``TRELLIS_MV_GENERATOR`` set (a stand-in or test generator) there is nothin
 from __future__ import annotations
 
 import glob
+import importlib
 import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,9 +44,13 @@ from .pipeline.kernels import Compiling, start_compiling
 from .pipeline.prefetch import page_cache_files, read_ahead, read_imports_ahead
 from .weights import find_weights
 
-__all__ = ["HeadStart", "begin", "compile_processes", "gpu_visible"]
+__all__ = ["ENCODER_IMPORTS", "HeadStart", "begin", "compile_processes", "gpu_visible", "import_ahead"]
 
 log = logging.getLogger(__name__)
+
+# What the loader's encoders import (``pipeline.loading``): the package, and the classes that import
+# their lazy submodules. transformers' lazy module is not safe to resolve from two threads at once.
+ENCODER_IMPORTS = ("transformers", ("AutoModelForImageSegmentation", "DINOv3ViTModel"))
 
 
 @dataclass
@@ -49,11 +60,18 @@ class HeadStart:
     reading: dict[Path, list[Future]] = field(default_factory=dict)
     bytes: int = 0
     compiling: Compiling | None = None
+    importing: Future | None = None
 
     def wait_read(self, path: Path) -> None:
         """Return once the read-ahead has read ``path``, or every file it reads inside ``path`` (a folder);
         at once for one it does not read. A failed read is left to the caller's own, which names the file."""
         wait([piece for file, pieces in self.reading.items() if path == file or path in file.parents for piece in pieces])
+
+    def wait_imported(self) -> None:
+        """Return once the encoders' imports begun ahead have ended, at once where none was begun. A
+        failed import is left to the caller's own, which raises it where the start reports it."""
+        if self.importing is not None:
+            wait([self.importing])
 
     def stop(self) -> None:
         """End the kernel compiles (the worker will not start); the reads end by themselves."""
@@ -87,9 +105,24 @@ def begin(settings: Settings) -> HeadStart:
                        lambda: _log_read("the weights", head.bytes, begun))
     if gpu:
         head.compiling = start_compiling(compile_processes())
+        head.importing = import_ahead(*ENCODER_IMPORTS)
     log.info("head start: reading %d weight files (%.2f GB) ahead; compiling GPU kernels in %d processes",
              len(files), head.bytes / 1e9, len(head.compiling.processes) if head.compiling else 0)
     return head
+
+
+def import_ahead(module: str, names: tuple[str, ...]) -> Future:
+    """Import ``module`` and look its ``names`` up (a lazy module imports their submodules then) on a
+    thread of its own; returns at once. The future ends with the import, raising what it raised."""
+    def load() -> None:
+        imported = importlib.import_module(module)
+        for name in names:
+            getattr(imported, name)
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-ahead")
+    future = pool.submit(load)
+    pool.shutdown(wait=False)
+    return future
 
 
 def _log_read(what: str, size: int, begun: float) -> None:

@@ -20,17 +20,18 @@ def rgba_view(seed: int, size: int = 384) -> Image.Image:
     return Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
 
 
-def load_shell_pipeline(model_dir: Path, background_model: Path, wait_read=None):
+def load_shell_pipeline(model_dir: Path, background_model: Path, head=None):
     """``load_pipeline`` (resident) on random weights, its sparse-structure decoder answering a shell (Trap 2);
     with it, the latents of the flows' warm-up during the load (``TrellisGenerator``'s ``warmed_latents``).
-    ``wait_read``: a head start's (``HeadStart.wait_read``), as the worker loads."""
+    ``head``: a head start (``trellis_mv.headstart.begin``) whose reads and imports the load waits for, as the worker's."""
     from random_weights import ShellOccupancy
 
     from trellis_mv.config import Settings
     from trellis_mv.pipeline import load_pipeline
 
+    waits = {} if head is None else {"wait_read": head.wait_read, "wait_imported": head.wait_imported}
     pipeline, warmed = load_pipeline(Settings(model_dir=str(model_dir), background_model=str(background_model),
-                                              low_vram="off"), wait_read=wait_read)
+                                              low_vram="off"), **waits)
     pipeline.models["sparse_structure_decoder"] = ShellOccupancy(pipeline.models["sparse_structure_decoder"])
     return pipeline, warmed
 

@@ -33,11 +33,12 @@ __all__ = ["CHUNK", "READS", "Entry", "entries", "fill_direct", "names"]
 
 # Bytes per read: from 8 to 64 MiB, one stream went at 1.7-2.2 GB/s on the CPU machine alike.
 CHUNK = 32 * 2**20
-# Reads in flight per file. On the H200 machine's disk (2026-12-05, 5.4 GB from a dropped page cache
-# each way, twice), four concurrent 32 MiB O_DIRECT reads went at 1.80 and 1.87 GB/s, two at 1.44, one
-# at 1.41 and 1.65, the page cache at 1.50 (one file) and 1.71 (two at once). The loader fills two files
-# at once (loading.FILLERS), each with this many reads in flight.
-READS = 2
+# Reads in flight per file; the loader fills two files at once (loading.FILLERS). On the H200 machine's
+# disk alone (2026-12-05), four concurrent 32 MiB O_DIRECT reads went at 1.80 and 1.87 GB/s, one at 1.41
+# and 1.65. Inside the start, two per file ended the fills 0.85 s sooner but the start 3.1 s later than
+# one (medians of four launches each, side by side): the small reads the start waits for beside the
+# fills (transformers' import, the encoders' libraries) queued behind four large ones.
+READS = 1
 # safetensors' dtype names ("Format") and torch's dtypes, those this torch has; the same table as
 # safetensors.torch's own. A checkpoint may hold any of them: trellis2's sparse structure flow keeps its
 # rotary phases as a complex64 buffer.

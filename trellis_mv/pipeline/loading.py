@@ -63,28 +63,32 @@ STAGES = ("sparse_structure_sampler", "shape_slat_sampler", "tex_slat_sampler")
 BUILDING = threading.Lock()
 
 
-def load_generator(settings: Settings, *, wait_read: Callable[[Path], None] | None = None) -> TrellisGenerator:
+def load_generator(settings: Settings, *, wait_read: Callable[[Path], None] | None = None,
+                   wait_imported: Callable[[], None] | None = None) -> TrellisGenerator:
     """The worker's generator: the pipeline from ``settings.model_dir`` on the GPU, ready for jobs
-    (``wait_read``: as :func:`load_pipeline`'s)."""
+    (``wait_read``, ``wait_imported``: as :func:`load_pipeline`'s)."""
     weights = find_weights(settings)
     components = (weights.model.repo, *weights.named, weights.background.repo)
-    pipeline, warmed = load_pipeline(settings, wait_read=wait_read)
+    pipeline, warmed = load_pipeline(settings, wait_read=wait_read, wait_imported=wait_imported)
     return TrellisGenerator(pipeline, max_batch=settings.max_batch, components=components,
                             background=weights.background.repo, warmed_latents=warmed)
 
 
 def load_pipeline(settings: Settings, *, background: Any = None,
-                  wait_read: Callable[[Path], None] | None = None) -> tuple[Any, tuple[Any, Any] | None]:
+                  wait_read: Callable[[Path], None] | None = None,
+                  wait_imported: Callable[[], None] | None = None) -> tuple[Any, tuple[Any, Any] | None]:
     """Build ``Trellis2ImageTo3DPipeline`` from local folders, on CUDA, resident or low-VRAM; with it, the
     512 shape and texture latents of the flows' warm-up during the load (None in low-VRAM mode or
     without a GPU).
 
     ``background`` replaces the remover loaded from ``settings.background_model`` (tests pass a
     stand-in). ``wait_read(path)`` returns once a weight file (or the files of a folder) has been read
-    ahead (``HeadStart.wait_read``): each file is read only after that. Raises ``StartupError`` for
-    missing files.
+    ahead (``HeadStart.wait_read``): each file is read only after that. ``wait_imported()`` returns once
+    the encoders' imports begun ahead have ended (``HeadStart.wait_imported``): the encoders import
+    nothing of transformers before that. Raises ``StartupError`` for missing files.
 
-    The encoders' thread starts first: it imports transformers (seconds of Python) while this thread
+    The encoders' thread starts first: it imports transformers (seconds of Python; begun ahead where
+    there was a head start) while this thread
     builds the flows and decoders, whose copies into GPU memory leave the interpreter free; trellis2's
     pipeline module, which imports transformers too, is imported once that thread is done. Once every
     model is built, that thread warms the flows as their fills end (:func:`_warm_flows_as_filled`).
@@ -100,13 +104,15 @@ def load_pipeline(settings: Settings, *, background: Any = None,
     args = json.loads(config_file.read_text())["args"]
     low_vram = choose_low_vram(settings.low_vram)
     wait_read = wait_read or _nothing_read_ahead
+    wait_imported = wait_imported or _nothing_imported_ahead
     # Where the models run as soon as they are loaded: all stay on the GPU, and there is one.
     warm = not low_vram and torch.cuda.is_available()
     sampling = _sampling(samplers, args)
     seconds: dict[str, Any] = {}
     with (ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-encoders") as pool,
           ThreadPoolExecutor(max_workers=FILLERS, thread_name_prefix="load-weights") as filling):
-        encoders = pool.submit(_encoders, weights, args, background, low_vram, warm, wait_read, seconds)
+        encoders = pool.submit(_encoders, weights, args, background, low_vram, warm, wait_read, seconds,
+                               wait_imported=wait_imported)
         filled, built = {}, {}
         for name, reference in args["models"].items():  # the read-ahead's order
             path = weights.path(reference)
@@ -191,6 +197,10 @@ def _nothing_read_ahead(path: Path) -> None:
     """``load_pipeline``'s ``wait_read`` without a head start: there is no read to wait for."""
 
 
+def _nothing_imported_ahead() -> None:
+    """``load_pipeline``'s ``wait_imported`` without a head start: there is no import to wait for."""
+
+
 def _fill_or_rebuild(models: Any, name: str, model: torch.nn.Module, path: Path, low_vram: bool,
                      wait_read: Callable[[Path], None]) -> tuple[torch.nn.Module, tuple[float, float]]:
     """:func:`_fill` once the checkpoint has been read ahead. Where its header shows that it lacks
@@ -231,12 +241,15 @@ _RANDOM_FILLS = frozenset({torch.nn.init.uniform_, torch.nn.init.normal_, torch.
 
 
 def _encoders(weights: Weights, args: dict[str, Any], background: Any, low_vram: bool, warm: bool,
-              wait_read: Callable[[Path], None], seconds: dict[str, Any]) -> tuple[DinoV3Conditioner, Any]:
+              wait_read: Callable[[Path], None], seconds: dict[str, Any], *,
+              wait_imported: Callable[[], None] = _nothing_imported_ahead) -> tuple[DinoV3Conditioner, Any]:
     """The image encoder and the background remover (``background`` when given), each once its files
-    have been read ahead, timed into ``seconds``; with ``warm``, on the GPU and run once."""
+    have been read ahead, timed into ``seconds``, after the imports begun ahead (``wait_imported``);
+    with ``warm``, on the GPU and run once."""
     from ..background import load_background_remover
 
     # Outside BUILDING: the flows are built meanwhile. trellis2's pipeline module needs the auto classes.
+    wait_imported()
     from transformers import AutoModelForImageSegmentation, DINOv3ViTModel  # noqa: F401
 
     begun = time.perf_counter()
