@@ -49,7 +49,9 @@ __all__ = ["ENCODER_IMPORTS", "HeadStart", "begin", "compile_processes", "gpu_vi
 log = logging.getLogger(__name__)
 
 # What the loader's encoders import (``pipeline.loading``): the package, and the classes that import
-# their lazy submodules. transformers' lazy module is not safe to resolve from two threads at once.
+# their lazy submodules. transformers' lazy module is not safe to resolve from two threads at once, so
+# the encoders wait for this import's end. torch, which transformers imports, is imported by this
+# thread and the main one at once: Python's per-module import locks make the second wait for the first.
 ENCODER_IMPORTS = ("transformers", ("AutoModelForImageSegmentation", "DINOv3ViTModel"))
 
 
