@@ -88,10 +88,10 @@ def load_pipeline(settings: Settings, *, background: Any = None,
     nothing of transformers before that. Raises ``StartupError`` for missing files.
 
     The encoders' thread starts first: it imports transformers (seconds of Python; begun ahead where
-    there was a head start) while this thread
-    builds the flows and decoders, whose copies into GPU memory leave the interpreter free; trellis2's
-    pipeline module, which imports transformers too, is imported once that thread is done. Once every
-    model is built, that thread warms the flows as their fills end (:func:`_warm_flows_as_filled`).
+    there was a head start) while this thread builds the flows and decoders, whose copies into GPU
+    memory leave the interpreter free; trellis2's pipeline module, which imports transformers too, is
+    imported once that thread is done. Once every model is built, that thread warms the flows as their
+    fills end (:func:`_warm_flows_as_filled`).
     """
     from trellis2 import models
     from trellis2.pipelines import samplers  # before the encoders' thread: its modules import no transformers
