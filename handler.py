@@ -23,7 +23,7 @@ The generator is chosen once: ``TRELLIS_MV_GENERATOR="module:callable"`` (the ca
 a textured sphere), else TRELLIS.2 when CUDA is available, else a generator that answers every valid
 job that a CUDA GPU is needed.
 
-Only the standard library and three small modules are imported at the top: ``main`` begins
+Only the standard library and four small modules are imported at the top: ``main`` begins
 TRELLIS.2's head start (``trellis_mv.headstart``: the weights read into memory, the GPU kernels
 compiling) before it imports runpod, torch and the worker, which took 7.5 s of a fresh worker's
 start on the H200; runpod (whose import waits on a CPU-info subprocess) is imported on a thread
@@ -40,13 +40,13 @@ import json
 import logging
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from trellis_mv.config import Settings
 from trellis_mv.errors import StartupError
 from trellis_mv.headstart import HeadStart, begin
+from trellis_mv.threads import on_a_thread
 
 log = logging.getLogger("trellis_mv.handler")
 
@@ -190,9 +190,7 @@ def configure_logging(level: str) -> None:
 
 def main() -> None:
     """Check the command line, configure logging, build the worker and start runpod; a start-up failure exits with status 1."""
-    importing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-runpod")
-    runpod = importing.submit(importlib.import_module, "runpod")
-    importing.shutdown(wait=False)
+    runpod = on_a_thread("import-runpod", importlib.import_module, "runpod")
     argv = sys.argv
     if len(argv) > 1:  # RunPod starts the worker with no argument: only a person's command line waits for runpod here
         command = command_line(runpod.result().serverless.parser)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
 from helpers import b64, encode, noise
 from processes import run_handler
 
-from trellis_mv.threads import cgroup_cpu_quota, cpu_budget
+from trellis_mv.threads import cgroup_cpu_quota, cpu_budget, on_a_thread
 
 V2 = "0::/\n"
 V2_NESTED = "0::/kubepods/pod1/worker\n"
@@ -88,4 +89,11 @@ def test_the_worker_logs_its_threads_at_start(tmp_path):
 def test_public_names():
     import trellis_mv.threads as threads
 
-    assert threads.__all__ == ["CGROUP_MOUNT", "cgroup_cpu_quota", "cpu_budget", "use_cpu_budget"]
+    assert threads.__all__ == ["CGROUP_MOUNT", "cgroup_cpu_quota", "cpu_budget", "on_a_thread", "use_cpu_budget"]
+
+
+def test_a_function_on_a_thread_of_its_own_answers_through_its_future():
+    named = on_a_thread("beside", lambda value: (threading.current_thread().name, value * 2), 21)
+    assert named.result(timeout=10) == ("beside_0", 42)
+    failed = on_a_thread("beside", int, "not a number")
+    assert isinstance(failed.exception(timeout=10), ValueError)

@@ -34,7 +34,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +42,7 @@ from .config import Settings
 from .errors import StartupError
 from .pipeline.kernels import Compiling, start_compiling
 from .pipeline.prefetch import page_cache_files, read_ahead, read_imports_ahead
+from .threads import on_a_thread
 from .weights import find_weights
 
 __all__ = ["ENCODER_IMPORTS", "HeadStart", "begin", "compile_processes", "gpu_visible", "import_ahead"]
@@ -121,10 +122,7 @@ def import_ahead(module: str, names: tuple[str, ...]) -> Future:
         for name in names:
             getattr(imported, name)
 
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-ahead")
-    future = pool.submit(load)
-    pool.shutdown(wait=False)
-    return future
+    return on_a_thread("import-ahead", load)
 
 
 def _log_read(what: str, size: int, begun: float) -> None:

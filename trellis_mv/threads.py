@@ -17,6 +17,9 @@ which the export's encoders follow (``export.run``), and one log line that says 
 What it cannot bound: xatlas starts ``std::thread::hardware_concurrency()`` workers, which counts the
 host's online CPUs and ignores both the quota and the affinity mask (glibc's ``get_nprocs``), and it
 has no runtime setting (``XA_MULTITHREADED`` is a compile-time switch).
+
+``on_a_thread`` runs one function on a thread of its own and answers its future: the start's work
+begun beside it (imports, reads, the export's warm-up).
 """
 
 from __future__ import annotations
@@ -24,14 +27,28 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
-__all__ = ["CGROUP_MOUNT", "cgroup_cpu_quota", "cpu_budget", "use_cpu_budget"]
+__all__ = ["CGROUP_MOUNT", "cgroup_cpu_quota", "cpu_budget", "on_a_thread", "use_cpu_budget"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 CGROUP_MOUNT = Path("sys/fs/cgroup")  # relative to the filesystem root given to the functions
 _V1_MOUNTS = ("cpu,cpuacct", "cpu", "cpuacct,cpu")
+
+
+def on_a_thread(name: str, function: Callable[..., T], *args: Any) -> Future[T]:
+    """``function(*args)`` on a thread of its own, named ``name`` (and ``_0``); returns at once. The future
+    answers what it returned or raises what it raised; the thread ends with it."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+    future = pool.submit(function, *args)
+    pool.shutdown(wait=False)
+    return future
 
 
 def cpu_budget(override: int | None = None, *, root: Path = Path("/"), affinity: int | None = None) -> tuple[int, str]:

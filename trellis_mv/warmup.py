@@ -35,11 +35,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 from .export import GlbOptions, export_glb
 from .gpu_random import RANDOM_OR_CAPTURE
+from .threads import on_a_thread
 
 __all__ = ["WARMUP_GLB", "start_export_warm_up", "warm_up"]
 
@@ -53,10 +54,7 @@ WARMUP_GLB = GlbOptions(decimation_target=20_000)
 def start_export_warm_up(compiling: Any = None) -> Future:
     """Export a small sphere (``pipeline.warm.warmup_mesh``) on a thread, after ``compiling``'s child
     that compiles our kernels (``kernels.OWN``) has ended; the future answers the export's seconds."""
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-warm-up")
-    future = pool.submit(_export_warm_up, compiling)
-    pool.shutdown(wait=False)
-    return future
+    return on_a_thread("export-warm-up", _export_warm_up, compiling)
 
 
 def warm_up(generator: Any, *, compiling: Any = None, export: Future | None = None) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..threads import on_a_thread
 from ..weights import Weights, checkpoint
 
 __all__ = ["ALIGN", "CHUNK", "START_DISTRIBUTIONS", "WORKERS", "can_read_direct", "import_files", "page_cache_files",
@@ -103,10 +104,7 @@ def read_imports_ahead(distributions: Iterable[str] = START_DISTRIBUTIONS, *, wo
             reads = [pool.submit(_read_whole, path) for name in distributions for path in import_files([name])]
             return sum(read.result() for read in reads)
 
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="list-imports")
-    future = pool.submit(list_and_read)
-    pool.shutdown(wait=False)
-    return future
+    return on_a_thread("list-imports", list_and_read)
 
 
 def can_read_direct(path: Path) -> bool:
