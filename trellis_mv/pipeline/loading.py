@@ -242,7 +242,7 @@ _RANDOM_FILLS = frozenset({torch.nn.init.uniform_, torch.nn.init.normal_, torch.
 
 def _encoders(weights: Weights, args: dict[str, Any], background: Any, low_vram: bool, warm: bool,
               wait_read: Callable[[Path], None], seconds: dict[str, Any], *,
-              wait_imported: Callable[[], None] = _nothing_imported_ahead) -> tuple[DinoV3Conditioner, Any]:
+              wait_imported: Callable[[], None]) -> tuple[DinoV3Conditioner, Any]:
     """The image encoder and the background remover (``background`` when given), each once its files
     have been read ahead, timed into ``seconds``, after the imports begun ahead (``wait_imported``);
     with ``warm``, on the GPU and run once."""
