@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from trellis_mv.pipeline.direct_read import entries, fill_direct, names
 from trellis_mv.pipeline.loading import _fill
 from trellis_mv.pipeline.prefetch import ALIGN, can_read_direct
+from trellis_mv.safetensors_header import HeaderError
 
 
 @pytest.fixture
@@ -119,10 +120,21 @@ def test_a_shape_that_differs_from_the_models_is_refused(checkpoint):
         fill_direct(checkpoint, {"norm.weight": torch.zeros(334)})
 
 
-def test_a_file_shorter_than_its_header_says_is_an_error(checkpoint):
+def test_a_file_shorter_than_its_header_says_is_refused_before_it_is_read(checkpoint):
     last = entries(checkpoint)[-1]
     data = checkpoint.read_bytes()
-    checkpoint.write_bytes(data[: len(data) - (last.end - last.start) // 2])
+    short = len(data) - (last.end - last.start) // 2
+    checkpoint.write_bytes(data[:short])
+    with pytest.raises(HeaderError, match=f"model.safetensors is truncated \\({short} of {len(data)} bytes\\)"):
+        fill_direct(checkpoint, {last.name: torch.zeros(last.shape, dtype=last.dtype)}, chunk=ALIGN)
+
+
+def test_a_read_that_comes_back_short_is_an_error(checkpoint, monkeypatch):
+    import os
+
+    read = os.preadv
+    monkeypatch.setattr(os, "preadv", lambda fd, buffers, offset: read(fd, buffers, offset) // 2)
+    last = entries(checkpoint)[-1]
     with pytest.raises(OSError, match="fewer than the header promises"):
         fill_direct(checkpoint, {last.name: torch.zeros(last.shape, dtype=last.dtype)}, chunk=ALIGN)
 

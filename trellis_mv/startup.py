@@ -27,12 +27,12 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import struct
 from pathlib import Path
 from typing import Any, Callable
 
 from .config import Settings
 from .errors import StartupError
+from .safetensors_header import HeaderError, read_header
 from .toolchain import check_toolchain
 from .weights import Weights, checkpoint, find_weights
 
@@ -60,7 +60,6 @@ BUILD_INFO = Path("/opt/trellis-mv/build-info.json")
 EXTENSIONS = ("flex_gemm", "cumesh", "o_voxel", "trellis2")
 # trellis2's sparse attention accepts these (SPARSE_ATTN_BACKEND); the first that imports is used.
 ATTENTION_BACKENDS = ("flash_attn", "xformers")
-_MAX_HEADER = 100 * 2**20  # safetensors caps its JSON header at 100 MB
 _MAX_LISTED = 6
 
 
@@ -229,28 +228,13 @@ def _json_problems(path: Path) -> list[str]:
 
 def _safetensors_problems(path: Path) -> list[str]:
     try:
-        size = path.stat().st_size
-        with path.open("rb") as file:
-            head = file.read(8)
-            if head.startswith(b"version "):
-                return [f"{path} is a Git LFS pointer, not the weights"]
-            if len(head) < 8:
-                return [f"{path} has {size} bytes, too few for a safetensors file"]
-            (length,) = struct.unpack("<Q", head)
-            if length > min(size - 8, _MAX_HEADER):
-                return [f"{path} has a header of {length} bytes in a file of {size}"]
-            header = json.loads(file.read(length))
+        read_header(path)
     except FileNotFoundError:
         return [f"{path} is missing"]
-    except (OSError, ValueError) as error:
+    except HeaderError as error:
+        return [str(error)]
+    except OSError as error:
         return [f"{path} has an unreadable header ({_first_line(error)})"]
-    try:
-        end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"),
-                  default=0)
-    except (KeyError, TypeError, IndexError, AttributeError):
-        return [f"{path} has a malformed header"]
-    if 8 + length + end > size:
-        return [f"{path} is truncated ({size} of {8 + length + end} bytes)"]
     return []
 
 

@@ -9,17 +9,14 @@ checkpoint is read once, in large aligned pieces, into a few page-aligned stagin
 where CUDA is there), and each piece's bytes are copied straight into the tensors they belong to;
 the next piece is read while the GPU copies the last. Nothing of it stays in memory.
 
-safetensors' layout is 8 bytes of little-endian header length, a JSON header naming each tensor's
-dtype, shape and byte range (from the end of the header), then the bytes
-(https://github.com/huggingface/safetensors, "Format"). A tensor whose dtype differs from its
-target's is gathered on the target's device and converted there, as ``load_state_dict`` converts.
+Each tensor's bytes are placed by the file's header (``trellis_mv.safetensors_header``, checked
+whole before a byte is read). A tensor whose dtype differs from its target's is gathered on the
+target's device and converted there, as ``load_state_dict`` converts.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from ..safetensors_header import read_header
 from .prefetch import ALIGN
 
 __all__ = ["CHUNK", "READS", "Entry", "entries", "fill_direct", "names"]
@@ -64,7 +62,7 @@ class Entry:
 
 def names(path: Path) -> set[str]:
     """The names of the tensors in the safetensors file ``path``, from its header alone."""
-    return set(_header(path)[1])
+    return set(read_header(path).tensors)
 
 
 def entries(path: Path) -> list[Entry]:
@@ -72,23 +70,14 @@ def entries(path: Path) -> list[Entry]:
 
     Raises ``ValueError`` for a dtype this reader has no torch dtype for (safetensors' own load may).
     """
-    base, header = _header(path)
-    unknown = [f"{name} ({info['dtype']})" for name, info in header.items() if info["dtype"] not in _DTYPES]
+    header = read_header(path)
+    unknown = [f"{name} ({info['dtype']})" for name, info in header.tensors.items() if info["dtype"] not in _DTYPES]
     if unknown:
         raise ValueError(f"{path}: dtypes this reader does not know: {', '.join(unknown[:3])}")
-    found = [Entry(name, _DTYPES[info["dtype"]], tuple(info["shape"]), base + info["data_offsets"][0],
-                   base + info["data_offsets"][1])
-             for name, info in header.items()]
+    found = [Entry(name, _DTYPES[info["dtype"]], tuple(info["shape"]), header.base + info["data_offsets"][0],
+                   header.base + info["data_offsets"][1])
+             for name, info in header.tensors.items()]
     return sorted(found, key=lambda entry: entry.start)
-
-
-def _header(path: Path) -> tuple[int, dict]:
-    """Where the tensors' bytes begin in the safetensors file ``path``, and its header's tensors."""
-    with open(path, "rb") as file:
-        (length,) = struct.unpack("<Q", file.read(8))
-        header = json.loads(file.read(length))
-    header.pop("__metadata__", None)
-    return 8 + length, header
 
 
 def fill_direct(path: Path, targets: Mapping[str, torch.Tensor], *, chunk: int = CHUNK, reads: int = READS) -> set[str]:
