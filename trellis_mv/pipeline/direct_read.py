@@ -68,7 +68,8 @@ def names(path: Path) -> set[str]:
 def entries(path: Path) -> list[Entry]:
     """The tensors of the safetensors file ``path``, in the order of their bytes.
 
-    Raises ``ValueError`` for a dtype this reader has no torch dtype for (safetensors' own load may).
+    Raises ``ValueError`` for a dtype this reader has no torch dtype for (safetensors' own load may),
+    and ``HeaderError`` (a ``ValueError``) for a file that is not a whole safetensors file.
     """
     header = read_header(path)
     unknown = [f"{name} ({info['dtype']})" for name, info in header.tensors.items() if info["dtype"] not in _DTYPES]
@@ -87,8 +88,8 @@ def fill_direct(path: Path, targets: Mapping[str, torch.Tensor], *, chunk: int =
     (``load_state_dict(strict=False)``).
 
     Raises ``RuntimeError`` for a tensor whose shape differs from its target's, as ``load_state_dict``
-    does, ``OSError`` for a file that cannot be read so, and ``ValueError`` for a dtype :func:`entries`
-    does not know. Returns once every copy has ended.
+    does, ``OSError`` for a file that cannot be read so, and ``ValueError`` for what :func:`entries`
+    refuses. Returns once every copy has ended.
     """
     wanted = [entry for entry in entries(path) if entry.name in targets]
     for entry in wanted:
