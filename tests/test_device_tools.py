@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -90,6 +91,35 @@ def test_read_ahead_reads_every_byte_in_pieces(tmp_path):
     assert list(reading) == files and [len(pieces) for pieces in reading.values()] == [1, 1, 5, 1]
     assert {path: sum(piece.result(timeout=10) for piece in pieces) for path, pieces in reading.items()} == {
         path: path.stat().st_size for path in files}
+
+
+# What the start imports that this machine can import (no CUDA extensions, no trellis2): handler.py's
+# runpod, the worker build_handler imports, and the encoders' transformers (headstart.ENCODER_IMPORTS).
+_START_IMPORTS = """
+import json, sys
+from importlib import metadata
+import runpod, runpod.serverless
+import trellis_mv.factory, trellis_mv.progress, trellis_mv.storage, trellis_mv.worker
+from transformers import AutoModelForImageSegmentation, DINOv3ViTModel
+owner = {str(dist.locate_file(file)): dist.metadata["Name"] for dist in metadata.distributions() for file in dist.files or []}
+print(json.dumps(sorted({owner[module.__file__] for module in list(sys.modules.values())
+                         if getattr(module, "__file__", None) in owner})))
+"""
+
+
+def test_the_imports_read_ahead_lists_every_distribution_of_the_image_the_start_imports():
+    """A dependency the start imports and the list misses is read by the import itself, a small file at
+    a time, on the cold disk. Those of the image's lock: newer packages here may bring others."""
+    def normal(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    done = subprocess.run([sys.executable, "-c", _START_IMPORTS], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT, check=True)
+    lock = {normal(line.split("==")[0]) for line in (ROOT / "builder/locks/runtime-cu124.txt").read_text().splitlines()
+            if "==" in line and not line.startswith(" ")}
+    imported = {normal(name) for name in json.loads(done.stdout.splitlines()[-1])} & lock
+    assert {"runpod", "torch", "transformers", "boto3"} <= imported  # what the subprocess imported is seen
+    assert imported - {normal(name) for name in prefetch.START_DISTRIBUTIONS} == set()
 
 
 def test_the_imports_read_ahead_reads_the_compiled_modules_and_libraries_a_distribution_installed(tmp_path, monkeypatch):

@@ -46,12 +46,20 @@ WORKERS, CHUNK = 1, 16 * 2**20
 # every block size in use.
 ALIGN = 4096
 # The distributions a TRELLIS.2 worker's start imports from (handler, checks, load, warm-up), as
-# pip names them; one not installed is skipped.
+# pip names them; one not installed is skipped. runpod's import brings its command line's (paramiko,
+# invoke, tomlkit, cryptography, ...): on the H200 (2026-12-05, -X importtime) they took 3 s of the
+# import-runpod thread's cold-disk imports before they were listed here. tests/test_device_tools.py
+# holds the list to what the start imports of the image's lock.
 START_DISTRIBUTIONS = (
     "torch", "transformers", "trellis2", "triton", "numpy", "networkx", "trimesh", "pillow", "torchvision",
     "safetensors", "tokenizers", "huggingface-hub", "boto3", "botocore", "s3transfer", "jmespath",
     "python-dateutil", "urllib3", "requests", "certifi", "charset-normalizer", "idna", "pydantic", "pydantic-core",
-    "runpod", "aiohttp", "yarl", "multidict", "flex_gemm", "cumesh", "o_voxel", "flash_attn", "xformers",
+    "annotated-types", "typing-inspection",
+    "runpod", "aiohttp", "yarl", "multidict", "attrs", "propcache", "frozenlist", "aiosignal", "aiohappyeyeballs",
+    "aiodns", "pycares", "brotli", "backports-zstd", "aiohttp-retry", "backoff", "py-cpuinfo", "tqdm-loggable",
+    "paramiko", "invoke", "cryptography", "cffi", "bcrypt", "pynacl", "tomlkit", "tomli", "colorama", "six",
+    "psutil", "opentelemetry-api", "setuptools",
+    "flex_gemm", "cumesh", "o_voxel", "flash_attn", "xformers",
     "opencv-python-headless", "einops", "easydict", "dracopy", "xatlas", "regex", "pyyaml", "tqdm", "fsspec",
     "filelock", "jinja2", "markupsafe", "packaging", "sympy", "mpmath", "kornia", "timm", "typing-extensions",
     "nvidia-cuda-runtime-cu12", "nvidia-cuda-nvrtc-cu12", "nvidia-nvjitlink-cu12", "trellis-mv",
