@@ -46,10 +46,10 @@ WORKERS, CHUNK = 1, 16 * 2**20
 # every block size in use.
 ALIGN = 4096
 # The distributions a TRELLIS.2 worker's start imports from (handler, checks, load, warm-up), as
-# pip names them; one not installed is skipped. runpod's import brings its command line's (paramiko,
-# invoke, tomlkit, cryptography, ...): on the H200 (2026-12-05, -X importtime) they took 3 s of the
-# import-runpod thread's cold-disk imports before they were listed here. tests/test_device_tools.py
-# holds the list to what the start imports of the image's lock.
+# pip names them; one not installed is skipped. runpod's import brings its command line's dependencies
+# (paramiko, invoke, tomlkit, cryptography, ...), torch's setuptools: on the H200 (2026-12-05, -X
+# importtime) runpod's took 3 s of the import-runpod thread's cold-disk imports before they were listed
+# here. tests/test_device_tools.py holds the list to what the start imports of the image's lock.
 START_DISTRIBUTIONS = (
     "torch", "transformers", "trellis2", "triton", "numpy", "networkx", "trimesh", "pillow", "torchvision",
     "safetensors", "tokenizers", "huggingface-hub", "boto3", "botocore", "s3transfer", "jmespath",
