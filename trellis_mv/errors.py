@@ -9,11 +9,13 @@
 - ``StorageError``: the bucket refused or could not be reached during a job. Not the client's doing,
   nor a bug of ours: the worker's ``BUCKET_*`` configuration (or the store) needs fixing, so the
   answer names the bucket and the cause, and the log holds one line, no traceback.
+
+``first_line`` makes any exception a one-line report (the start-up checks, a checkpoint's header).
 """
 
 from __future__ import annotations
 
-__all__ = ["StartupError", "StorageError", "UserError", "WorkerError"]
+__all__ = ["StartupError", "StorageError", "UserError", "WorkerError", "first_line"]
 
 
 class UserError(ValueError):
@@ -35,3 +37,9 @@ class StartupError(WorkerError):
 
 class StorageError(WorkerError):
     """The bucket refused an upload or could not be reached: a configuration problem, answered as is."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message, or its type's name where it has none: for one-line reports."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

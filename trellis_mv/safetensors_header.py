@@ -14,6 +14,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import first_line
+
 __all__ = ["MAX_HEADER", "Header", "HeaderError", "read_header"]
 
 MAX_HEADER = 100 * 2**20  # safetensors caps its JSON header at 100 MB
@@ -53,7 +55,7 @@ def read_header(path: Path) -> Header:
         try:
             tensors = json.loads(file.read(length))
         except ValueError as error:
-            raise HeaderError(f"{path} has an unreadable header ({str(error).splitlines()[0]})") from None
+            raise HeaderError(f"{path} has an unreadable header ({first_line(error)})") from None
     try:
         tensors.pop("__metadata__", None)
         end = max((entry["data_offsets"][1] for entry in tensors.values()), default=0)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import Settings
-from .errors import StartupError
+from .errors import StartupError, first_line
 from .safetensors_header import HeaderError, read_header
 from .toolchain import check_toolchain
 from .weights import Weights, checkpoint, find_weights
@@ -96,7 +96,7 @@ def check_cuda(archs: tuple[str, ...] | None = None) -> str:
         total = (torch.arange(1024, device="cuda", dtype=torch.float32) * 2).sum().item()
         torch.cuda.synchronize()
     except RuntimeError as error:
-        raise StartupError(f"CUDA: a test kernel failed on {name}: {_first_line(error)}") from error
+        raise StartupError(f"CUDA: a test kernel failed on {name}: {first_line(error)}") from error
     if total != 1047552.0:
         raise StartupError(f"CUDA: a test kernel on {name} computed {total}, expected 1047552")
     built = f"built for {', '.join(archs)}" if archs else "extension architectures not recorded (not in the image)"
@@ -193,13 +193,8 @@ def _import_error(name: str) -> str | None:
     try:
         importlib.import_module(name)
     except (ImportError, OSError, RuntimeError) as error:
-        return _first_line(error)
+        return first_line(error)
     return None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _json_file(path: Path) -> tuple[Any, list[str]]:
@@ -209,7 +204,7 @@ def _json_file(path: Path) -> tuple[Any, list[str]]:
     except FileNotFoundError:
         return None, [f"{path} is missing"]
     except (OSError, ValueError) as error:
-        return None, [f"{path} is not readable JSON ({_first_line(error)})"]
+        return None, [f"{path} is not readable JSON ({first_line(error)})"]
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -234,7 +229,7 @@ def _safetensors_problems(path: Path) -> list[str]:
     except HeaderError as error:
         return [str(error)]
     except OSError as error:
-        return [f"{path} has an unreadable header ({_first_line(error)})"]
+        return [f"{path} has an unreadable header ({first_line(error)})"]
     return []
 
 
