@@ -100,7 +100,8 @@ import json, sys
 from importlib import metadata
 import runpod, runpod.serverless
 import trellis_mv.factory, trellis_mv.progress, trellis_mv.storage, trellis_mv.worker
-from transformers import AutoModelForImageSegmentation, DINOv3ViTModel
+from trellis_mv.headstart import ENCODER_IMPORTS, import_ahead
+import_ahead(*ENCODER_IMPORTS).result()
 owner = {str(dist.locate_file(file)): dist.metadata["Name"] for dist in metadata.distributions() for file in dist.files or []}
 print(json.dumps(sorted({owner[module.__file__] for module in list(sys.modules.values())
                          if getattr(module, "__file__", None) in owner})))
