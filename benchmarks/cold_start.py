@@ -1,6 +1,6 @@
 """Cold start, measured: ``python handler.py`` from launch to ready, warm-up included, on full-size weights read from disk.
 
-    python benchmarks/cold_start.py --out DIR [--root DIR] [--keep] [--profile] [--baseline TREE [--rounds N]]
+    python benchmarks/cold_start.py --out DIR [--root DIR] [--keep] [--profile] [--baseline TREE ... [--rounds N]]
 
 1. Write full-size random weights in the image's layout (``write_weights(full=True)``: about
    16 GB) under ``--root``, which must be on the disk being measured (not a RAM-backed /tmp).
@@ -45,10 +45,11 @@ under py-spy and ``-X importtime`` (``launch``); https://www.speedscope.app show
 
 ``--baseline TREE`` compares with another version of the worker on the same disk and weights, in the
 same call: ``TREE`` holds that version's ``handler.py`` and ``trellis_mv/`` and a ``commit`` file
-(``BASELINE=<rev> tests/gpu/prepare_cache.sh`` writes one in ``.cache/baseline``). Then ``--rounds``
-rounds (default 2) launch this tree's worker and that one, each from a dropped page cache, the first
-to go alternating: ``side_by_side`` in ``cold_start.json`` has every launch, and each version's
-median time to ready. One call's disk varies little within it and much between calls (1.3 to 2.0
+(``BASELINE="<rev> ..." tests/gpu/prepare_cache.sh`` writes one per revision in ``.cache/baselines/``),
+and names it by its folder's name; give it once per version. Then ``--rounds`` rounds (default 2)
+launch this tree's worker and each baseline's, each from a dropped page cache, the first to go moving
+on by one version each round: ``side_by_side`` in ``cold_start.json`` has every launch, and each
+version's median time to ready. One call's disk varies little within it and much between calls (1.3 to 2.0
 GB/s on the H200 machine on one day), so a change to the start is judged by this, not by two calls.
 """
 
@@ -279,7 +280,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         results["cold_start_s"] = marks["ready"]
     results["phases_s"] = phases(marks)
     save()
-    if args.baseline is not None:
+    if args.baseline:
         results["side_by_side"] = side_by_side(model_dir, files, args)
         save()
     if args.profile:
@@ -292,13 +293,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def side_by_side(model_dir: Path, files: list[Path], args: argparse.Namespace) -> dict[str, Any]:
-    """``--rounds`` launches of this tree's worker and ``--baseline``'s, alternating which goes first, each
-    from a dropped page cache: per version its commit, every launch's marks, and the median time to ready."""
+    """``--rounds`` launches of this tree's worker ("current") and each ``--baseline``'s (named by its
+    folder), each from a dropped page cache, the first to go moving on each round (:func:`launch_order`):
+    per version its commit, every launch's marks, and the median time to ready."""
     trees = {"current": (gpu_env.ROOT, gpu_env.commit()),
-             "baseline": (args.baseline, (args.baseline / "commit").read_text().strip())}
+             **{tree.name: (tree, (tree / "commit").read_text().strip()) for tree in args.baseline}}
     out: dict[str, Any] = {name: {"commit": commit, "launches": []} for name, (_tree, commit) in trees.items()}
     for round_ in range(args.rounds):
-        for name in ("current", "baseline") if round_ % 2 == 0 else ("baseline", "current"):
+        for name in launch_order(list(trees), round_):
             page_cache = cold_page_cache(files)
             launched = launch(model_dir, args.out / f"cold_start_{name}_{round_}.log", args.timeout, tree=trees[name][0])
             out[name]["launches"].append({"round": round_, "page_cache": page_cache, **launched})
@@ -307,6 +309,13 @@ def side_by_side(model_dir: Path, files: list[Path], args: argparse.Namespace) -
         version["ready_s"] = ready
         version["median_ready_s"] = statistics.median(ready) if None not in ready else None
     return out
+
+
+def launch_order(names: list[str], round_: int) -> list[str]:
+    """The versions' order in round ``round_``: each round begins one version later, so that over as many
+    rounds as versions each goes first once and no version always follows the same one."""
+    turn = round_ % len(names)
+    return names[turn:] + names[:turn]
 
 
 def read_basis(results: dict[str, Any]) -> str:
@@ -369,14 +378,19 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the weights afterwards")
     parser.add_argument("--profile", action="store_true",
                         help="then launch once more under py-spy and -X importtime (cold_start_profile.json, cold_start_profiled.log)")
-    parser.add_argument("--baseline", type=Path,
-                        help="a tree with another version's handler.py, trellis_mv/ and commit: launched beside this one")
+    parser.add_argument("--baseline", type=Path, action="append", default=[],
+                        help="a tree with another version's handler.py, trellis_mv/ and commit, named by its folder: "
+                        "launched beside this one; once per version")
     parser.add_argument("--rounds", type=int, default=2, help="with --baseline: launches of each version")
     args = parser.parse_args()
     if args.profile:
         py_spy()
-    if args.baseline is not None and not all((args.baseline / name).exists() for name in ("handler.py", "trellis_mv", "commit")):
-        parser.error(f"--baseline: {args.baseline} needs handler.py, trellis_mv/ and commit (tests/gpu/prepare_cache.sh writes them)")
+    for tree in args.baseline:
+        if not all((tree / name).exists() for name in ("handler.py", "trellis_mv", "commit")):
+            parser.error(f"--baseline: {tree} needs handler.py, trellis_mv/ and commit (tests/gpu/prepare_cache.sh writes them)")
+    names = [tree.name for tree in args.baseline]
+    if "current" in names or len(set(names)) < len(names):
+        parser.error(f"--baseline: the folders' names {names} must differ from each other and from 'current' (this tree)")
     gpu_env.setup()
     args.out.mkdir(parents=True, exist_ok=True)
     free = filesystem(args.root)["free_gib"]

@@ -482,26 +482,38 @@ def test_settling_waits_until_the_guest_stops_returning_memory(tmp_path):
     assert cold_start.settle(tmp_path / "reported_kib") == {"settled": False, "why": f"no {tmp_path / 'reported_kib'}"}
 
 
-def test_a_baseline_tree_is_launched_beside_this_one_with_its_own_modules(tmp_path, monkeypatch):
+def test_baseline_trees_are_launched_beside_this_one_with_their_own_modules(tmp_path, monkeypatch):
     """The real handler.py of each tree, as the cold start launches it (on the CPU it starts without weights)."""
-    baseline = tmp_path / "baseline"
-    shutil.copytree(ROOT / "trellis_mv", baseline / "trellis_mv", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "handler.py", baseline)
-    (baseline / "commit").write_text("old\n")
-    with open(baseline / "trellis_mv" / "__init__.py", "a") as init:
-        init.write('\nprint("the baseline tree", flush=True)\n')
+    baselines = [tmp_path / "baselines" / name for name in ("main", "idle-window")]
+    for tree in baselines:
+        shutil.copytree(ROOT / "trellis_mv", tree / "trellis_mv", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(ROOT / "handler.py", tree)
+        (tree / "commit").write_text(f"{tree.name}'s commit\n")
+        with open(tree / "trellis_mv" / "__init__.py", "a") as init:
+            init.write(f'\nprint("the tree of {tree.name}", flush=True)\n')
     monkeypatch.setattr(cold_start, "cold_page_cache", lambda files: {"drop_caches": "not in a test"})
-    args = argparse.Namespace(baseline=baseline, rounds=1, out=tmp_path, timeout=120)
+    args = argparse.Namespace(baseline=baselines, rounds=1, out=tmp_path, timeout=120)
 
     side = cold_start.side_by_side(tmp_path / "weights" / "TRELLIS.2-4B", [], args)
 
-    assert side["baseline"]["commit"] == "old" and side["current"]["commit"] == gpu_env.commit()
-    for name in ("current", "baseline"):
+    assert list(side) == ["current", "main", "idle-window"]
+    assert side["current"]["commit"] == gpu_env.commit()
+    assert side["main"]["commit"] == "main's commit" and side["idle-window"]["commit"] == "idle-window's commit"
+    for name in side:
         (launched,) = side[name]["launches"]
         assert launched["round"] == 0 and "ready" in launched["marks"]
         assert side[name]["median_ready_s"] == launched["marks"]["ready"]
-    assert "the baseline tree" in (tmp_path / "cold_start_baseline_0.log").read_text()
-    assert "the baseline tree" not in (tmp_path / "cold_start_current_0.log").read_text()
+        log = (tmp_path / f"cold_start_{name}_0.log").read_text()
+        printed = {line.split("the tree of ")[1] for line in log.splitlines() if "the tree of " in line}
+        assert printed == (set() if name == "current" else {name})
+
+
+def test_each_version_goes_first_once_over_as_many_rounds():
+    names = ["current", "main", "idle-window"]
+    orders = [cold_start.launch_order(names, round_) for round_ in range(4)]
+    assert orders == [["current", "main", "idle-window"], ["main", "idle-window", "current"],
+                      ["idle-window", "current", "main"], ["current", "main", "idle-window"]]
+    assert cold_start.launch_order(["current", "main"], 1) == ["main", "current"]
 
 
 def test_the_cold_start_section_says_which_read_the_bound_is_made_of():

@@ -11,7 +11,7 @@
 #   autotune   FlexGEMM entries for this GPU, every shape the decoders and the export meet:
 #              builder/autotune_flexgemm.py tune $AUTOTUNE_ARGS
 #   coldstart  handler.py from launch to ready, warm-up included, on 16 GB of weights: benchmarks/cold_start.py $COLDSTART_ARGS,
-#              and --baseline .cache/baseline when prepare_cache.sh wrote one (BASELINE=<rev>)
+#              and --baseline for each tree prepare_cache.sh wrote in .cache/baselines/ (BASELINE="<rev>...")
 #   firstjob   a fresh worker's first job vs its second, per pipeline type: benchmarks/first_job.py $FIRSTJOB_ARGS
 #   tests      pytest ${PYTEST_TARGETS:-tests/gpu} $PYTEST_ARGS (targets: test files, space-separated;
 #              args: options without spaces inside one, e.g. "-x --durations=0")
@@ -156,10 +156,13 @@ if wanted coldstart; then
   # they are compiled once into a folder of their own, which the worker and its children read.
   export PYTHONPYCACHEPREFIX=/tmp/pycache
   mapfile -t paths < <("$image_python" -c 'import sys; print("\n".join(p for p in sys.path[1:] if p and p != sys.argv[1]))' "$repo")
-  baseline=()
-  [ -f "$repo/.cache/baseline/handler.py" ] && baseline=(--baseline "$repo/.cache/baseline")
+  baseline=() trees=("$repo/trellis_mv")
+  for tree in "$repo"/.cache/baselines/*/; do
+    [ -f "$tree/handler.py" ] || continue
+    baseline+=(--baseline "${tree%/}") trees+=("${tree}trellis_mv")
+  done
   # find -L: the linked packages are symbolic links, which compileall's walk passes over
-  find -L "${paths[@]}" "$repo/trellis_mv" ${baseline[@]:+"$repo/.cache/baseline/trellis_mv"} -name '*.py' \
+  find -L "${paths[@]}" "${trees[@]}" -name '*.py' \
     -not -path '*/test/*' -not -path '*/tests/*' -print0 2>/dev/null \
     | xargs -0 -n 400 -P "$(nproc)" "$image_python" -m compileall -qq >/dev/null 2>&1 \
     || echo "compileall: some files did not compile; the rest did"

@@ -14,9 +14,10 @@
 #   commit       this checkout's commit (with -dirty for uncommitted changes): the device's copy
 #                has no .git, and results must name the commit they measured. Rewritten every time,
 #                so run this script right before every device call.
-#   baseline/    with BASELINE=<rev> set: that commit's handler.py and trellis_mv/, and its commit, for
+#   baselines/   with BASELINE="<rev> [<rev>...]" set: per revision a folder named after it (baselines/main,
+#                baselines/idle-window) with that commit's handler.py and trellis_mv/, and its commit, for
 #                the cold start to launch beside this tree's (benchmarks/cold_start.py --baseline, which
-#                device_run.sh passes when it is there); removed when BASELINE is not set.
+#                device_run.sh passes for each); removed when BASELINE is not set.
 # Then the device builds the extensions itself (tests/gpu/device_run.sh build) and its wheels
 # come back into .cache/wheels/ (copy them from the run's files): carry them next time.
 #
@@ -116,13 +117,19 @@ python3 "$root/tests/gpu/trim_botocore.py" "$cache"/pywheels/botocore-*.whl
 commit=$(git -C "$root" rev-parse --short=12 HEAD)
 [ -z "$(git -C "$root" status --porcelain --untracked-files=no)" ] || commit=$commit-dirty
 echo "$commit" >"$cache/commit"
-rm -rf "$cache/baseline"
-if [ -n "${BASELINE:-}" ]; then
-  mkdir -p "$cache/baseline"
-  git -C "$root" archive --format=tar "$BASELINE" handler.py trellis_mv | tar -x -C "$cache/baseline"
-  git -C "$root" rev-parse --short=12 "$BASELINE" >"$cache/baseline/commit"
-  echo "baseline:           $(cat "$cache/baseline/commit") (in $cache/baseline)"
-fi
+rm -rf "$cache/baseline" "$cache/baselines"
+for rev in ${BASELINE:-}; do
+  # a folder name from the revision as given: a branch's slashes and a relative revision's ~ and ^ become _
+  dest=$cache/baselines/$(printf '%s' "$rev" | tr -c 'A-Za-z0-9._-' '_')
+  if [ "$(basename "$dest")" = current ] || [ -e "$dest" ]; then
+    echo "prepare_cache.sh: BASELINE: $rev names the folder $dest twice or 'current' (this tree's name)" >&2
+    exit 1
+  fi
+  mkdir -p "$dest"
+  git -C "$root" archive --format=tar "$rev" handler.py trellis_mv | tar -x -C "$dest"
+  git -C "$root" rev-parse --short=12 "$rev" >"$dest/commit"
+  echo "baseline:           $rev at $(cat "$dest/commit") (in $dest)"
+done
 echo "pure-python wheels: $(find "$cache/pywheels" -name '*.whl' | wc -l) in $cache/pywheels"
 echo "extension wheels:   $(find "$cache/wheels" -name '*.whl' | wc -l) in $cache/wheels (built on the device)"
 echo "commit:             $commit (in $cache/commit)"
