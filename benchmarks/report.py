@@ -318,17 +318,19 @@ def _cold_start_section(cold: dict[str, Any]) -> list[str]:
 
 
 def _side_by_side(side: dict[str, Any]) -> list[str]:
-    """``cold_start.py --baseline``'s launches: this version's and another's, on one disk, in one call."""
+    """``cold_start.py --baseline``'s launches: this version's and the others', on one disk, in one call; per launch
+    the marks that place a change (the imports' end at the CUDA check, the load's start after the checks, its end)."""
     if not side:
         return []
     lines = ["", "Side by side in the same call (`--baseline`), each launch from a dropped page cache, seconds from launch:", "",
-             "| version | commit | round | ready | weights read at | loaded | warm-up after the load |", "|---|---|---|---|---|---|---|"]
+             "| version | commit | round | ready | CUDA checked | load began | weights read at | loaded | warm-up after the load |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, version in side.items():
         for launched in version["launches"]:
             marks = launched["marks"]
             after = (round(marks["ready"] - marks["loaded"], 2) if "ready" in marks and "loaded" in marks else None)
             cells = [name, f"`{version['commit']}`", launched["round"], marks.get("ready", "did not start"),
-                     marks.get("weights_read"), marks.get("loaded"), after]
+                     marks.get("cuda_checked"), marks.get("weights_checked"), marks.get("weights_read"), marks.get("loaded"), after]
             lines.append(_row(cells))
     medians = ", ".join(f"{name} ({version['commit']}) {version['median_ready_s']} s" for name, version in side.items())
     return lines + ["", f"Median time to ready: {medians}."]

@@ -528,14 +528,15 @@ def test_the_cold_start_section_says_which_read_the_bound_is_made_of():
 
 def test_the_cold_start_section_shows_a_baseline_launched_beside_it():
     def launches(*ready):
-        return [{"round": index, "marks": {"weights_read": 15.0, "loaded": 16.0, **({"ready": r} if r else {})}}
+        return [{"round": index, "marks": {"cuda_checked": 7.5, "weights_checked": 8.0, "weights_read": 15.0, "loaded": 16.0,
+                                           **({"ready": r} if r else {})}}
                 for index, r in enumerate(ready)]
 
     cold = {"side_by_side": {"current": {"commit": "new", "launches": launches(20.5, 21.5), "median_ready_s": 21.0},
                              "baseline": {"commit": "old", "launches": launches(24.0, None), "median_ready_s": None}}}
     text = "\n".join(report._cold_start_section(cold))
-    assert "| current | `new` | 1 | 21.5 | 15.0 | 16.0 | 5.5 |" in text
-    assert "| baseline | `old` | 1 | did not start | 15.0 | 16.0 | — |" in text
+    assert "| current | `new` | 1 | 21.5 | 7.5 | 8.0 | 15.0 | 16.0 | 5.5 |" in text
+    assert "| baseline | `old` | 1 | did not start | 7.5 | 8.0 | 15.0 | 16.0 | — |" in text
     assert "Median time to ready: current (new) 21.0 s, baseline (old) None s." in text
 
 
