@@ -68,7 +68,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import gpu_env
 
@@ -281,8 +281,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     results["phases_s"] = phases(marks)
     save()
     if args.baseline:
-        results["side_by_side"] = side_by_side(model_dir, files, args)
-        save()
+        def keep(side: dict[str, Any]) -> None:
+            results["side_by_side"] = side
+            save()
+
+        side_by_side(model_dir, files, args, after_each=keep)
     if args.profile:
         results["page_cache_before_profiled_launch"] = cold_page_cache(files)
         results["profiled"] = launch(model_dir, args.out / "cold_start_profiled.log", args.timeout,
@@ -292,10 +295,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def side_by_side(model_dir: Path, files: list[Path], args: argparse.Namespace) -> dict[str, Any]:
+def side_by_side(model_dir: Path, files: list[Path], args: argparse.Namespace,
+                 after_each: Callable[[dict[str, Any]], None] = lambda side: None) -> dict[str, Any]:
     """``--rounds`` launches of this tree's worker ("current") and each ``--baseline``'s (named by its
     folder), each from a dropped page cache, the first to go moving on each round (:func:`launch_order`):
-    per version its commit, every launch's marks, and the median time to ready."""
+    per version its commit, every launch's marks, and the median time to ready. ``after_each`` gets the
+    answer so far after every launch: a device call that runs out of time keeps the launches it made."""
     trees = {"current": (gpu_env.ROOT, gpu_env.commit()),
              **{tree.name: (tree, (tree / "commit").read_text().strip()) for tree in args.baseline}}
     out: dict[str, Any] = {name: {"commit": commit, "launches": []} for name, (_tree, commit) in trees.items()}
@@ -304,10 +309,10 @@ def side_by_side(model_dir: Path, files: list[Path], args: argparse.Namespace) -
             page_cache = cold_page_cache(files)
             launched = launch(model_dir, args.out / f"cold_start_{name}_{round_}.log", args.timeout, tree=trees[name][0])
             out[name]["launches"].append({"round": round_, "page_cache": page_cache, **launched})
-    for version in out.values():
-        ready = [launched["marks"].get("ready") for launched in version["launches"]]
-        version["ready_s"] = ready
-        version["median_ready_s"] = statistics.median(ready) if None not in ready else None
+            ready = [launched["marks"].get("ready") for launched in out[name]["launches"]]
+            out[name]["ready_s"] = ready
+            out[name]["median_ready_s"] = statistics.median(ready) if None not in ready else None
+            after_each(out)
     return out
 
 

@@ -494,8 +494,12 @@ def test_baseline_trees_are_launched_beside_this_one_with_their_own_modules(tmp_
     monkeypatch.setattr(cold_start, "cold_page_cache", lambda files: {"drop_caches": "not in a test"})
     args = argparse.Namespace(baseline=baselines, rounds=1, out=tmp_path, timeout=120)
 
-    side = cold_start.side_by_side(tmp_path / "weights" / "TRELLIS.2-4B", [], args)
+    kept = []
+    side = cold_start.side_by_side(tmp_path / "weights" / "TRELLIS.2-4B", [], args,
+                                   after_each=lambda so_far: kept.append(json.loads(json.dumps(so_far))))
 
+    assert [sum(len(version["launches"]) for version in so_far.values()) for so_far in kept] == [1, 2, 3]
+    assert kept[-1] == side and kept[0]["main"]["launches"] == []  # what a call out of time still has
     assert list(side) == ["current", "main", "idle-window"]
     assert side["current"]["commit"] == gpu_env.commit()
     assert side["main"]["commit"] == "main's commit" and side["idle-window"]["commit"] == "idle-window's commit"
