@@ -87,17 +87,29 @@ class TimedOut(Exception):
 
 
 def hosted_api(endpoint_id: str, api_key: str, base_url: str | None = None) -> Api:
-    """RunPod's job API through runpod's SDK, at ``base_url`` (None: runpod's ``endpoint_url_base``)."""
+    """RunPod's job API through runpod's SDK, at ``base_url`` (None: runpod's ``endpoint_url_base``).
+
+    The cancel goes through a client of its own: a Ctrl-C can land inside the status client's
+    connection pool, between a lock's acquisition and the block that releases it (Python 3.11 raises
+    it there; urllib3's pool is a ``queue.LifoQueue``), and a cancel through that pool would then wait
+    for ever: in CI once, a command waited so 30 s after its Ctrl-C, its job not cancelled.
+    """
     endpoint = runpod.Endpoint(endpoint_id, api_key=api_key)
     client = endpoint.rp_client
     if base_url:
         client.endpoint_url_base = base_url.rstrip("/")
+
+    def cancel(job_id: str) -> Any:
+        own = RunPodClient(api_key=api_key)
+        own.endpoint_url_base = client.endpoint_url_base
+        return Job(endpoint_id, job_id, own).cancel()
+
     return Api(
         name=f"endpoint {endpoint_id}",
         submit=lambda job_input: endpoint.run({"input": job_input}).job_id,
         # the SDK's Job.status() keeps only the state's name; the status itself carries the progress
         status=lambda job_id, _seconds: client.get(f"{endpoint_id}/status/{job_id}"),
-        cancel=lambda job_id: Job(endpoint_id, job_id, client).cancel(),
+        cancel=cancel,
     )
 
 
