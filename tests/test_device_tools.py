@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -111,16 +110,12 @@ print(json.dumps(sorted({owner[module.__file__] for module in list(sys.modules.v
 def test_the_imports_read_ahead_lists_every_distribution_of_the_image_the_start_imports():
     """A dependency the start imports and the list misses is read by the import itself, a small file at
     a time, on the cold disk. Those of the image's lock: newer packages here may bring others."""
-    def normal(name: str) -> str:
-        return re.sub(r"[-_.]+", "-", name).lower()
-
     done = subprocess.run([sys.executable, "-c", _START_IMPORTS], capture_output=True, text=True, timeout=300,
                           cwd=ROOT, check=True)
-    lock = {normal(line.split("==")[0]) for line in (ROOT / "builder/locks/runtime-cu124.txt").read_text().splitlines()
-            if "==" in line and not line.startswith(" ")}
-    imported = {normal(name) for name in json.loads(done.stdout.splitlines()[-1])} & lock
+    lock = image_python.lock_names(ROOT / "builder/locks/runtime-cu124.txt")
+    imported = {image_python.canonical(name) for name in json.loads(done.stdout.splitlines()[-1])} & lock
     assert {"runpod", "torch", "transformers", "boto3"} <= imported  # what the subprocess imported is seen
-    assert imported - {normal(name) for name in prefetch.START_DISTRIBUTIONS} == set()
+    assert imported - {image_python.canonical(name) for name in prefetch.START_DISTRIBUTIONS} == set()
 
 
 def test_the_imports_read_ahead_reads_the_compiled_modules_and_libraries_a_distribution_installed(tmp_path, monkeypatch):
