@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from test_image_build import BUILDER, VARIANTS
@@ -28,13 +29,9 @@ def locked(name: str) -> dict[str, tuple[str, int]]:
     """Package -> (version, number of hashes) of one lock file."""
     text = (BUILDER / "locks" / name).read_text(encoding="utf-8")
     entries = re.findall(r"^([A-Za-z0-9._-]+)==(\S+) \\\n((?:    --hash=sha256:[0-9a-f]{64}(?: \\)?\n)+)", text, re.M)
-    packages = {_normal(package): (version, hashes.count("--hash=")) for package, version, hashes in entries}
+    packages = {canonicalize_name(package): (version, hashes.count("--hash=")) for package, version, hashes in entries}
     assert len(packages) == len(re.findall(r"^[A-Za-z0-9]", text, re.M)), f"{name}: an entry without hashes"
     return packages
-
-
-def _normal(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def test_every_stage_of_every_variant_has_a_lock() -> None:
@@ -53,7 +50,7 @@ def test_the_lock_holds_the_pinned_versions(name: str) -> None:
     packages = locked(name)
     for requirement in map(Requirement, lock.requirements(stage, pins)):
         version = next(iter(requirement.specifier)).version
-        assert packages[_normal(requirement.name)][0] == version, requirement
+        assert packages[canonicalize_name(requirement.name)][0] == version, requirement
     assert all(count >= 1 for _, count in packages.values())
     assert "flash-attn" not in packages  # a release wheel with its own sha256 (variants/*.env)
 
@@ -64,7 +61,7 @@ def test_the_runtime_lock_meets_the_projects_own_dependencies(variant: str) -> N
     packages = locked(f"runtime-{variant}.txt")
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
     for requirement in map(Requirement, project):
-        version = packages[_normal(requirement.name)][0]
+        version = packages[canonicalize_name(requirement.name)][0]
         assert Version(version) in requirement.specifier, f"{requirement}: locked {version}"
     assert {"runpod", "boto3", "pydantic", "huggingface-hub", "einops"} <= set(packages)
 
