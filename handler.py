@@ -27,7 +27,8 @@ Only the standard library and four small modules are imported at the top: ``main
 TRELLIS.2's head start (``trellis_mv.headstart``: the weights read into memory, the GPU kernels
 compiling) before it imports runpod, torch and the worker, which took 7.5 s of a fresh worker's
 start on the H200; runpod (whose import waits on a CPU-info subprocess) is imported on a thread
-meanwhile.
+meanwhile, and so are boto3 and the bucket's check (``build_handler``): before the load, only torch,
+the checks and the load's own modules are in its way.
 """
 
 from __future__ import annotations
@@ -41,12 +42,15 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from trellis_mv.config import Settings
 from trellis_mv.errors import StartupError
 from trellis_mv.headstart import HeadStart, begin
 from trellis_mv.threads import on_a_thread
+
+if TYPE_CHECKING:
+    from trellis_mv.storage import S3Store
 
 log = logging.getLogger("trellis_mv.handler")
 
@@ -61,25 +65,26 @@ def build_handler(settings: Settings, *, send_progress: bool, head: HeadStart | 
     With ``send_progress`` (the hosted mode only: RunPod's job API exists nowhere else), each job's
     progress goes to the job API throttled and in order, all of it before the answer. ``head`` is
     what :func:`main` began (``trellis_mv.headstart``); the generator's factory begins it otherwise.
-    A configured bucket is checked first (``S3Store.check``): a missing one raises ``StartupError``.
+    A configured bucket is checked (``S3Store.check``) on a thread while torch is imported and the
+    GPU checked, and before the load: a missing one raises ``StartupError`` without minutes of
+    loading, and boto3's import and the bucket's answer are not in the way of the load.
     """
     from trellis_mv.factory import build_generator
-    from trellis_mv.progress import OrderedSender, throttled
-    from trellis_mv.storage import S3Store
     from trellis_mv.threads import use_cpu_budget
-    from trellis_mv.worker import run_job
 
-    use_cpu_budget(settings.cpu_threads)
-    store = S3Store.from_settings(settings)
-    if store is not None:
-        try:
-            store.check()  # before minutes of loading: a missing bucket stops the start at once
-        except StartupError:
-            if head is not None:
-                head.stop()
-            raise
-        log.info("bucket %r at %s: found, credentials accepted", store.bucket, store.client.meta.endpoint_url)
-    generator = build_generator(settings, head)
+    checked = on_a_thread("check-bucket", _checked_store, settings)
+    try:
+        use_cpu_budget(settings.cpu_threads)
+        generator = build_generator(settings, head, before_load=checked.result)
+        store = checked.result()  # a stand-in's or CudaRequired's build does not wait for it
+    except StartupError:
+        if head is not None:
+            head.stop()
+        raise
+    # The job's own modules once the generator is built: TRELLIS.2's export warm-up has imported the
+    # heavy ones beside the load.
+    from trellis_mv.progress import OrderedSender, throttled
+    from trellis_mv.worker import run_job
 
     def handler(job: dict[str, Any]) -> dict[str, Any]:
         if not send_progress:
@@ -91,6 +96,17 @@ def build_handler(settings: Settings, *, send_progress: bool, head: HeadStart | 
             sender.close()
 
     return handler
+
+
+def _checked_store(settings: Settings) -> S3Store | None:
+    """The configured bucket (``S3Store.from_settings``), checked; None where none is configured."""
+    from trellis_mv.storage import S3Store
+
+    store = S3Store.from_settings(settings)
+    if store is not None:
+        store.check()
+        log.info("bucket %r at %s: found, credentials accepted", store.bucket, store.client.meta.endpoint_url)
+    return store
 
 
 def writing_files(handler: Handler, glb_out: Path | None = None, preview_out: Path | None = None) -> Handler:

@@ -235,3 +235,57 @@ def test_public_names() -> None:
         "ATTENTION_BACKENDS", "BUILD_INFO", "EXTENSIONS", "arch_refusal", "capability_supported", "check_cuda",
         "check_extensions", "check_toolchain", "check_weights", "fitness_checks", "image_archs", "run_checks",
     ]
+
+
+class _Head:
+    """What the factory uses of a head start (``trellis_mv.headstart.HeadStart``), recording its stop."""
+
+    compiling = None
+    stopped = False
+
+    def wait_read(self, path: Path) -> None:
+        pass
+
+    def wait_imported(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+@pytest.fixture
+def trellis_start(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """TRELLIS.2's start in the factory with the GPU seam faked: CUDA there, checks, load and warm-up
+    recorded in the order they run; returns that record."""
+    import trellis_mv.pipeline
+    import trellis_mv.warmup
+    from trellis_mv import factory
+
+    steps: list[str] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(factory, "run_checks", lambda settings: steps.append("checks"))
+    monkeypatch.setattr(trellis_mv.pipeline, "load_generator", lambda settings, **hooks: steps.append("load") or _Loaded())
+    monkeypatch.setattr(trellis_mv.warmup, "start_export_warm_up", lambda compiling: None)
+    monkeypatch.setattr(trellis_mv.warmup, "warm_up", lambda generator, **parts: steps.append("warm-up"))
+    return steps
+
+
+class _Loaded:
+    components: tuple[str, ...] = ()
+
+
+def test_what_must_pass_before_the_load_is_waited_for_after_the_checks(trellis_start: list[str]) -> None:
+    from trellis_mv.factory import build_generator
+
+    head = _Head()
+    build_generator(Settings(), head, before_load=lambda: trellis_start.append("bucket"))
+    assert trellis_start == ["checks", "bucket", "load", "warm-up"] and not head.stopped
+
+    trellis_start.clear()
+
+    def missing() -> None:
+        raise StartupError("bucket 'gone' does not exist")
+
+    with pytest.raises(StartupError, match="bucket 'gone'"):
+        build_generator(Settings(), head, before_load=missing)
+    assert trellis_start == ["checks"] and head.stopped  # nothing loaded, the kernel compiles ended

@@ -48,18 +48,22 @@ class CudaRequired:
         )
 
 
-def build_generator(settings: Settings, head: HeadStart | None = None) -> Generator:
+def build_generator(settings: Settings, head: HeadStart | None = None, *,
+                    before_load: Callable[[], object] | None = None) -> Generator:
     """The configured generator, TRELLIS.2 on CUDA (checked, loaded and warmed up), or ``CudaRequired``.
 
-    ``head`` is what ``handler.py`` began before its imports; without it, it begins here. Logs one
-    line saying which loaded components forbid commercial use, or that none does.
+    ``head`` is what ``handler.py`` began before its imports; without it, it begins here.
+    ``before_load`` is called once TRELLIS.2's start-up checks have passed, right before its load
+    (``handler.py``: the wait for the bucket's check, which ran beside the imports); what it raises
+    stops the start as a failed check does. Logs one line saying which loaded components forbid
+    commercial use, or that none does.
     """
-    generator = _build(settings, head)
+    generator = _build(settings, head, before_load or (lambda: None))
     log.info("%s", startup_line(generator.components))
     return generator
 
 
-def _build(settings: Settings, head: HeadStart | None) -> Generator:
+def _build(settings: Settings, head: HeadStart | None, before_load: Callable[[], object]) -> Generator:
     if settings.generator:
         generator = _load_factory(settings.generator)(settings)
         if not isinstance(getattr(generator, "components", None), tuple):
@@ -78,6 +82,7 @@ def _build(settings: Settings, head: HeadStart | None) -> Generator:
         from .pipeline import load_generator
         from .warmup import start_export_warm_up, warm_up
 
+        before_load()
         export = start_export_warm_up(head.compiling)
         generator = load_generator(settings, wait_read=head.wait_read, wait_imported=head.wait_imported)
         warm_up(generator, compiling=head.compiling, export=export)

@@ -38,22 +38,22 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
-from .export import GlbOptions, export_glb
 from .gpu_random import RANDOM_OR_CAPTURE
 from .threads import on_a_thread
 
-__all__ = ["WARMUP_GLB", "start_export_warm_up", "warm_up"]
+__all__ = ["WARMUP_FACES", "start_export_warm_up", "warm_up"]
 
 log = logging.getLogger(__name__)
 
 # Few faces (unwrap and simplify are per face), the default texture size: FlexGEMM's grid_sample
 # kernel is chosen per texel count, so the default request's is the one to compile.
-WARMUP_GLB = GlbOptions(decimation_target=20_000)
+WARMUP_FACES = 20_000
 
 
 def start_export_warm_up(compiling: Any = None) -> Future:
     """Export a small sphere (``pipeline.warm.warmup_mesh``) on a thread, after ``compiling``'s child
-    that compiles our kernels (``kernels.OWN``) has ended; the future answers the export's seconds."""
+    that compiles our kernels (``kernels.OWN``) has ended; the future answers the export's seconds.
+    The export's modules (trimesh, networkx, ...) are imported on that thread too, beside the load."""
     return on_a_thread("export-warm-up", _export_warm_up, compiling)
 
 
@@ -92,6 +92,7 @@ def warm_up(generator: Any, *, compiling: Any = None, export: Future | None = No
 
 
 def _export_warm_up(compiling: Any = None) -> float:
+    from .export import GlbOptions, export_glb
     from .pipeline.kernels import OWN
     from .pipeline.warm import warmup_mesh
     from .raster.coverage_kernel import warm_up as warm_coverage
@@ -100,7 +101,7 @@ def _export_warm_up(compiling: Any = None) -> float:
         own = compiling.wait(OWN)
         log.info("warm-up: our kernels compiled in a child process (%s)", own)
     start = time.perf_counter()
-    glb = export_glb(warmup_mesh(), WARMUP_GLB)
+    glb = export_glb(warmup_mesh(), GlbOptions(decimation_target=WARMUP_FACES))
     warm_coverage()  # the previews' silhouettes (views_fit), which the export does not draw
     seconds = round(time.perf_counter() - start, 2)
     log.info("warm-up export of a sphere: %d faces, %d bytes, %.1f s", glb.faces, len(glb.data), seconds)
