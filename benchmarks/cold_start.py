@@ -311,7 +311,7 @@ def side_by_side(model_dir: Path, files: list[Path], args: argparse.Namespace,
             out[name]["launches"].append({"round": round_, "page_cache": page_cache, **launched})
             ready = [launched["marks"].get("ready") for launched in out[name]["launches"]]
             out[name]["ready_s"] = ready
-            out[name]["median_ready_s"] = statistics.median(ready) if None not in ready else None
+            out[name]["median_ready_s"] = round(statistics.median(ready), 3) if None not in ready else None
             after_each(out)
     return out
 

@@ -332,8 +332,13 @@ def _side_by_side(side: dict[str, Any]) -> list[str]:
             cells = [name, f"`{version['commit']}`", launched["round"], marks.get("ready", "did not start"),
                      marks.get("cuda_checked"), marks.get("weights_checked"), marks.get("weights_read"), marks.get("loaded"), after]
             lines.append(_row(cells))
-    medians = ", ".join(f"{name} ({version['commit']}) {version['median_ready_s']} s" for name, version in side.items())
+    medians = ", ".join(f"{name} ({version['commit']}) {_seconds(version['median_ready_s'])}" for name, version in side.items())
     return lines + ["", f"Median time to ready: {medians}."]
+
+
+def _seconds(value: float | None) -> str:
+    """A median of launches as the table gives launches (3 decimals; earlier runs kept the float's noise)."""
+    return "did not start" if value is None else f"{round(value, 3)} s"
 
 
 def _row(cells: list[Any]) -> str:

@@ -536,7 +536,7 @@ def test_the_cold_start_section_shows_a_baseline_launched_beside_it():
     text = "\n".join(report._cold_start_section(cold))
     assert "| current | `new` | 1 | 21.5 | 7.5 | 8.0 | 15.0 | 16.0 | 5.5 |" in text
     assert "| baseline | `old` | 1 | did not start | 7.5 | 8.0 | 15.0 | 16.0 | — |" in text
-    assert "Median time to ready: current (new) 21.0 s, baseline (old) None s." in text
+    assert "Median time to ready: current (new) 21.0 s, baseline (old) did not start." in text
 
 
 @pytest.mark.parametrize(("tests", "met"), [
