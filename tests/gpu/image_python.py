@@ -27,20 +27,16 @@ from importlib import metadata
 from pathlib import Path, PurePosixPath
 
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
-__all__ = ["canonical", "chosen", "lock_names", "make", "owners"]
+__all__ = ["chosen", "lock_names", "make", "owners"]
 
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==")
 
 
-def canonical(name: str) -> str:
-    """A distribution's name as PEP 503 compares names."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def lock_names(lock: Path) -> set[str]:
     """The canonical names a pip-compile lock pins (``name==version`` lines)."""
-    return {canonical(match.group(1)) for line in lock.read_text().splitlines() if (match := _PIN.match(line))}
+    return {canonicalize_name(match.group(1)) for line in lock.read_text().splitlines() if (match := _PIN.match(line))}
 
 
 def chosen(installed: dict[str, metadata.Distribution], names: set[str]) -> set[str]:
@@ -59,8 +55,8 @@ def chosen(installed: dict[str, metadata.Distribution], names: set[str]) -> set[
                 continue
             if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
                 continue
-            if canonical(requirement.name) in installed:
-                todo.append(canonical(requirement.name))
+            if canonicalize_name(requirement.name) in installed:
+                todo.append(canonicalize_name(requirement.name))
     return found
 
 
@@ -83,7 +79,7 @@ def make(target: Path, lock: Path, packages: Path) -> Path:
     python = target / "bin" / "python3"
     site_dir = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                                    check=True, capture_output=True, text=True).stdout.strip())
-    installed = {canonical(dist.metadata["Name"]): dist for dist in metadata.distributions(path=[str(packages)])}
+    installed = {canonicalize_name(dist.metadata["Name"]): dist for dist in metadata.distributions(path=[str(packages)])}
     keep = chosen(installed, lock_names(lock))
     under = owners(installed)
 
