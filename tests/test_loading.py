@@ -181,6 +181,7 @@ def test_a_filled_model_is_looked_up_once_its_fill_ends():
 
 
 def test_the_flows_warm_in_load_order_each_as_soon_as_its_fill_ends(monkeypatch):
+    from trellis_mv.gpu_random import RANDOM_OR_CAPTURE
     from trellis_mv.pipeline import stages
     from trellis_mv.pipeline.loading import Filled
     from trellis_mv.pipeline.warm import warm_flows, warmup_view
@@ -192,7 +193,7 @@ def test_the_flows_warm_in_load_order_each_as_soon_as_its_fill_ends(monkeypatch)
                         or f"shape of {flow}")
     monkeypatch.setattr(stages, "texture", lambda sampler, conds, flow, shape: ran.put(("texture", flow, shape))
                         or f"texture of {flow}")
-    fills = {name: Future() for name in LOAD_ORDER}
+    fills = {name: Awaited() for name in LOAD_ORDER}
     pipe = SimpleNamespace(models=Filled(fills), device="cpu", low_vram=False)
 
     def fill(*names: str) -> None:
@@ -203,7 +204,10 @@ def test_the_flows_warm_in_load_order_each_as_soon_as_its_fill_ends(monkeypatch)
         warming = pool.submit(warm_flows, pipe, warmup_view(64))
         fill("sparse_structure_decoder", "sparse_structure_flow_model")
         assert ran.get(timeout=10) == ("structure", "cond 512")
-        assert ran.empty()  # the next step waits for the 512 shape flow's fill
+        assert ran.empty()  # the next step waits for the 512 shape flow's fill...
+        assert fills["shape_slat_flow_model_512"].awaited.wait(timeout=10)
+        assert RANDOM_OR_CAPTURE.acquire(timeout=10)  # ...without the lock: a fill may need it to build again
+        RANDOM_OR_CAPTURE.release()
         fill("shape_slat_decoder", "shape_slat_flow_model_512")
         assert ran.get(timeout=10) == ("shape", "shape_slat_flow_model_512", "cond 512")
         fill("shape_slat_flow_model_1024")
@@ -217,6 +221,18 @@ def test_the_flows_warm_in_load_order_each_as_soon_as_its_fill_ends(monkeypatch)
     assert ran.empty()
     assert set(seconds) == {"conditioning", "sparse_structure", "shape_512", "shape_1024", "texture_512", "texture_1024"}
     assert latents[512] == ("shape of shape_slat_flow_model_512", "texture of tex_slat_flow_model_512")
+
+
+class Awaited(Future):
+    """A fill that tells when something began waiting for its result."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.awaited = threading.Event()
+
+    def result(self, timeout: float | None = None):
+        self.awaited.set()
+        return super().result(timeout)
 
 
 def test_the_warm_up_after_the_load_runs_no_flow_the_load_ran():

@@ -38,7 +38,7 @@ from torch.overrides import TorchFunctionMode
 from ..config import Settings
 from ..dinov3 import DinoV3Conditioner
 from ..errors import StartupError
-from ..gpu_random import RANDOM_OR_CAPTURE
+from ..gpu_random import RANDOM_OR_CAPTURE, synchronize
 from ..weights import Weights, checkpoint, find_weights
 from .direct_read import fill_direct, names
 from .offload import choose_low_vram
@@ -146,7 +146,7 @@ def load_pipeline(settings: Settings, *, background: Any = None,
         default_pipeline_type=args.get("default_pipeline_type", "1024_cascade"),
     )
     pipeline.cuda()
-    torch.cuda.synchronize()
+    synchronize()  # the fills' copies; the export's warm-up may be capturing a graph meanwhile
     log.info("loaded in %.1f s (low-VRAM %s); per model, seconds building, filling, and when the fill ended: %s",
              time.perf_counter() - start, low_vram, seconds)
     return pipeline, warmed
