@@ -292,6 +292,17 @@ def test_the_report_lifts_the_issue_keys_and_judges_them():
     assert "| `gpu_soak_max_drift_gib` | not measured | ≤ 0.5 | — |" in text
 
 
+def test_a_cold_start_whose_worker_did_not_start_keeps_no_earlier_calls_time():
+    """The bound and the time come from one call: a worker that died at start has no time to judge."""
+    base = json.loads((ROOT / "benchmarks" / "results.json").read_text())
+    base.update(cold_start_s=20.0, cold_start_read_bound_s=19.0)
+    died = {"cold_start_read_s": 12.2, "cold_start_read_bound_s": 22.2, "handler": {"exit_status": 1}}
+    results = report.merge(base, {**_run_files(), "cold_start": died}, None)
+    assert (results["cold_start_s"], results["cold_start_read_bound_s"]) == (None, 22.2)
+    assert report.goal_met(results, "cold_start_s") == (22.2, "—")
+    assert "| `cold_start_s` | did not start | ≤ 22.2 | — |" in report.render(results)
+
+
 def test_the_report_merges_calls_row_by_row_and_keeps_what_a_later_call_did_not_measure(tmp_path):
     """Two calls' benchmark rows side by side (a ratio from each call's own rows), a GPU-test figure
     kept with the call that measured it, and GLB checks merged file by file."""
