@@ -337,58 +337,44 @@ def test_closest_points_against_cubvh(decoded, record):
     assert int((moved > 1e-5).sum()) <= 1e-4 * len(texels)
 
 
-def test_graph_captures_and_random_numbers_on_another_thread_take_turns():
-    """The start's race (trellis_mv.gpu_random): the export captures CUDA graphs on one thread while
-    another draws random numbers on the GPU; both sides hold the lock, and neither fails."""
-    import threading
-
-    from trellis_mv.export.lscm import _replayable
+def _random_numbers(tensor: torch.Tensor) -> None:
     from trellis_mv.gpu_random import RANDOM_OR_CAPTURE
 
-    state = torch.ones(1 << 16, device="cuda")
-    failures: list[BaseException] = []
-
-    def draw() -> None:
-        try:
-            for _ in range(400):
-                with RANDOM_OR_CAPTURE:
-                    torch.rand(1 << 16, device="cuda")
-        except BaseException as error:  # the race's RuntimeError, kept for the assertion below
-            failures.append(error)
-
-    drawing = threading.Thread(target=draw)
-    drawing.start()
-    for _ in range(100):
-        _replayable(lambda: state.mul_(1.0))()
-    drawing.join()
-    torch.cuda.synchronize()
-    assert failures == []
+    with RANDOM_OR_CAPTURE:
+        torch.rand(tensor.shape, device="cuda")
 
 
-def test_graph_captures_and_timed_waits_on_another_thread_take_turns():
-    """The start's other race (trellis_mv.gpu_random): a device-wide wait (a timed step's, the loader's
-    last) while the export captures a graph on another thread fails and breaks the capture; on the
-    H200 a start failed so. The timer's waits hold the captures' lock, and neither side fails."""
+def _timed_step(tensor: torch.Tensor) -> None:
+    from trellis_mv.timing import timed
+
+    with timed({}, "step"):
+        tensor.mul_(1.0)
+
+
+@pytest.mark.parametrize("work", [_random_numbers, _timed_step], ids=["random_numbers", "timed_waits"])
+def test_graph_captures_and_gpu_work_on_another_thread_take_turns(work):
+    """The start's races (trellis_mv.gpu_random): the export captures CUDA graphs on one thread while
+    another draws random numbers on the GPU, or waits for the whole GPU (a timed step's wait, the
+    loader's last); either fails during a capture and breaks it (both once killed a start on the
+    H200). Both sides hold the lock, and neither fails."""
     import threading
 
     from trellis_mv.export.lscm import _replayable
-    from trellis_mv.timing import timed
 
     state, other = torch.ones(1 << 16, device="cuda"), torch.ones(1 << 16, device="cuda")
     failures: list[BaseException] = []
 
-    def wait() -> None:
+    def run() -> None:
         try:
             for _ in range(400):
-                with timed({}, "step"):
-                    other.mul_(1.0)
-        except BaseException as error:  # the race's AcceleratorError, kept for the assertion below
+                work(other)
+        except BaseException as error:  # the race's error, kept for the assertion below
             failures.append(error)
 
-    waiting = threading.Thread(target=wait)
-    waiting.start()
+    working = threading.Thread(target=run)
+    working.start()
     for _ in range(100):
         _replayable(lambda: state.mul_(1.0))()
-    waiting.join()
+    working.join()
     torch.cuda.synchronize()
     assert failures == []
