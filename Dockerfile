@@ -121,8 +121,10 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/tmp/wheels \
 # What the extensions were compiled for, read by the worker's start-up check (trellis_mv.startup).
 COPY --from=build /wheels/build-info.json /opt/trellis-mv/build-info.json
 # FlexGEMM's setup.py writes its shipped autotune cache (A100, MI300X) to the build stage's home;
-# the image keeps it at a fixed path with our entries (builder/flex_gemm_autotune/) merged in, and
-# other GPUs add theirs on first use (the worker warms up at start where it holds none).
+# the image keeps it at a fixed path with our entries (builder/flex_gemm_autotune/) merged in and
+# every size bucket the worker's kernels can meet filled from its nearest tuned one (no job tunes
+# where its GPU has entries); other GPUs add theirs on first use (the worker warms up at start
+# where it holds none).
 COPY --from=build /src/FlexGEMM/autotune_cache.json /opt/flex_gemm/autotune_cache.json
 COPY builder/autotune_flexgemm.py /opt/builder/
 COPY builder/flex_gemm_autotune/ /opt/builder/flex_gemm_autotune/

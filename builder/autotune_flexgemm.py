@@ -1,7 +1,7 @@
 """FlexGEMM autotune entries for the GPU this runs on, for every shape TRELLIS.2's decoders and export can meet.
 
     python builder/autotune_flexgemm.py tune [--model-dir DIR] [--out-dir builder/flex_gemm_autotune]
-    python builder/autotune_flexgemm.py merge OUT CACHE...
+    python builder/autotune_flexgemm.py merge [--as-tuned] OUT CACHE...
 
 FlexGEMM (the decoders' sparse convolutions, the export's ``grid_sample_3d``) picks the fastest
 Triton configuration per GPU name and per shape key on first use, by timing every candidate: about
@@ -20,10 +20,11 @@ about four times more per level up. Then grid_sample at the last level's buckets
 finds its keys tuned. It writes this GPU's entries, and only those, to ``<out-dir>/<gpu>.json``
 as it goes, so a run cut short keeps what it tuned. Entries already in FlexGEMM's cache file
 (``FLEX_GEMM_AUTOTUNE_CACHE_PATH``) are reused, not re-timed; that file is left as it was (merge
-the output into it).
+the output into it). Give it a cache merged ``--as-tuned``: a filled one holds every bucket.
 
 ``merge`` joins cache files (FlexGEMM's own ``autotune_cache.json`` and ours) into the one file
-FlexGEMM reads; later files win for the same GPU, kernel and key. It needs neither torch nor a GPU.
+FlexGEMM reads; later files win for the same GPU, kernel and key. Then it fills the buckets no run
+tuned (:func:`fill_buckets`), unless ``--as-tuned``. It needs neither torch nor a GPU.
 """
 
 from __future__ import annotations
@@ -42,6 +43,13 @@ ROOT = Path(__file__).resolve().parent.parent
 LOG_TOKENS = (9, 16)
 TEXTURES = (512, 1024, 2048, 4096)
 _SAVE_EVERY = 8  # probes between two writes of the entries
+# Sizes a key can name, 2^4 to 2^30 voxels: past what any job meets both ways. Not
+# 2^0-2^3: Triton would compile N = 1 and log2 N = 0 apart, a kernel variant no job runs.
+FILLED_BUCKETS = range(4, 31)
+# The kernels a worker runs (the decoders' convolution algorithm, the export's grid_sample), by name's end.
+_FILLED_KERNELS = ("sparse_submanifold_conv_fwd_masked_implicit_gemm", "indice_weighed_sum_fwd")
+# A key whose first field is the size bucket: "(2^b, rest)" (a dispatcher) or "(b, rest)" (a Triton kernel).
+_BUCKETED_KEY = re.compile(r"\((2\^)?(\d+), (.+)\)")
 
 
 def merge(caches: list[dict[str, Any]]) -> dict[str, Any]:
@@ -52,6 +60,34 @@ def merge(caches: list[dict[str, Any]]) -> dict[str, Any]:
             for kernel, entries in kernels.items():
                 merged.setdefault(gpu, {}).setdefault(kernel, {}).update(entries)
     return merged
+
+
+def fill_buckets(cache: dict[str, Any]) -> dict[str, Any]:
+    """``cache`` with the worker's kernels' keys at every size of :data:`FILLED_BUCKETS`.
+
+    FlexGEMM times every candidate configuration for a key it has no entry for, inside the job that
+    meets it: a fresh H100 worker's first 1536_cascade job on a small object spent 204 s so, where
+    the tuned range stopped two buckets short. A missing bucket takes the entry of its nearest tuned
+    bucket of the same kernel and rest of key (the larger on a tie): the kernels mask what lies past
+    N, so any configuration is right for any size, and a neighbour's is near the best. Tuned keys
+    are kept; kernels no worker runs (the backward passes, other convolution algorithms) are left
+    as they are, which keeps the file FlexGEMM parses at import small.
+    """
+    filled: dict[str, Any] = {}
+    for gpu, kernels in cache.items():
+        for kernel, entries in kernels.items():
+            out = filled.setdefault(gpu, {}).setdefault(kernel, dict(entries))
+            if not kernel.rsplit(".", 1)[-1].startswith(_FILLED_KERNELS):
+                continue
+            tuned: dict[tuple[str, str], dict[int, str]] = {}
+            for key in entries:
+                if found := _BUCKETED_KEY.fullmatch(key):
+                    tuned.setdefault((found[1] or "", found[3]), {})[int(found[2])] = key
+            for (power, rest), buckets in tuned.items():
+                for bucket in FILLED_BUCKETS:
+                    nearest = min(buckets, key=lambda tuned_bucket: (abs(tuned_bucket - bucket), -tuned_bucket))
+                    out.setdefault(f"({power}{bucket}, {rest})", entries[buckets[nearest]])
+    return filled
 
 
 def gpu_file_name(gpu: str) -> str:
@@ -134,12 +170,14 @@ def main() -> None:
     tuning.add_argument("--textures", default=",".join(map(str, TEXTURES)), help="texture sizes the export bakes")
     tuning.add_argument("--out-dir", type=Path, default=ROOT / "builder" / "flex_gemm_autotune")
     merging = commands.add_parser("merge", help="join cache files into one")
+    merging.add_argument("--as-tuned", action="store_true", help="leave untuned buckets empty (tune's input)")
     merging.add_argument("out", type=Path)
     merging.add_argument("caches", type=Path, nargs="+", help="cache files, or folders of them (their *.json)")
     args = parser.parse_args()
     if args.command == "merge":
         files = [file for path in args.caches for file in (sorted(path.glob("*.json")) if path.is_dir() else [path])]
-        args.out.write_text(json.dumps(merge([json.loads(file.read_text()) for file in files]), indent=1))
+        merged = merge([json.loads(file.read_text()) for file in files])
+        args.out.write_text(json.dumps(merged if args.as_tuned else fill_buckets(merged), indent=1))
         return
     low, high = (int(value) for value in args.log_tokens.split(","))
     if not 0 < low <= high:

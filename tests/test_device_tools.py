@@ -21,6 +21,7 @@ import trimesh
 from packaging.utils import canonicalize_name
 
 from trellis_mv.pipeline import prefetch
+from trellis_mv.pipeline.kernels import conv_probes
 from trellis_mv.pipeline.prefetch import import_files, page_cache_files, read_ahead, read_imports_ahead, weight_files
 from trellis_mv.weights import Found, Source, Weights
 from trellis_mv.pipeline.warm import warmup_view
@@ -168,6 +169,58 @@ def test_the_image_merges_our_folder_into_flexgemms_cache_in_place(tmp_path, our
     subprocess.run([sys.executable, str(ROOT / "builder" / "autotune_flexgemm.py"), "merge", str(cache), str(cache),
                     str(folder)], check=True, capture_output=True, timeout=60)
     assert json.loads(cache.read_text()) == autotune_flexgemm.merge([{"NVIDIA A100": {"k1": {"(1,)": "a"}}}, *ours.values()])
+
+
+_SPCONV = "flex_gemm.kernels.triton.spconv.sparse_submanifold_conv_fwd_masked_implicit_gemm"
+_DISPATCH = _SPCONV + "_splitk.sparse_submanifold_conv_fwd_masked_implicit_gemm_splitk"
+_SPLIT_KERNEL = _SPCONV + "_splitk.sparse_submanifold_conv_fwd_masked_implicit_gemm_splitk_kernel"
+_BACKWARD = ("flex_gemm.kernels.triton.spconv.sparse_submanifold_conv_bwd_masked_implicit_gemm_splitk."
+             "sparse_submanifold_conv_bwd_input_masked_implicit_gemm_splitk")
+
+
+def test_untuned_buckets_take_their_nearest_tuned_buckets_entry():
+    tuned = {"(2^9, 64, 64, 27)": {"SPLITK": 1}, "(2^11, 64, 64, 27)": {"SPLITK": 2},
+             "(2^14, 64, 64, 27)": {"SPLITK": 4}, "(2^12, 32, 32, 27)": {}}
+    kernel = {"(9, 64, 64, 27, 1, True, 'torch.float16')": "c9", "(9, 64, 64, 27, 2, True, 'torch.float16')": "d9"}
+    cache = {"GPU": {_DISPATCH: tuned, _SPLIT_KERNEL: kernel, _BACKWARD: {"(2^9, 64, 64, 27)": {}}, "other": {"(1,)": "a"}}}
+    filled = autotune_flexgemm.fill_buckets(cache)["GPU"]
+    dispatch = filled[_DISPATCH]
+    assert {key: dispatch[key] for key in tuned} == tuned
+    assert len(dispatch) == 2 * len(autotune_flexgemm.FILLED_BUCKETS)  # two shapes, every bucket
+    assert [dispatch[f"(2^{b}, 64, 64, 27)"]["SPLITK"] for b in (4, 8, 10, 12, 13, 30)] == [1, 1, 2, 2, 4, 4]
+    assert dispatch["(2^4, 32, 32, 27)"] == dispatch["(2^30, 32, 32, 27)"] == {}
+    assert filled[_SPLIT_KERNEL]["(20, 64, 64, 27, 2, True, 'torch.float16')"] == "d9"
+    assert filled[_BACKWARD] == {"(2^9, 64, 64, 27)": {}} and filled["other"] == {"(1,)": "a"}  # no job runs them
+    assert len(cache["GPU"][_DISPATCH]) == 4  # the input is left as it was
+
+
+@pytest.mark.parametrize("name", ["nvidia-h200.json", "nvidia-h100-80gb-hbm3.json"])
+def test_our_filled_entries_leave_no_convolution_of_any_size_to_tune(name):
+    """Every dispatcher key a decoder conv of ours can meet leads to a kernel entry: its split-K's or the plain one's."""
+    [(gpu, kernels)] = json.loads((ROOT / "builder" / "flex_gemm_autotune" / name).read_text()).items()
+    filled = autotune_flexgemm.fill_buckets({gpu: kernels})[gpu]
+    plain = _SPCONV + ".sparse_submanifold_conv_fwd_masked_implicit_gemm_kernel"
+    shapes = {key.split(", ", 1)[1] for key in kernels[_DISPATCH]}
+    for bucket in autotune_flexgemm.FILLED_BUCKETS:
+        for shape in shapes:
+            splitk = int(filled[_DISPATCH][f"(2^{bucket}, {shape}"].get("SPLITK", 1))
+            prefix, table = ((f"({bucket}, {shape[:-1]}, True, ", plain) if splitk == 1
+                             else (f"({bucket}, {shape[:-1]}, {splitk}, True, ", _SPLIT_KERNEL))
+            assert any(key.startswith(prefix) for key in filled[table]), (bucket, shape, splitk)
+    # the start compiles each configuration once (kernels.conv_probes): the copies add at most the
+    # log2 N = 16 specialisation of a configuration tuned only above it, and probe smaller sizes
+    tuned, probed = conv_probes({gpu: kernels}, gpu), conv_probes({gpu: filled}, gpu)
+    assert len(tuned) <= len(probed) <= len(tuned) + 2
+    assert max(probe.tokens for probe in probed) <= max(probe.tokens for probe in tuned)
+
+
+@pytest.mark.parametrize("as_tuned", [False, True])
+def test_the_image_fills_the_merged_cache_and_tunes_input_is_left_as_tuned(tmp_path, as_tuned):
+    cache = tmp_path / "cache.json"
+    cache.write_text(json.dumps({"GPU": {_DISPATCH: {"(2^9, 64, 64, 27)": {}}}}))
+    subprocess.run([sys.executable, str(ROOT / "builder" / "autotune_flexgemm.py"), "merge",
+                    *(["--as-tuned"] if as_tuned else []), str(cache), str(cache)], check=True, capture_output=True, timeout=60)
+    assert len(json.loads(cache.read_text())["GPU"][_DISPATCH]) == (1 if as_tuned else len(autotune_flexgemm.FILLED_BUCKETS))
 
 
 @pytest.mark.parametrize(("gpu", "name"), [("NVIDIA H200", "nvidia-h200.json"),

@@ -25,7 +25,8 @@
 #   .cache/wheels/*.whl    the four extension wheels, from the `build` phase of an earlier run; only those:
 #                          a trellis2 wheel would shadow the source checkout the tests import
 # FlexGEMM reads one cache file: FlexGEMM's own, our builder/flex_gemm_autotune/*.json and, if present,
-# .cache/flex_gemm_autotune.json (an earlier run's), merged; the autotune phase's entries are merged in.
+# .cache/flex_gemm_autotune.json (an earlier run's), merged and filled as the image's; the autotune
+# phase tunes from them as tuned (merge --as-tuned), and its entries are merged in.
 #
 # Returns in $OUT (the device tool brings back at most 8 files, 16 MiB each, 64 MiB in all):
 #   results.tgz       every phase's small files, rewritten after each phase (a killed run keeps what
@@ -125,7 +126,11 @@ python3 -m compileall -q -j 0 "$site" /tmp/src/TRELLIS.2/trellis2 "$repo/trellis
   || echo "compileall: some files did not compile (a package's Python 2 leftovers?); the rest did"
 caches=(/tmp/src/FlexGEMM/autotune_cache.json builder/flex_gemm_autotune/*.json)
 [ -f .cache/flex_gemm_autotune.json ] && caches+=(.cache/flex_gemm_autotune.json)
-python3 builder/autotune_flexgemm.py merge "$FLEX_GEMM_AUTOTUNE_CACHE_PATH" "${caches[@]}" || exit 1
+# The entries as tuned (the autotune phase's input: it re-times no key the file holds), then the one
+# FlexGEMM reads, as the image's: the untuned buckets filled from their neighbours.
+tuned_cache=/tmp/flex_gemm_tuned.json
+python3 builder/autotune_flexgemm.py merge --as-tuned "$tuned_cache" "${caches[@]}" || exit 1
+python3 builder/autotune_flexgemm.py merge "$FLEX_GEMM_AUTOTUNE_CACHE_PATH" "$tuned_cache" || exit 1
 echo "FlexGEMM cache from: ${caches[*]}"
 # The image's extensions import without the harness-only ones (o_voxel, trimmed, no longer pulls
 # the rasterizer in); then the harness's own for the comparison tests.
@@ -140,10 +145,10 @@ if wanted autotune || wanted firstjob; then
 fi
 if wanted autotune; then
   # shellcheck disable=SC2086  # *_ARGS are lists of options
-  shimmed timeout "$(left)" python3 builder/autotune_flexgemm.py tune --model-dir "$weights/TRELLIS.2-4B" \
-    --background-model "$weights/BiRefNet" --out-dir "$run/flex_gemm_autotune" ${AUTOTUNE_ARGS:-} 2>&1 | tee "$run/autotune.log"
-  python3 builder/autotune_flexgemm.py merge "$FLEX_GEMM_AUTOTUNE_CACHE_PATH" "$FLEX_GEMM_AUTOTUNE_CACHE_PATH" \
-    "$run"/flex_gemm_autotune/*.json
+  shimmed env FLEX_GEMM_AUTOTUNE_CACHE_PATH="$tuned_cache" timeout "$(left)" python3 builder/autotune_flexgemm.py tune \
+    --model-dir "$weights/TRELLIS.2-4B" --background-model "$weights/BiRefNet" --out-dir "$run/flex_gemm_autotune" \
+    ${AUTOTUNE_ARGS:-} 2>&1 | tee "$run/autotune.log"
+  python3 builder/autotune_flexgemm.py merge "$FLEX_GEMM_AUTOTUNE_CACHE_PATH" "$tuned_cache" "$run"/flex_gemm_autotune/*.json
   pack
 fi
 if wanted coldstart; then
