@@ -10,6 +10,10 @@ which go through the Khronos validator here (benchmarks/validate_glbs.py; needs 
 What the run did not measure is kept from the current benchmarks/results.json; each section of
 BENCHMARKS.md names the run it comes from, and ``sources`` in results.json gives each part's device
 call (date, GPU, commit): a figure comes from one part of one call, never from two.
+
+The device goals are set on :data:`GOAL_GPU`. A call on another GPU (its env.json says which) adds
+to ``other_gpus`` in results.json, that GPU's figure of each device goal with its call, judged
+against the same goal; it changes nothing of the goal GPU's figures.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ REPORTED = ("cold_start_read_s", "cold_start_read_bound_s", *CLOSEST)
 FROM_TESTS = ("glb_bytes_1024_cascade_default", "export_over_generate_1024_cascade", "gpu_soak_jobs", "gpu_soak_lost",
               "gpu_soak_max_drift_gib", "gpu_oom_refresh_worker", "gpu_oom_next_job_ok", "gpu_oom_drift_gib", *CLOSEST,
               *BAKE_KEYS)
+# the GPU the device goals are set on (issue 19); another GPU's figures are kept apart from its
+GOAL_GPU = "NVIDIA H200"
 # the part of a device run each device goal comes from
 PART_OF = {**{key: "tests" for key in (*FROM_TESTS, "default_glb_validator_errors")},
            "first_job_penalty_s": "first_job", "first_job_penalty_s_by_pipeline_type": "first_job",
@@ -80,6 +86,25 @@ def read_runs(run_dirs: list[Path]) -> tuple[dict[str, Any], dict[str, Any]]:
         if "cold_start" in parts:
             found.setdefault("cold_start_history", []).append(cold_start_row(parts["cold_start"], parts.get("env", {})))
     return found, sources
+
+
+def gpu_of(run_dir: Path) -> str:
+    """The GPU a call ran on, by name (env.json's ``gpu`` up to its first comma); the goal GPU's where it says none."""
+    return str(read_run(run_dir).get("env", {}).get("gpu") or GOAL_GPU).split(",")[0].strip()
+
+
+def other_gpus(base: dict[str, Any], run_dirs: dict[str, list[Path]]) -> dict[str, Any]:
+    """``other_gpus``: per GPU, each device goal's figure from that GPU's calls (``run_dirs``), with its
+    call, goal and verdict; figures of earlier calls kept where these calls did not measure the key."""
+    out = {gpu: dict(figures) for gpu, figures in base.get("other_gpus", {}).items()}
+    for gpu, dirs in run_dirs.items():
+        found, sources = read_runs(dirs)
+        measured = merge({}, found, None, sources)
+        for key, figure in measured.get("figures", {}).items():
+            if key in DEVICE_GOALS:
+                bound, met = goal_met(measured, key)
+                out.setdefault(gpu, {})[key] = {**figure, "goal": bound, "met": met}
+    return out
 
 
 def cold_start_row(cold: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
@@ -221,8 +246,26 @@ def render(results: dict[str, Any]) -> str:
     lines += _default_section(results) + _first_job_section(results.get("first_job", {}))
     lines += (_cold_start_section(results.get("cold_start", {})) + _cold_start_history(results.get("cold_start_history", []))
               + unwrap_report.section(results) + _raster_section(results))
-    lines += _tests_section(results.get("gpu_tests", {}))
+    lines += _tests_section(results.get("gpu_tests", {})) + _other_gpus_section(results.get("other_gpus", {}))
     return "\n".join(lines) + "\n"
+
+
+def _other_gpus_section(gpus: dict[str, Any]) -> list[str]:
+    if not gpus:
+        return []
+    lines = ["", f"## Other GPUs (the device goals above are the {GOAL_GPU}'s)", "",
+             "The same goals, measured by the same scripts on another GPU; each figure names its call.", "",
+             "| GPU | key | measured | goal | met | device call |", "|---|---|---|---|---|---|"]
+    for gpu, figures in gpus.items():
+        for key in (key for key in DEVICE_GOALS if key in figures):
+            figure = figures[key]
+            value = figure.get("value")
+            shown = json.dumps(value) if isinstance(value, dict) else _value(value)
+            if key == "cold_start_s" and value is None:
+                shown = "did not start"
+            lines.append(f"| {gpu} | `{key}` | {shown} | {_COMPARE[DEVICE_GOALS[key][0]]} {_value(figure.get('goal'))} | "
+                         f"{figure.get('met', '—')} | {_call(figure)} |")
+    return lines
 
 
 _COMPARE = {"<=": "≤", ">=": "≥", "is": "=", "each <=": "each ≤"}
@@ -427,11 +470,16 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md")
     args = parser.parse_args()
     base = json.loads(args.results.read_text()) if args.results.is_file() else {}
-    found, sources = read_runs(args.run_dirs)
+    by_gpu: dict[str, list[Path]] = {}
+    for run_dir in args.run_dirs:
+        by_gpu.setdefault(gpu_of(run_dir), []).append(run_dir)
+    goal_dirs = by_gpu.pop(GOAL_GPU, [])
+    found, sources = read_runs(goal_dirs) if goal_dirs else ({}, {})
     with_glbs = [run_dir for run_dir in args.run_dirs
                  if any(run_dir.glob(validate_glbs.PARTS)) or any(run_dir.glob("*.glb"))]
     checks = validate_glbs.check_runs(with_glbs) if with_glbs else None
-    results = merge(base, found, checks, sources)
+    results = merge(base, found, checks, sources) if goal_dirs or checks else dict(base)
+    results["other_gpus"] = other_gpus(base, by_gpu)
     args.results.write_text(json.dumps(results, indent=1))
     args.markdown.write_text(render(results))
     print(f"{args.results} and {args.markdown} written; from the run: {', '.join(sorted(found)) or 'nothing'}")

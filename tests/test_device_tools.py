@@ -456,6 +456,35 @@ def test_a_gpu_test_key_names_the_call_that_measured_it_when_calls_are_merged(tm
     assert (later["figures"]["gpu_soak_lost"]["commit"], later["figures"]["gpu_soak_jobs"]["commit"]) == ("old", "newest")
 
 
+def test_another_gpus_calls_are_judged_apart_and_leave_the_goal_gpus_figures(tmp_path, monkeypatch):
+    results, markdown = tmp_path / "results.json", tmp_path / "BENCHMARKS.md"
+    runs = {}
+    for name, gpu, cold in (("h200", "NVIDIA H200, 143771 MiB, 580", 21.0), ("h100", "NVIDIA H100 80GB HBM3, 81559 MiB, 580", 18.8)):
+        files = {**_run_files(), "env": {"commit": name, "date": "today", "gpu": gpu},
+                 "cold_start": {"cold_start_s": cold, "cold_start_read_bound_s": 19.0}}
+        runs[name] = tmp_path / name
+        runs[name].mkdir()
+        for key, file in (("tests", "gpu_results.json"), ("first_job", "first_job.json"), ("env", "env.json"),
+                          ("cold_start", "cold_start.json")):
+            (runs[name] / file).write_text(json.dumps(files[key]))
+
+    def report_on(*names: str) -> dict:
+        monkeypatch.setattr(sys, "argv", ["report.py", *(str(runs[name]) for name in names), "--results", str(results),
+                                          "--markdown", str(markdown)])
+        report.main()
+        return json.loads(results.read_text())
+
+    both = report_on("h100", "h200")  # the H100's call last: it would win were calls of both GPUs merged
+    assert (both["cold_start_s"], both["figures"]["cold_start_s"]["commit"]) == (21.0, "h200")
+    h100 = both["other_gpus"]["NVIDIA H100 80GB HBM3"]
+    assert h100["cold_start_s"] == {"value": 18.8, "date": "today", "gpu": "NVIDIA H100 80GB HBM3, 81559 MiB, 580",
+                                    "commit": "h100", "goal": 19.0, "met": "yes"}
+    assert "| NVIDIA H100 80GB HBM3 | `cold_start_s` | 18.8 | ≤ 19.0 | yes | today, `h100` |" in markdown.read_text()
+    alone = report_on("h100")
+    assert {key: alone[key] for key in both if key != "other_gpus"} == {key: both[key] for key in both if key != "other_gpus"}
+    assert alone["other_gpus"] == both["other_gpus"]
+
+
 def test_cold_start_phases_are_the_gaps_between_marks():
     marks = {"head_started": 0.5, "cuda_checked": 4.0, "extensions_imported": 5.5, "weights_checked": 6.0,
              "loaded": 14.0, "stages_warmed": 15.0, "warmed_up": 17.5, "ready": 18.0, "answered": 18.1}
