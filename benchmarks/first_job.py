@@ -1,12 +1,13 @@
 """A fresh worker's first job against its second, per pipeline type, with our FlexGEMM entries and the warm-up.
 
     python benchmarks/first_job.py --out DIR --model-dir DIR --entries CACHE --untuned CACHE
-                                   [--variants A,B] [--pipeline-types 512,1024,...]
+                                   [--variants A,B] [--pipeline-types 512,1024,...] [--shell-radius R]
 
 Every (variant, pipeline type) is a fresh Python process: it begins as the worker does
 (``trellis_mv.headstart``: the decoders' kernels compiling in child processes), loads the pipeline
 (random weights in the image layout at ``--model-dir``, the sparse structure forced to a shell as in
-tests/gpu; radius 0.2 for 1536_cascade, which then runs at 1536), warms up as ``trellis_mv.factory``
+tests/gpu; radius 0.2 for 1536_cascade, which then runs at 1536; ``--shell-radius`` sets it for every
+type, e.g. a small object's latent below the tuned sizes), warms up as ``trellis_mv.factory``
 does if the variant says so, then runs the same job twice through ``run_job``: one photo, the
 default generation (12 steps per stage), the pipeline type, the export options of ``--glb``
 (default: few faces at the default texture size, so every export phase runs as in a default job).
@@ -50,7 +51,7 @@ SHELL_RADIUS = {"1536_cascade": 0.2}  # under the cascade's token limit at 1536 
 JOB_GLB = {"decimation_target": 20000}
 
 
-def child(model_dir: Path, kind: str, warm: bool, glb: dict[str, Any], result: Path) -> None:
+def child(model_dir: Path, kind: str, warm: bool, glb: dict[str, Any], result: Path, radius: float | None = None) -> None:
     """In the fresh process: begin, load, maybe warm up, run the job twice; write the numbers to ``result``."""
     start = time.perf_counter()
     from trellis_mv.config import Settings
@@ -84,7 +85,7 @@ def child(model_dir: Path, kind: str, warm: bool, glb: dict[str, Any], result: P
     job = {"id": "first-job", "input": {"images": [_b64_jpeg(photo)], "seed": 1, "pipeline_type": kind, "glb": glb}}
     settings = Settings(max_base64_glb_bytes=200_000_000)
     shell = generator.pipeline.models["sparse_structure_decoder"]
-    with shell.with_radius(SHELL_RADIUS.get(kind, shell.radius)):
+    with shell.with_radius(radius or SHELL_RADIUS.get(kind, shell.radius)):
         for name in ("first", "second"):
             answer = run_job(job, settings=settings, generator=generator, store=None)
             if "error" in answer:
@@ -129,6 +130,7 @@ def run_variants(args: argparse.Namespace, names: list[str], kinds: list[str]) -
                    "TRITON_CACHE_DIR": str(folder / "triton")}
             command = [sys.executable, __file__, "--child", kind, "--model-dir", str(args.model_dir),
                        "--glb", json.dumps(args.glb), "--result", str(folder / "result.json")] + (["--warm"] if warm else [])
+            command += ["--shell-radius", str(args.shell_radius)] if args.shell_radius else []
             start = time.perf_counter()
             with open(args.out / f"first_job_{name}_{kind}.log", "w") as log:
                 done = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=args.timeout)
@@ -153,13 +155,14 @@ def main() -> None:
     parser.add_argument("--variants", default=WORKER_VARIANT, help=f"comma list of {', '.join(VARIANTS)}")
     parser.add_argument("--pipeline-types", default=",".join(PIPELINE_TYPES), help="comma list, each a fresh process")
     parser.add_argument("--timeout", type=float, default=300, help="seconds allowed to one process")
+    parser.add_argument("--shell-radius", type=float, help="the shell's radius for every type (default: per type)")
     parser.add_argument("--child", metavar="PIPELINE_TYPE", help=argparse.SUPPRESS)
     parser.add_argument("--warm", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     gpu_env.setup()
     if args.child:
-        child(args.model_dir, args.child, args.warm, args.glb, args.result)
+        child(args.model_dir, args.child, args.warm, args.glb, args.result, args.shell_radius)
         return
     names, kinds = args.variants.split(","), args.pipeline_types.split(",")
     unknown = sorted(set(names) - set(VARIANTS)) + sorted(set(kinds) - set(PIPELINE_TYPES))
