@@ -13,7 +13,8 @@ call (date, GPU, commit): a figure comes from one part of one call, never from t
 
 The device goals are set on :data:`GOAL_GPU`. A call on another GPU (its env.json says which) adds
 to ``other_gpus`` in results.json, that GPU's figure of each device goal with its call, judged
-against the same goal; it changes nothing of the goal GPU's figures.
+against the same goal; it changes nothing of the goal GPU's figures (its GLBs are not validated
+here: benchmarks/validate_glbs.py checks them by hand).
 """
 
 from __future__ import annotations
@@ -475,10 +476,9 @@ def main() -> None:
         by_gpu.setdefault(gpu_of(run_dir), []).append(run_dir)
     goal_dirs = by_gpu.pop(GOAL_GPU, [])
     found, sources = read_runs(goal_dirs) if goal_dirs else ({}, {})
-    with_glbs = [run_dir for run_dir in args.run_dirs
-                 if any(run_dir.glob(validate_glbs.PARTS)) or any(run_dir.glob("*.glb"))]
+    with_glbs = [run_dir for run_dir in goal_dirs if any(run_dir.glob(validate_glbs.PARTS)) or any(run_dir.glob("*.glb"))]
     checks = validate_glbs.check_runs(with_glbs) if with_glbs else None
-    results = merge(base, found, checks, sources) if goal_dirs or checks else dict(base)
+    results = merge(base, found, checks, sources) if goal_dirs else dict(base)
     results["other_gpus"] = other_gpus(base, by_gpu)
     args.results.write_text(json.dumps(results, indent=1))
     args.markdown.write_text(render(results))
