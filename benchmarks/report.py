@@ -238,9 +238,7 @@ def render(results: dict[str, Any]) -> str:
              "", source, "", "| key | measured | goal | met | what | device call |", "|---|---|---|---|---|---|"]
     for key, (compare, _, what) in DEVICE_GOALS.items():
         bound, met = goal_met(results, key)
-        shown = json.dumps(results[key]) if isinstance(results.get(key), dict) else _value(results.get(key))
-        if key == "cold_start_s" and results.get(key) is None and results.get("cold_start"):
-            shown = "did not start"
+        shown = _measured(key, results.get(key), measured=bool(results.get("cold_start")))
         lines.append(f"| `{key}` | {shown} | {_COMPARE[compare]} {_value(bound)} | {met} | {what} | "
                      f"{_call(results.get('figures', {}).get(key) or source_of(results, key))} |")
     lines += [f"- `{key}`: {_value(results.get(key))}" for key in REPORTED]
@@ -260,16 +258,20 @@ def _other_gpus_section(gpus: dict[str, Any]) -> list[str]:
     for gpu, figures in gpus.items():
         for key in (key for key in DEVICE_GOALS if key in figures):
             figure = figures[key]
-            value = figure.get("value")
-            shown = json.dumps(value) if isinstance(value, dict) else _value(value)
-            if key == "cold_start_s" and value is None:
-                shown = "did not start"
+            shown = _measured(key, figure.get("value"), measured=True)  # a figure is a call's measurement
             lines.append(f"| {gpu} | `{key}` | {shown} | {_COMPARE[DEVICE_GOALS[key][0]]} {_value(figure.get('goal'))} | "
                          f"{figure.get('met', '—')} | {_call(figure)} |")
     return lines
 
 
 _COMPARE = {"<=": "≤", ">=": "≥", "is": "=", "each <=": "each ≤"}
+
+
+def _measured(key: str, value: Any, *, measured: bool) -> str:
+    """A device goal's measured cell: JSON for a mapping; a cold start a call ``measured`` without a time did not start."""
+    if key == "cold_start_s" and value is None and measured:
+        return "did not start"
+    return json.dumps(value) if isinstance(value, dict) else _value(value)
 
 
 def _value(value: Any) -> str:
