@@ -312,17 +312,19 @@ def _first_job_section(first: dict[str, Any]) -> list[str]:
     lines = ["", "### First job vs second (benchmarks/first_job.py, a fresh process each, seconds)", "",
              f"Jobs: one photo, default generation, `glb` {json.dumps(first.get('glb'))}.", "",
              "| variant | pipeline | FlexGEMM entries | load | warm-up | first job | second job | penalty | "
-             "first generate | second generate | first export | second export |", "|" + "---|" * 12]
+             "first generate | second generate | first export | second export | tuned in first / second job |",
+             "|" + "---|" * 13]
     for name, runs in first["variants"].items():
         # before issue 19 a variant was one 1024_cascade process; now one process per pipeline type
         for kind, v in ({"1024_cascade": runs}.items() if "penalty_s" in runs else runs.items()):
             if "first" not in v:
-                lines.append(f"| {name} | {kind} | {json.dumps(v)} |" + " |" * 9)
+                lines.append(f"| {name} | {kind} | {json.dumps(v)} |" + " |" * 10)
                 continue
             a, b = v["first"]["timings"], v["second"]["timings"]
+            tuned = {job: v[job].get("flexgemm_tuned", "—") for job in ("first", "second")}  # recorded since 2026-12-05
             lines.append(f"| {name} | {kind} | {v['flexgemm_entries']} | {v['load_s']} | {v.get('warmup_s', '—')} | "
                          f"{a['total']} | {b['total']} | {v['penalty_s']} | {a['generate']} | {b['generate']} | "
-                         f"{a['export']} | {b['export']} |")
+                         f"{a['export']} | {b['export']} | {tuned['first']} / {tuned['second']} |")
     warm = {kind: v["warmup"] for kind, v in first["variants"].get(first_job.WORKER_VARIANT, {}).items()
             if isinstance(v, dict) and isinstance(v.get("warmup"), dict)}
     if warm:

@@ -502,16 +502,18 @@ def test_cold_start_marks_match_the_log_lines_the_worker_prints():
             assert message.split(":")[0] in sources[module.rsplit(".", 1)[-1]], text
 
 
-def _first_job_run(penalty: float, kind: str) -> dict:
+def _first_job_run(penalty: float, kind: str, tuned: tuple[int, int] | None = None) -> dict:
     timings = {"generate": 12.0, "export": 4.0, "total": 17.0}
+    first, second = {"timings": {**timings, "total": 17.0 + penalty}}, {"timings": timings}
+    if tuned:
+        first["flexgemm_tuned"], second["flexgemm_tuned"] = tuned
     return {"pipeline_type": kind, "flexgemm_entries": 200, "load_s": 9.0, "warmup_s": 6.0, "penalty_s": penalty,
-            "warmup": {"stages": {"preprocess": 0.3}, "seconds": 6.0},
-            "first": {"timings": {**timings, "total": 17.0 + penalty}}, "second": {"timings": timings}}
+            "warmup": {"stages": {"preprocess": 0.3}, "seconds": 6.0}, "first": first, "second": second}
 
 
 def test_first_job_penalties_are_the_worker_variants_per_pipeline_type():
     first = {"glb": {}, "variants": {"tuned_warmup": {"512": _first_job_run(0.4, "512"),
-                                                      "1536_cascade": _first_job_run(2.5, "1536_cascade"),
+                                                      "1536_cascade": _first_job_run(2.5, "1536_cascade", (3, 0)),
                                                       "1024_cascade": _first_job_run(1.1, "1024_cascade")},
                                      "tuned": {"1024_cascade": _first_job_run(30.0, "1024_cascade")}}}
     results = report.merge({}, {"first_job": first}, None, {"first_job": {"date": "d", "gpu": "H200", "commit": "c"}})
@@ -520,7 +522,8 @@ def test_first_job_penalties_are_the_worker_variants_per_pipeline_type():
     assert report.goal_met(results, "first_job_penalty_s_by_pipeline_type") == (2.0, "no")
     assert results["figures"]["first_job_penalty_s"] == {"value": 1.1, "date": "d", "gpu": "H200", "commit": "c"}
     text = report.render(results)
-    assert "| tuned_warmup | 1536_cascade | 200 | 9.0 | 6.0 | 19.5 | 17.0 | 2.5 |" in text
+    assert "| tuned_warmup | 1536_cascade | 200 | 9.0 | 6.0 | 19.5 | 17.0 | 2.5 | 12.0 | 12.0 | 4.0 | 4.0 | 3 / 0 |" in text
+    assert "| tuned_warmup | 512 | 200 | 9.0 | 6.0 | 17.4 | 17.0 | 0.4 | 12.0 | 12.0 | 4.0 | 4.0 | — / — |" in text
     assert first_job.penalties(first)["first_job_penalty_s"] == 1.1
 
 
