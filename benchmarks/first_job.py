@@ -86,7 +86,8 @@ def child(model_dir: Path, kind: str, warm: bool, glb: dict[str, Any], result: P
     job = {"id": "first-job", "input": {"images": [_b64_jpeg(photo)], "seed": 1, "pipeline_type": kind, "glb": glb}}
     settings = Settings(max_base64_glb_bytes=200_000_000)
     shell = generator.pipeline.models["sparse_structure_decoder"]
-    with shell.with_radius(radius or SHELL_RADIUS.get(kind, shell.radius)):
+    out["shell_radius"] = radius or SHELL_RADIUS.get(kind, shell.radius)
+    with shell.with_radius(out["shell_radius"]):
         for name in ("first", "second"):
             entries = flexgemm_entries()
             answer = run_job(job, settings=settings, generator=generator, store=None)
