@@ -32,6 +32,7 @@ An error propagates: a worker that cannot finish its warm-up would fail every jo
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import time
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 # Few faces (unwrap and simplify are per face), the default texture size: FlexGEMM's grid_sample
 # kernel is chosen per texel count, so the default request's is the one to compile.
 WARMUP_FACES = 20_000
+_EXPORT_MODULES = (".export", ".pipeline.warm", ".raster.coverage_kernel")  # what _export_sphere imports
 
 
 def start_export_warm_up(compiling: Any = None) -> Future:
@@ -92,20 +94,28 @@ def warm_up(generator: Any, *, compiling: Any = None, export: Future | None = No
 
 
 def _export_warm_up(compiling: Any = None) -> float:
-    from .export import GlbOptions, export_glb
     from .pipeline.kernels import OWN
-    from .pipeline.warm import warmup_mesh
-    from .raster.coverage_kernel import warm_up as warm_coverage
 
+    for module in _EXPORT_MODULES:  # trimesh, networkx, ... imported while the child compiles
+        importlib.import_module(module, __package__)
     if compiling is not None and OWN in compiling.processes:
         own = compiling.wait(OWN)
         log.info("warm-up: our kernels compiled in a child process (%s)", own)
+    return _export_sphere()[0]
+
+
+def _export_sphere() -> tuple[float, dict[str, float]]:
+    """The warm-up's export and coverage launch, once; its seconds and the export's phases."""
+    from .export import GlbOptions, export_glb
+    from .pipeline.warm import warmup_mesh
+    from .raster.coverage_kernel import warm_up as warm_coverage
+
     start = time.perf_counter()
     glb = export_glb(warmup_mesh(), GlbOptions(decimation_target=WARMUP_FACES))
     warm_coverage()  # the previews' silhouettes (views_fit), which the export does not draw
     seconds = round(time.perf_counter() - start, 2)
     log.info("warm-up export of a sphere: %d faces, %d bytes, %.1f s", glb.faces, len(glb.data), seconds)
-    return seconds
+    return seconds, glb.timings
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -124,9 +134,9 @@ def main(argv: list[str] | None = None) -> None:
     if not torch.cuda.is_available():
         print(json.dumps({"compiled": 0, "skipped": "no CUDA GPU"}), flush=True)
         return
-    export_s = _export_warm_up()
-    print(json.dumps({"export_s": export_s, "seconds": round(time.perf_counter() - start, 2), "startup_s": startup_s}),
-          flush=True)
+    export_s, phases = _export_sphere()
+    print(json.dumps({"export_s": export_s, "seconds": round(time.perf_counter() - start, 2), "startup_s": startup_s,
+                      "phases": phases}), flush=True)
 
 
 if __name__ == "__main__":
