@@ -167,7 +167,7 @@ def test_auto_picks_the_packer_by_the_chart_count(count, packer):
 
 
 def test_the_public_names():
-    assert pack.__all__ == ["XATLAS_CHARTS", "Packer", "pack_charts"] and pack_xatlas.__all__ == ["xatlas_layout"]
+    assert pack.__all__ == ["XATLAS_CHARTS", "pack_charts"] and pack_xatlas.__all__ == ["xatlas_layout"]
 
 
 def test_too_small_a_texture_for_the_padding_is_refused():

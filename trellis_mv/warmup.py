@@ -11,8 +11,7 @@ parts, each done once and overlapped with what it does not depend on:
 
 1. ``kernels``: the decoders' Triton kernels, compiled by child processes that start before the
    weights are read (``trellis_mv.pipeline.kernels``, started by ``trellis_mv.headstart``);
-2. ``export``: a small sphere through the export at the default texture size (its charts packed
-   by the shelves: xatlas's packer compiles nothing and holds the interpreter lock), and the previews'
+2. ``export``: a small sphere through the export at the default texture size, and the previews'
    coverage kernel once (``raster.coverage_kernel.warm_up``), on a thread while
    the models load (``start_export_warm_up``), once a child process has run the same export
    (``python -m trellis_mv.warmup --compile``, one of 1's children): the compiles of our Triton
@@ -112,9 +111,7 @@ def _export_sphere() -> tuple[float, dict[str, float]]:
     from .raster.coverage_kernel import warm_up as warm_coverage
 
     start = time.perf_counter()
-    # Shelves, not xatlas: xatlas's packer has no kernel to warm, and on the sphere's 25 large charts it
-    # took 1.7 s of CPU holding the interpreter lock (H100, 2026-12-05), in the child and again here.
-    glb = export_glb(warmup_mesh(), GlbOptions(decimation_target=WARMUP_FACES), packer="shelves")
+    glb = export_glb(warmup_mesh(), GlbOptions(decimation_target=WARMUP_FACES))
     warm_coverage()  # the previews' silhouettes (views_fit), which the export does not draw
     seconds = round(time.perf_counter() - start, 2)
     log.info("warm-up export of a sphere: %d faces, %d bytes, %.1f s", glb.faces, len(glb.data), seconds)

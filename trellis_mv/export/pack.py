@@ -33,16 +33,15 @@ import torch
 
 from .pack_xatlas import xatlas_layout
 
-__all__ = ["XATLAS_CHARTS", "Packer", "pack_charts"]
+__all__ = ["XATLAS_CHARTS", "pack_charts"]
 
-Packer = Literal["auto", "xatlas", "shelves"]
 XATLAS_CHARTS = 400  # up to this many charts xatlas packs (it fills more), beyond it shelves (measured)
 _ANGLES = 16  # orientations per chart, evenly over 90°, for its smallest bounding box
 _PRECISION = 1e-4  # relative, of the shelves' scale
 
 
 def pack_charts(uvs: torch.Tensor, faces: torch.Tensor, chart: torch.Tensor, size: int, padding: int, *,
-                packer: Packer = "auto") -> torch.Tensor:
+                packer: Literal["auto", "xatlas", "shelves"] = "auto") -> torch.Tensor:
     """Chart-local ``uvs`` (V, 2) -> texture coordinates in [0, 1]² of a ``size``² texture, on ``uvs``'s device.
 
     ``faces`` (F, 3) index ``uvs``; ``chart`` (F,) numbers each face's chart 0..C-1, and no vertex is

@@ -38,7 +38,6 @@ from .clean import UnwrappedMesh, vertex_normals, y_up
 from .compress import DracoPrimitive, draco_encode
 from .glb import TexturedMesh, write_glb
 from .options import Compression, GlbOptions
-from .pack import Packer
 from ..timing import timed
 from .texture import encode_images, texture_images
 from .unwrap import unwrap
@@ -62,11 +61,8 @@ class ExportedGlb:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def export_glb(mesh: Any, options: GlbOptions, *, packer: Packer = "auto") -> ExportedGlb:
-    """Turn a generator's mesh (a trellis2 ``MeshWithVoxel`` or a textured trimesh) into GLB bytes.
-
-    ``packer`` places the fast unwrap's charts (``pack.pack_charts``); a job leaves it to the chart count.
-    """
+def export_glb(mesh: Any, options: GlbOptions) -> ExportedGlb:
+    """Turn a generator's mesh (a trellis2 ``MeshWithVoxel`` or a textured trimesh) into GLB bytes."""
     timings: dict[str, float] = {}
     phase = partial(timed, timings)
     with ThreadPoolExecutor(max_workers=_export_threads(), thread_name_prefix="export") as pool:
@@ -75,7 +71,7 @@ def export_glb(mesh: Any, options: GlbOptions, *, packer: Packer = "auto") -> Ex
                 geometry, images = _from_trimesh(mesh, options.texture_size)
             draco = _encode_geometry(pool, geometry, options.compression)
         else:
-            geometry, images, draco = _bake(mesh, options, phase, pool, packer)
+            geometry, images, draco = _bake(mesh, options, phase, pool)
         with phase("encode"):
             encoded = encode_images(images, options.texture_format, pool)
         with phase("write"):
@@ -100,7 +96,7 @@ def _encode_geometry(pool: Executor, geometry: dict[str, Any], compression: Comp
     return pool.submit(draco_encode, geometry["vertices"], geometry["faces"], geometry["normals"], geometry["uvs"])
 
 
-def _bake(mesh: Any, options: GlbOptions, phase: Phase, pool: Executor, packer: Packer
+def _bake(mesh: Any, options: GlbOptions, phase: Phase, pool: Executor
           ) -> tuple[dict[str, Any], list[np.ndarray], Future[DracoPrimitive] | None]:
     volume = bake.volume_of(mesh)
     # 1. clean: fill the decoded surface's small holes
@@ -120,7 +116,7 @@ def _bake(mesh: Any, options: GlbOptions, phase: Phase, pool: Executor, packer: 
             bake.simplify_and_repair(cu, options.decimation_target)
     # 4. unwrap: charts, atlas, then no degenerate face and unit normals
     with phase("unwrap"):
-        unwrapped = unwrap(cu, options.unwrap, options.texture_size, phase, packer=packer)
+        unwrapped = unwrap(cu, options.unwrap, options.texture_size, phase)
     geometry = {**_gltf_geometry(unwrapped), "double_sided": not options.remesh}
     draco = _encode_geometry(pool, geometry, options.compression)  # on the CPU while the GPU bakes
     # 5. bake: the attribute volume into texels

@@ -33,7 +33,7 @@ import torch
 from .charts import Limits, parameterize
 from .clean import UnwrappedMesh, mean_face_area, tidy_unwrapped
 from .options import UnwrapMethod
-from .pack import Packer, pack_charts
+from .pack import pack_charts
 
 __all__ = ["CHART_FACES", "CLUSTER_FACES", "PADDING", "XATLAS_CLUSTERING", "Clustering", "cluster", "unwrap", "unwrap_xatlas"]
 
@@ -87,11 +87,10 @@ XATLAS_CLUSTERING = Clustering(cone=math.pi / 2, chart_faces=CLUSTER_FACES, refi
 
 
 def unwrap(cu: Any, method: UnwrapMethod = "fast", texture_size: int = 2048, phase: Phase | None = None,
-           clustering: Clustering = Clustering(), limits: Limits = Limits(), packer: Packer = "auto") -> UnwrappedMesh:
+           clustering: Clustering = Clustering(), limits: Limits = Limits()) -> UnwrappedMesh:
     """UV charts and atlas for ``cu``'s mesh, then degenerate faces dropped and unit normals (``clean``).
 
-    ``phase(name)`` times the fast path's steps (``unwrap_cluster``, ``unwrap_charts``, ``unwrap_pack``);
-    ``packer`` is the fast path's (``pack.pack_charts``).
+    ``phase(name)`` times the fast path's steps (``unwrap_cluster``, ``unwrap_charts``, ``unwrap_pack``).
     """
     if method == "xatlas":
         return unwrap_xatlas(cu)
@@ -105,7 +104,7 @@ def unwrap(cu: Any, method: UnwrapMethod = "fast", texture_size: int = 2048, pha
     log.info("unwrap: %d faces, %d clusters, %d charts; %s", len(faces), int(chart.max()) + 1, charts.count, charts.stats)
     # 3. pack: one atlas, one texel density
     with step("unwrap_pack"):
-        uvs = pack_charts(charts.uvs, charts.faces, charts.chart, texture_size, PADDING, packer=packer)
+        uvs = pack_charts(charts.uvs, charts.faces, charts.chart, texture_size, PADDING)
     # 4. tidy: no degenerate face, unit normals
     return tidy_unwrapped(vertices, charts.faces.int(), uvs, charts.vmap)
 
