@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 # Few faces (unwrap and simplify are per face), the default texture size: FlexGEMM's grid_sample
 # kernel is chosen per texel count, so the default request's is the one to compile.
 WARMUP_FACES = 20_000
-_EXPORT_MODULES = (".export", ".pipeline.warm", ".raster.coverage_kernel")  # what _export_sphere imports
+_EXPORT_MODULES = (".export.run", ".pipeline.warm", ".raster.coverage_kernel")  # what _export_sphere imports
 
 
 def start_export_warm_up(compiling: Any = None) -> Future:
