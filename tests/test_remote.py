@@ -312,6 +312,18 @@ def test_sigterm_cancels_the_job_as_ctrl_c_does(job_api, photos, tmp_path):
     assert job_api.cancelled == [job_id] and out == ""
 
 
+@pytest.mark.parametrize("status", [130, 143])
+def test_a_taken_stop_ends_the_process_though_it_left_a_connection_pool_locked(status):
+    """After the cancel, the exit: a stop raised inside urllib3's pool (its queue's lock) can leave the lock
+    held, and urllib3's finalizer of that pool waited for it at exit for ever (CI, the SIGTERM test above:
+    the job cancelled, the line printed, no exit in 30 s). Here a pool is locked as such a stop leaves it."""
+    code = ("import urllib3; from trellis_mv.__main__ import exit_with; "
+            "pool = urllib3.HTTPConnectionPool('127.0.0.1', 9); pool.pool.mutex.acquire(); "
+            f"print('stopped', flush=True); exit_with({status})")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stdout) == (status, "stopped\n")
+
+
 def test_a_ctrl_c_the_command_does_not_take_ends_it_with_one_line(monkeypatch, capsys):
     import runpy
 
