@@ -32,7 +32,6 @@ An error propagates: a worker that cannot finish its warm-up would fail every jo
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import time
@@ -49,12 +48,11 @@ log = logging.getLogger(__name__)
 # Few faces (unwrap and simplify are per face), the default texture size: FlexGEMM's grid_sample
 # kernel is chosen per texel count, so the default request's is the one to compile.
 WARMUP_FACES = 20_000
-_EXPORT_MODULES = (".export.run", ".pipeline.warm", ".raster.coverage_kernel")  # what _export_sphere imports
 
 
 def start_export_warm_up(compiling: Any = None) -> Future:
     """Export a small sphere (``pipeline.warm.warmup_mesh``) on a thread, after ``compiling``'s child
-    that compiles our kernels (``kernels.OWN``) has ended; the future answers the export's seconds.
+    that compiles our kernels (``kernels.OWN``) has ended; the future answers the export's seconds and phases.
     The export's modules (trimesh, networkx, ...) are imported on that thread too, beside the load."""
     return on_a_thread("export-warm-up", _export_warm_up, compiling)
 
@@ -86,30 +84,24 @@ def warm_up(generator: Any, *, compiling: Any = None, export: Future | None = No
     with RANDOM_OR_CAPTURE:  # the export's warm-up may be capturing a CUDA graph on its thread
         report["decoders"] = warm_decoders(generator, latents, tune=not tuned)
     log.info("warm-up decoders: %s", report["decoders"])
-    report["export_s"] = export.result() if export is not None else _export_warm_up()
+    report["export_s"] = (export.result() if export is not None else _export_warm_up())[0]
     log.info("warm-up export: %.2f s", report["export_s"])
     report["seconds"] = round(time.perf_counter() - started, 2)
     log.info("warm-up done: %.1f s after the load", report["seconds"])
     return report
 
 
-def _export_warm_up(compiling: Any = None) -> float:
+def _export_warm_up(compiling: Any = None) -> tuple[float, dict[str, float]]:
+    """The warm-up's export and coverage launch, after ``compiling``'s child (if any); its seconds and
+    the export's phases."""
+    from .export import GlbOptions, export_glb  # trimesh, networkx, ... imported while the child compiles
     from .pipeline.kernels import OWN
-
-    for module in _EXPORT_MODULES:  # trimesh, networkx, ... imported while the child compiles
-        importlib.import_module(module, __package__)
-    if compiling is not None and OWN in compiling.processes:
-        own = compiling.wait(OWN)
-        log.info("warm-up: our kernels compiled in a child process (%s)", own)
-    return _export_sphere()[0]
-
-
-def _export_sphere() -> tuple[float, dict[str, float]]:
-    """The warm-up's export and coverage launch, once; its seconds and the export's phases."""
-    from .export import GlbOptions, export_glb
     from .pipeline.warm import warmup_mesh
     from .raster.coverage_kernel import warm_up as warm_coverage
 
+    if compiling is not None and OWN in compiling.processes:
+        own = compiling.wait(OWN)
+        log.info("warm-up: our kernels compiled in a child process (%s)", own)
     start = time.perf_counter()
     glb = export_glb(warmup_mesh(), GlbOptions(decimation_target=WARMUP_FACES))
     warm_coverage()  # the previews' silhouettes (views_fit), which the export does not draw
@@ -134,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     if not torch.cuda.is_available():
         print(json.dumps({"compiled": 0, "skipped": "no CUDA GPU"}), flush=True)
         return
-    export_s, phases = _export_sphere()
+    export_s, phases = _export_warm_up()
     print(json.dumps({"export_s": export_s, "seconds": round(time.perf_counter() - start, 2), "startup_s": startup_s,
                       "phases": phases}), flush=True)
 

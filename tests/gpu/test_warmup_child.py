@@ -22,8 +22,8 @@ import torch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-_TWICE = ("import json; from trellis_mv.warmup import _export_sphere; "
-          "print(json.dumps([dict(zip(('export_s', 'phases'), _export_sphere())) for _ in range(2)]))")
+_TWICE = ("import json; from trellis_mv.warmup import _export_warm_up; "
+          "print(json.dumps([dict(zip(('export_s', 'phases'), _export_warm_up())) for _ in range(2)]))")
 
 
 def _last_json(command: list[str], triton_cache: Path) -> object:
