@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import subprocess
 import sys
 import threading
@@ -24,7 +25,8 @@ from weights_trees import repo_files, write_folder
 from trellis_mv.config import Settings
 from trellis_mv.headstart import ENCODER_IMPORTS, HeadStart, begin, compile_processes, gpu_visible, import_ahead
 from trellis_mv.pipeline.prefetch import can_read_direct
-from trellis_mv.pipeline.kernels import DISPATCH, OWN, ConvProbe, conv_probes, start_compiling, tuning_probes
+from trellis_mv.pipeline import kernels
+from trellis_mv.pipeline.kernels import DISPATCH, OWN, Compiling, ConvProbe, conv_probes, start_compiling, tuning_probes
 from trellis_mv.pipeline.warm import shell_coords
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -194,6 +196,22 @@ def test_compiling_children_report_and_need_a_gpu():
     stopped = start_compiling(1, own=False)
     stopped.kill()
     assert stopped.wait(timeout=10)["failed"][0] == {"child": "shard 0/1", "exit_status": -9, "tail": []}
+
+
+def test_a_child_is_done_when_it_reports_not_when_it_exits():
+    """The report comes through its pipe while the child still runs (a child's teardown took seconds
+    beside the load); a child that ends without one is reported by its exit status and last lines."""
+    lingering = [sys.executable, "-c", "import signal; from trellis_mv.pipeline.kernels import report; "
+                 "report({'probes': 3, 'seconds': 1.5}); signal.pause()"]
+    dying = [sys.executable, "-c", "print('compiling'); raise SystemExit(3)"]
+    compiling = Compiling({name: kernels._spawn(name, command, os.environ)
+                           for name, command in (("lingering", lingering), ("dying", dying))}, 0.0)
+    try:
+        assert compiling.wait("lingering", timeout=60)["probes"] == 3
+        assert compiling.processes["lingering"].process.poll() is None
+        assert compiling.wait("dying", timeout=60)["failed"] == [{"child": "dying", "exit_status": 3, "tail": ["compiling"]}]
+    finally:
+        compiling.kill()
 
 
 def test_nothing_heavy_is_imported_before_the_head_start_begins():

@@ -112,23 +112,23 @@ def _export_warm_up(compiling: Any = None) -> tuple[float, dict[str, float]]:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m trellis_mv.warmup --compile``: the export's warm-up in a child process (``kernels.OWN``),
-    to fill Triton's cache; prints one JSON line."""
+    to fill Triton's cache; reports one JSON line (``kernels.report``)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--compile", action="store_true", required=True, help="export a small sphere once")
     parser.parse_args(argv)
-    from .pipeline.kernels import since_spawn
+    from .pipeline.kernels import report, since_spawn
 
     start, startup_s = time.perf_counter(), since_spawn(time.time())
     import torch
 
     if not torch.cuda.is_available():
-        print(json.dumps({"compiled": 0, "skipped": "no CUDA GPU"}), flush=True)
+        report({"compiled": 0, "skipped": "no CUDA GPU"})
         return
     export_s, phases = _export_warm_up()
-    print(json.dumps({"export_s": export_s, "seconds": round(time.perf_counter() - start, 2), "startup_s": startup_s,
-                      "phases": phases}), flush=True)
+    report({"export_s": export_s, "seconds": round(time.perf_counter() - start, 2), "startup_s": startup_s,
+            "phases": phases})
 
 
 if __name__ == "__main__":

@@ -19,7 +19,10 @@ the previews' coverage kernel).
 - :func:`tuning_probes`: one convolution per shape key a decoder can meet, for
   builder/autotune_flexgemm.py to tune;
 - :func:`run_probes`: runs convolutions through trellis2's own ``SparseConv3d``;
-- :func:`start_compiling`: the child processes, and :class:`Compiling` to wait for them.
+- :func:`start_compiling`: the child processes, and :class:`Compiling` to wait for them. A child is
+  done once it has reported (:func:`report`, through a pipe of its own), not once it has exited: its
+  interpreter's and CUDA context's teardown took 0.3-2.8 s beside the load (H100, 2026-12-05), and
+  the export's warm-up, which waits for :data:`OWN`, is the start's last step on a fast disk.
 
 FlexGEMM's cache is read here as the JSON file it is (``FLEX_GEMM_AUTOTUNE_CACHE_PATH``, else
 FlexGEMM's default path): only ``trellis_mv.export`` imports FlexGEMM (DESIGN.md, "Layout").
@@ -32,16 +35,20 @@ import json
 import math
 import os
 import re
+import select
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, IO
 
-__all__ = ["OWN", "OWN_KERNELS", "Compiling", "ConvProbe", "cache_path", "conv_probes", "run_probes", "start_compiling", "tuning_probes"]
+from ..threads import on_a_thread
+
+__all__ = ["OWN", "OWN_KERNELS", "Compiling", "ConvProbe", "cache_path", "conv_probes", "report", "run_probes",
+           "start_compiling", "tuning_probes"]
 
 _SPCONV = "flex_gemm.kernels.triton.spconv."
 # FlexGEMM's split-K dispatcher: key "(2^b, Ci, Co, V)", value {} or {"SPLITK": k}.
@@ -58,6 +65,8 @@ OWN, OWN_KERNELS = "own", ("-m", "trellis_mv.warmup", "--compile")
 # When the parent started a child (its ``time.time()``), so that the child's report can say how long
 # its interpreter and first imports took before its own clock began.
 SPAWNED_AT = "TRELLIS_MV_SPAWNED_AT"
+# The file descriptor, in the child, of the pipe its report goes to (:func:`report`).
+REPORT_FD = "TRELLIS_MV_REPORT_FD"
 
 
 @dataclass(frozen=True)
@@ -151,33 +160,42 @@ def run_probes(probes: Iterable[ConvProbe]) -> int:
     return count
 
 
+@dataclass
+class Child:
+    """One child of :func:`start_compiling`: the process, the file its output goes to, the read end of its report's pipe."""
+
+    process: subprocess.Popen
+    output: IO[str]
+    report: int = field(repr=False)
+
+
 class Compiling:
     """The child processes of :func:`start_compiling`, by name; :meth:`wait` joins them and says what they did."""
 
-    def __init__(self, processes: dict[str, tuple[subprocess.Popen, IO[str]]], started: float):
+    def __init__(self, processes: dict[str, Child], started: float):
         self.processes, self.started = processes, started
         self._reports: dict[str, dict[str, Any]] = {}
 
     def kill(self) -> None:
         """End every child that is still running."""
-        for process, _output in self.processes.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        for child in self.processes.values():
+            if child.process.poll() is None:
+                child.process.kill()
+                child.process.wait()
 
     def wait(self, *names: str, timeout: float = 600.0) -> dict[str, Any]:
-        """Wait for the children ``names`` (default: all), killing those past ``timeout``; what they did.
+        """Wait for the children ``names`` (default: all) to report, killing those past ``timeout``; what they did.
 
         ``probes``: the convolutions they ran; ``child_s``: the longest child's own seconds;
         ``startup_s``: the longest a child took from its spawn to its own clock's start; ``failed``:
-        the exit status and last lines of each child that did not end with its JSON report. A child is
+        the exit status and last lines of each child that ended without its JSON report. A child is
         joined once: waiting for it again repeats its report.
         """
         names = names or tuple(self.processes)
         deadline = time.monotonic() + timeout
         for name in names:
             if name not in self._reports:
-                self._reports[name] = _join(*self.processes[name], max(0.0, deadline - time.monotonic()))
+                self._reports[name] = _join(self.processes[name], max(0.0, deadline - time.monotonic()))
         reports = [self._reports[name] for name in names]
         done = [report for report in reports if "exit_status" not in report]
         return {"processes": len(names), "probes": sum(report.get("probes", 0) for report in done),
@@ -198,14 +216,18 @@ def start_compiling(processes: int, *, own: bool = True) -> Compiling:
                 for shard in range(processes)}
     if own:
         commands[OWN] = [sys.executable, *OWN_KERNELS]
-    children = {}
     env = {**os.environ, SPAWNED_AT: repr(time.time())}
-    for name, command in commands.items():
-        output = tempfile.TemporaryFile("w+", prefix="trellis_mv_kernels_")
-        # Niced: a compile is needed only after the load, the start's own imports and load are waited for.
-        children[name] = (subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True, env=env,
-                                           preexec_fn=_lower_priority), output)
-    return Compiling(children, time.monotonic())
+    return Compiling({name: _spawn(name, command, env) for name, command in commands.items()}, time.monotonic())
+
+
+def report(fields: Mapping[str, Any]) -> None:
+    """In a child of :func:`start_compiling` (or run by hand): print its JSON report, and hand it to the
+    parent through the report pipe, which it closes, so the parent has it before the child's teardown."""
+    line = json.dumps(fields)
+    print(line, flush=True)
+    if REPORT_FD in os.environ:
+        with open(int(os.environ[REPORT_FD]), "w") as pipe:
+            pipe.write(line + "\n")
 
 
 def since_spawn(now: float) -> float:
@@ -214,24 +236,57 @@ def since_spawn(now: float) -> float:
     return round(now - float(spawned), 2) if spawned else 0.0
 
 
+def _spawn(name: str, command: list[str], env: Mapping[str, str]) -> Child:
+    """One child, niced, its output to a file, its report's pipe passed to it (:data:`REPORT_FD`)."""
+    output = tempfile.TemporaryFile("w+", prefix="trellis_mv_kernels_")
+    read, write = os.pipe()
+    try:
+        # Niced: a compile is needed only after the load, the start's own imports and load are waited for.
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True,
+                                   env={**env, REPORT_FD: str(write)}, pass_fds=(write,), preexec_fn=_lower_priority)
+    except BaseException:
+        os.close(read)
+        raise
+    finally:
+        os.close(write)  # the child's copy is the only one left: its end, or its report, closes the pipe
+    on_a_thread(f"reap {name}", process.wait)  # its exit, whenever it comes after its report
+    return Child(process, output, read)
+
+
 def _lower_priority() -> None:
     os.nice(10)
 
 
-def _join(process: subprocess.Popen, output: IO[str], timeout: float) -> dict[str, Any]:
-    """The child's last JSON line once it exits (killed past ``timeout``), else its exit status and last lines."""
+def _join(child: Child, timeout: float) -> dict[str, Any]:
+    """The child's JSON report as soon as it has written it, its exit not waited for; else, once it has
+    ended (killed past ``timeout``), its exit status and last lines."""
+    deadline = time.monotonic() + timeout
+    written = _read_to_end(child.report, deadline)
+    found = _last_json(written.splitlines()) if written is not None else None
+    if found is None:
+        try:
+            child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.process.kill()
+            child.process.wait()
+    child.output.seek(0)
+    lines = child.output.read().splitlines()
+    child.output.close()
+    return found if found is not None else {"exit_status": child.process.returncode, "tail": lines[-3:]}
+
+
+def _read_to_end(fd: int, deadline: float) -> str | None:
+    """What comes through the pipe ``fd`` until every writer has closed it (then closed here too); None past ``deadline``."""
+    chunks = []
     try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    output.seek(0)
-    lines = output.read().splitlines()
-    output.close()
-    report = _last_json(lines)
-    if process.returncode == 0 and report is not None:
-        return report
-    return {"exit_status": process.returncode, "tail": lines[-3:]}
+        while select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return b"".join(chunks).decode()
+            chunks.append(chunk)
+        return None
+    finally:
+        os.close(fd)
 
 
 def _last_json(lines: list[str]) -> dict[str, Any] | None:
@@ -245,7 +300,7 @@ def _last_json(lines: list[str]) -> dict[str, Any] | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """A child of :func:`start_compiling`: compile its share of :func:`conv_probes`, print one JSON line."""
+    """A child of :func:`start_compiling`: compile its share of :func:`conv_probes`, report one JSON line (:func:`report`)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -255,14 +310,13 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     if not torch.cuda.is_available():
-        print(json.dumps({"shard": shard, "probes": 0, "skipped": "no CUDA GPU"}), flush=True)
+        report({"shard": shard, "probes": 0, "skipped": "no CUDA GPU"})
         return
     path = cache_path()
     cache = json.loads(path.read_text()) if path.is_file() else {}
     probes = conv_probes(cache, torch.cuda.get_device_name())[shard::shards]
     ran = run_probes(probes)
-    print(json.dumps({"shard": shard, "probes": ran, "seconds": round(time.perf_counter() - start, 2),
-                      "startup_s": startup_s}), flush=True)
+    report({"shard": shard, "probes": ran, "seconds": round(time.perf_counter() - start, 2), "startup_s": startup_s})
 
 
 if __name__ == "__main__":
