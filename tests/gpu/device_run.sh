@@ -87,14 +87,19 @@ cat "$run/env.json"
 # its licence, which the image never installs; the GPU tests compare our rasterizers and bake with it.
 IMAGE_EXTENSIONS=(flex_gemm o_voxel cumesh)
 HARNESS_ONLY=(nvdiffrast)
-if wanted build; then
-  # An o_voxel wheel from before builder/lib.sh's trim_o_voxel still imports its postprocess module.
-  for wheel in .cache/wheels/o_voxel-*.whl; do
-    if python3 -c 'import sys, zipfile; sys.exit(b"postprocess" not in zipfile.ZipFile(sys.argv[1]).read("o_voxel/__init__.py"))' "$wheel"; then
-      echo "build: $wheel imports o_voxel.postprocess: building o_voxel again" | tee -a "$run/build.log"
-      rm -f "$wheel"
+# An o_voxel wheel from before builder/lib.sh's trim_o_voxel still imports its postprocess module, and
+# with it the research-only rasterizer: the build phase builds o_voxel again; without it, stop here.
+for wheel in .cache/wheels/o_voxel-*.whl; do
+  if python3 -c 'import sys, zipfile; sys.exit(b"postprocess" not in zipfile.ZipFile(sys.argv[1]).read("o_voxel/__init__.py"))' "$wheel"; then
+    if [[ ,$phases, != *,build,* ]]; then
+      echo "$wheel imports o_voxel.postprocess (built before trim_o_voxel): add the build phase, which builds it again" >&2
+      pack; exit 1
     fi
-  done
+    echo "build: $wheel imports o_voxel.postprocess: building o_voxel again" | tee -a "$run/build.log"
+    rm -f "$wheel"
+  fi
+done
+if wanted build; then
   missing=()
   for name in "${IMAGE_EXTENSIONS[@]}" "${HARNESS_ONLY[@]}"; do
     compgen -G ".cache/wheels/$name-*.whl" >/dev/null || missing+=("$name")
