@@ -39,13 +39,12 @@ import select
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, IO
-
-from ..threads import on_a_thread
 
 __all__ = ["OWN", "OWN_KERNELS", "Compiling", "ConvProbe", "cache_path", "conv_probes", "report", "run_probes",
            "start_compiling", "tuning_probes"]
@@ -166,7 +165,7 @@ class Child:
 
     process: subprocess.Popen
     output: IO[str]
-    report: int = field(repr=False)
+    report: int
 
 
 class Compiling:
@@ -249,7 +248,9 @@ def _spawn(name: str, command: list[str], env: Mapping[str, str]) -> Child:
         raise
     finally:
         os.close(write)  # the child's copy is the only one left: its end, or its report, closes the pipe
-    on_a_thread(f"reap {name}", process.wait)  # its exit, whenever it comes after its report
+    # Its exit, whenever it comes after its report; a daemon, so that a child stuck in its teardown never
+    # holds up the worker's own exit.
+    threading.Thread(target=process.wait, name=f"reap {name}", daemon=True).start()
     return Child(process, output, read)
 
 
@@ -263,16 +264,18 @@ def _join(child: Child, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     written = _read_to_end(child.report, deadline)
     found = _last_json(written.splitlines()) if written is not None else None
-    if found is None:
-        try:
-            child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.process.kill()
-            child.process.wait()
+    if found is not None:
+        child.output.close()
+        return found
+    try:
+        child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        child.process.kill()
+        child.process.wait()
     child.output.seek(0)
     lines = child.output.read().splitlines()
     child.output.close()
-    return found if found is not None else {"exit_status": child.process.returncode, "tail": lines[-3:]}
+    return {"exit_status": child.process.returncode, "tail": lines[-3:]}
 
 
 def _read_to_end(fd: int, deadline: float) -> str | None:
