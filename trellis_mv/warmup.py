@@ -52,7 +52,7 @@ WARMUP_FACES = 20_000
 
 def start_export_warm_up(compiling: Any = None) -> Future:
     """Export a small sphere (``pipeline.warm.warmup_mesh``) on a thread, after ``compiling``'s child
-    that compiles our kernels (``kernels.OWN``) has ended; the future answers the export's seconds and phases.
+    that compiles our kernels (``kernels.OWN``) has reported; the future answers the export's seconds and phases.
     The export's modules (trimesh, networkx, ...) are imported on that thread too, beside the load."""
     return on_a_thread("export-warm-up", _export_warm_up, compiling)
 

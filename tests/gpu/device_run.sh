@@ -58,8 +58,9 @@ mkdir -p "$site" "$TRELLIS_MV_GPU_OUT" "$run" "$out"
 tar xzf .cache/src.tgz -C /tmp || exit 1
 
 left() { echo $(( deadline - SECONDS )); }
+asked() { [[ ,$phases, == *,$1,* ]]; }
 wanted() {
-  [[ ,$phases, == *,$1,* ]] || return 1
+  asked "$1" || return 1
   [ "$(left)" -gt 30 ] || { echo "$1: skipped, $(left) s left" | tee -a "$run/skipped.log"; return 1; }
 }
 pack() {
@@ -91,7 +92,7 @@ HARNESS_ONLY=(nvdiffrast)
 # with it the research-only rasterizer: the build phase builds o_voxel again; without it, stop here.
 for wheel in .cache/wheels/o_voxel-*.whl; do
   if python3 -c 'import sys, zipfile; sys.exit(b"postprocess" not in zipfile.ZipFile(sys.argv[1]).read("o_voxel/__init__.py"))' "$wheel"; then
-    if [[ ,$phases, != *,build,* ]]; then
+    if ! asked build; then
       echo "$wheel imports o_voxel.postprocess (built before trim_o_voxel): add the build phase, which builds it again" >&2
       pack; exit 1
     fi
